@@ -1,0 +1,85 @@
+"""Every error the framework raises on purpose derives from one root.
+
+Foreign errors (OSError, paho's, aiomqtt's, orjson's) are translated at the boundary with
+``raise ... from exc`` so callers only ever catch these::
+
+    WorkerError
+    ├── ConfigError            a setting, variable or flag has a bad value (may list several)
+    ├── TopicError             a topic or filter outside the iot-2 grammar
+    ├── IdentityError          a bad org, app ID, client ID or API key
+    │   └── QuickstartError    allowed on a real org, refused by quickstart's restrictions
+    ├── RegistrationError      a handler cannot be registered (caught at import time)
+    ├── AppLoadError           the handlers module cannot be imported or has no App
+    ├── CodecError             a payload cannot be encoded or decoded for its format
+    ├── PayloadTooLarge        a payload above the platform's 131072-byte limit
+    ├── ProtocolError          bytes that are not valid MQTT (the sans-IO codec)
+    │   └── PacketTooLarge     a packet whose announced length exceeds the reader's bound
+    └── ConnectError           could not reach or stay on the platform
+        └── NotAuthorized      the platform refused the credentials or client ID (CONNACK)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class WorkerError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(WorkerError):
+    """One or more settings are invalid; each problem names its variable or flag."""
+
+    def __init__(self, problems: str | Iterable[str]) -> None:
+        self.problems: tuple[str, ...] = (
+            (problems,) if isinstance(problems, str) else tuple(problems)
+        )
+        super().__init__("\n".join(self.problems))
+
+
+class TopicError(WorkerError, ValueError):
+    """A topic, topic filter or topic component outside the iot-2 grammar."""
+
+
+class IdentityError(WorkerError, ValueError):
+    """An org ID, app ID, device ID, client ID or API key that breaks the platform's rules."""
+
+
+class QuickstartError(IdentityError):
+    """Something the quickstart service does not support (commands, wildcards, TLS, ...)."""
+
+
+class RegistrationError(WorkerError, TypeError):
+    """A handler that cannot be registered: not a coroutine, bad filter, duplicate route."""
+
+
+class AppLoadError(WorkerError):
+    """The handlers module cannot be imported, or holds no App."""
+
+
+class CodecError(WorkerError, ValueError):
+    """A payload that cannot be decoded (or a value that cannot be encoded) for its format."""
+
+
+class PayloadTooLarge(WorkerError, ValueError):
+    """A payload above the platform limit of 131072 bytes."""
+
+
+class ProtocolError(WorkerError):
+    """Bytes that are not valid MQTT, or a packet the peer may not send."""
+
+
+class PacketTooLarge(ProtocolError):
+    """A packet whose announced remaining length exceeds what the reader accepts."""
+
+
+class ConnectError(WorkerError):
+    """The platform cannot be reached, or the connection was lost."""
+
+
+class NotAuthorized(ConnectError):
+    """The platform refused the connection: bad credentials or a client ID it does not accept."""
+
+    def __init__(self, message: str, return_code: int) -> None:
+        self.return_code = return_code
+        super().__init__(message)
