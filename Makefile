@@ -1,0 +1,50 @@
+# Every target installs what it needs; a second run reinstalls nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+SYSDEPS := $(VENV)/.system-deps
+
+.PHONY: help install test lint typecheck pytest demo bench clean
+
+help:
+	@echo "make demo   - set up and run the local horizontal-scaling demo"
+	@echo "make test   - set up and run lint, type checks and the test suite"
+	@echo "make lint   - ruff check and format check"
+	@echo "make bench  - benchmarks (results in BENCHMARKS.md)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALLED): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+$(SYSDEPS): scripts/system-deps.sh | $(PY)
+	bash scripts/system-deps.sh
+	@touch $@
+
+install: $(INSTALLED)
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(INSTALLED)
+	$(VENV)/bin/mypy
+
+pytest: $(INSTALLED) $(SYSDEPS)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+demo: $(INSTALLED)
+	$(VENV)/bin/worker demo
+
+bench: $(INSTALLED) $(SYSDEPS)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests use, only when they are missing:
+# mosquitto (the third-party broker of the interoperability tests) and prometheus (promtool,
+# and the server that scrapes live workers in the observability tests).
+set -euo pipefail
+
+need=()
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto mosquitto-clients)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "need root or sudo to install: ${need[*]}" >&2; exit 1; }
+    sudo="sudo"
+fi
+echo "installing Debian packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# --no-install-recommends keeps prometheus from pulling in its exporters and services.
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

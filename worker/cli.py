@@ -1,0 +1,77 @@
+"""The ``worker`` command. Exit codes live here and only here.
+
+0 ok · 2 usage or configuration · 3 cannot import the handlers module · 4 could not connect
+or not authorised.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import click
+
+from worker import __version__
+from worker.config import Settings, load_settings
+from worker.errors import ConfigError
+from worker.options import OPTIONS
+
+EXIT_OK: Final = 0
+EXIT_USAGE: Final = 2
+EXIT_APP: Final = 3
+EXIT_CONNECT: Final = 4
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settings_options(func: F) -> F:
+    """Add one flag per setting (the same table as the environment variables)."""
+    for option in reversed(OPTIONS):
+        env_names = " / ".join(option.envs)
+        help_text = f"{option.help}. Accepted: {option.accepted}. Default: {option.default}. [env: {env_names}]"
+        if option.is_flag:
+            decorator = click.option(option.flag, option.field, default=None, help=help_text)
+        else:
+            metavar = option.field.upper()
+            decorator = click.option(
+                option.flag, option.field, default=None, metavar=metavar, help=help_text
+            )
+        func = decorator(func)
+    return func
+
+
+def resolve_settings(flags: dict[str, Any]) -> Settings:
+    """Settings from the environment and these flags, or a clean exit 2 naming each problem."""
+    try:
+        return load_settings(flags=flags)
+    except ConfigError as exc:
+        fail(EXIT_USAGE, *exc.problems)
+
+
+def fail(code: int, *lines: str) -> Any:
+    """Print each line as an error and exit with ``code`` (no traceback for user errors)."""
+    for line in lines:
+        click.echo(f"error: {line}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="worker")
+def main() -> None:
+    """Scalable IoT event workers for Watson IoT Platform and standard MQTT brokers."""
+
+
+@main.command()
+@settings_options
+def check(**flags: Any) -> None:
+    """Resolve the settings and print who this worker would connect as (secrets masked)."""
+    settings = resolve_settings(flags)
+    rows = settings.describe()
+    width = max(len(k) for k in rows)
+    for key, value in rows.items():
+        click.echo(f"{key + ':':<{width + 1}} {value}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

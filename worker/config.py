@@ -1,0 +1,260 @@
+"""One frozen ``Settings``, built once: defaults < environment < command-line flags.
+
+Every setting is one row of ``OPTIONS``: its field, its environment variables (IBM SDK names
+where the SDK has one, ``WORKER_*`` otherwise), its flag, how it parses and what it accepts.
+The CLI builds its flags from the same table, so a variable always has its flag.
+All problems are collected and raised together as one ConfigError, one line per problem,
+each naming the variable or flag, the bad value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Final
+
+from worker import identity as ids
+from worker import topics
+from worker.errors import ConfigError, IdentityError
+from worker.identity import ClientId, IdentityMode
+from worker.options import OPTIONS, Option, Profile, Secret, by_field
+
+
+DEFAULT_DOMAIN: Final = "internetofthings.ibmcloud.com"
+_INSTANCE_BAD = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker needs to know, resolved and validated."""
+
+    profile: Profile = Profile.WIOTP
+    identity: IdentityMode = IdentityMode.SHARED
+    org: str = ids.QUICKSTART_ORG
+    app_id: str = "worker"
+    api_key: str | None = None
+    api_token: Secret | None = None
+    username: str | None = None
+    password: Secret | None = None
+    instance: str = "worker"
+    host: str = "localhost"
+    port: int = 1883
+    mqtt_transport: str = "tcp"
+    tls: bool = False
+    cafile: str | None = None
+    keepalive: int = 60
+    log_level: str = "info"
+    log_format: str = "text"
+    qos: int = 1
+    concurrency: int = 16
+    intake_size: int = 10_000
+    overflow: str = "drop-oldest"
+    drain_timeout: float = 25.0
+    loop: str = "auto"
+    transport: str = "aiomqtt"
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9100
+
+    @property
+    def client(self) -> ClientId | None:
+        """The Watson IoT client ID (None for the ``mqtt`` profile)."""
+        if self.profile is Profile.MQTT:
+            return None
+        instance = self.instance if self.identity is IdentityMode.SHARED_DURABLE else None
+        return ids.app_client_id(self.org, self.app_id, self.identity, instance)
+
+    @property
+    def client_id(self) -> str:
+        """The MQTT client ID this instance connects with."""
+        client = self.client
+        return f"{self.app_id}-{self.instance}" if client is None else str(client)
+
+    @property
+    def share_group(self) -> str | None:
+        """The ``$share`` group name of the ``mqtt`` profile: ``{org}:{app}``."""
+        return f"{self.org}:{self.app_id}" if self.profile is Profile.MQTT else None
+
+    def subscription(self, topic_filter: str) -> str:
+        """The filter to send in SUBSCRIBE: shared for ``mqtt``, plain for ``wiotp``."""
+        group = self.share_group
+        return topic_filter if group is None else topics.shared_filter(group, topic_filter)
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        """(username, password) for CONNECT: the API key and token, or the broker login."""
+        if self.profile is Profile.WIOTP:
+            token = self.api_token.reveal() if self.api_token else None
+            return self.api_key, token
+        return self.username, self.password.reveal() if self.password else None
+
+    def describe(self) -> dict[str, str]:
+        """What ``worker check`` prints; secrets masked."""
+        rows = {
+            "client ID": self.client_id,
+            "host": self.host,
+            "port": str(self.port),
+            "transport": self.mqtt_transport,
+            "TLS": "yes (TLS 1.2+)" if self.tls else "no",
+            "profile": self.profile.value,
+            "identity": self.identity.value if self.profile is Profile.WIOTP else "unique",
+            "instance": self.instance,
+            "org": self.org,
+            "app ID": self.app_id,
+        }
+        if self.share_group:
+            rows["share group"] = self.share_group
+        user, _ = self.credentials()
+        if user:
+            rows["user"] = user
+        rows["password"] = "********" if self.credentials()[1] else "(none)"
+        return rows
+
+
+def default_instance() -> str:
+    """The host name (the pod name on Kubernetes), made a legal instance ID.
+
+    Pod names can run to 63 characters; the last 36 keep the unique suffix.
+    """
+    name = _INSTANCE_BAD.sub("-", socket.gethostname()) or "worker"
+    return name[-topics.NAME_MAX :]
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None
+) -> Settings:
+    """Resolve settings from defaults < ``env`` (default os.environ) < ``flags`` (by field)."""
+    env = os.environ if env is None else env
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for option in OPTIONS:
+        raw, source = _raw(option, env, flags)
+        if raw is None:
+            continue
+        sources[option.field] = source
+        try:
+            values[option.field] = option.parse(raw)
+        except ValueError as exc:
+            shown = "********" if option.secret else raw
+            problems.append(f"{source}={shown!r}: {exc}")
+    settings = _resolve(values, sources, problems)
+    if problems or settings is None:
+        raise ConfigError(problems)
+    return settings
+
+
+def _raw(option: Option, env: Mapping[str, str], flags: Mapping[str, Any]) -> tuple[Any, str]:
+    if option.field in flags:
+        return flags[option.field], option.flag
+    for name in option.envs:
+        value = env.get(name)
+        if value is not None and value != "":
+            return value, name
+    return None, ""
+
+
+def _resolve(
+    values: dict[str, Any], sources: dict[str, str], problems: list[str]
+) -> Settings | None:
+    """Cross-field rules: org from the key, identity from the instance ID, host and port."""
+    resolver = _Resolver(values, sources, problems)
+    return resolver.run()
+
+
+@dataclass
+class _Resolver:
+    values: dict[str, Any]
+    sources: dict[str, str]
+    problems: list[str]
+
+    def name(self, field_name: str) -> str:
+        return self.sources.get(field_name) or by_field(field_name).envs[0]
+
+    def run(self) -> Settings | None:
+        v = self.values
+        profile = v.get("profile", Profile.WIOTP)
+        org = self._org()
+        mode = self._identity()
+        if "instance_id" in v:
+            v["instance"] = v.pop("instance_id")
+        v.setdefault("instance", default_instance())
+        v.setdefault("app_id", "worker")
+        tls = v.get("tls", profile is Profile.WIOTP and "host" not in v and org != "quickstart")
+        self._host(profile, org, v.pop("domain", DEFAULT_DOMAIN))
+        self._port(tls)
+        v.update(profile=profile, org=org, identity=mode, tls=tls)
+        if self.problems:
+            return None
+        settings = Settings(**{k: val for k, val in v.items() if k in _FIELDS})
+        self._check_identity(settings)
+        return None if self.problems else settings
+
+    def _org(self) -> str:
+        key, org = self.values.get("api_key"), self.values.get("org")
+        key_org = None
+        if key is not None:
+            try:
+                key_org = ids.org_from_api_key(key)
+            except IdentityError as exc:
+                self.problems.append(f"{self.name('api_key')}: {exc}")
+        if key_org and org and key_org != org:
+            self.problems.append(
+                f"{self.name('org')}={org!r} disagrees with the org {key_org!r} of "
+                f"{self.name('api_key')}; leave it unset or make them agree"
+            )
+        if key is not None and "api_token" not in self.values:
+            self.problems.append(
+                f"{self.name('api_key')} is set but WIOTP_AUTH_TOKEN / --auth-token is not; "
+                "an API key needs its token"
+            )
+        return key_org or org or ids.QUICKSTART_ORG
+
+    def _identity(self) -> IdentityMode:
+        mode: IdentityMode | None = self.values.get("identity")
+        if "instance_id" not in self.values:
+            return mode or IdentityMode.SHARED
+        if mode not in (None, IdentityMode.SHARED_DURABLE):
+            self.problems.append(
+                f"{self.name('instance_id')} selects the shared-durable identity "
+                f"(A:org:app:instance) but {self.name('identity')}={mode.value!r}; "
+                "unset one of them"
+            )
+        return IdentityMode.SHARED_DURABLE
+
+    def _host(self, profile: Profile, org: str, domain: str) -> None:
+        if "host" not in self.values:
+            wiotp = profile is Profile.WIOTP
+            self.values["host"] = f"{org}.messaging.{domain}" if wiotp else "localhost"
+
+    def _port(self, tls: bool) -> None:
+        if "port" not in self.values:
+            ws = self.values.get("mqtt_transport") == "websockets"
+            self.values["port"] = (443 if tls else 80) if ws else (8883 if tls else 1883)
+
+    def _check_identity(self, s: Settings) -> None:
+        if s.profile is Profile.MQTT:
+            return
+        try:
+            client = s.client
+            assert client is not None
+            if s.org == ids.QUICKSTART_ORG:
+                ids.check_quickstart_connection(client, tls=s.tls, clean_session=True)
+        except IdentityError as exc:
+            hint = ""
+            if s.org == ids.QUICKSTART_ORG and s.api_key is None:
+                hint = (
+                    " (no API key is set, so the org is 'quickstart'; set WIOTP_AUTH_KEY and "
+                    "WIOTP_AUTH_TOKEN, or WORKER_ORG, or WORKER_IDENTITY=standalone)"
+                )
+            self.problems.append(f"{exc}{hint}")
+
+
+_FIELDS: Final = frozenset(f.name for f in fields(Settings))
+
+
+def parser_for(field_name: str) -> Callable[[str], Any]:
+    """The parser of one option, for callers that validate a single value."""
+    return by_field(field_name).parse

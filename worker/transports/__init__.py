@@ -1,0 +1,1 @@
+"""MQTT client transports behind one small interface (see ``worker.transports.base``)."""

@@ -1,0 +1,67 @@
+"""The interface between the connection supervisor and an MQTT client implementation.
+
+A transport owns one MQTT connection. It hands received PUBLISH packets up in batches (all
+that one socket read produced, so the pipeline can work per read rather than per message)
+and sends the QoS 1 acknowledgements the pipeline releases, in the order it releases them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(slots=True)
+class Inbound:
+    """One received PUBLISH, as the transport saw it."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    #: what ``Transport.ack`` needs to acknowledge it (the MQTT packet ID); 0 for QoS 0
+    packet_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    """Everything needed to open one connection, resolved from Settings by the supervisor."""
+
+    host: str
+    port: int
+    client_id: str
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = 60
+    clean_session: bool = True
+    tls: bool = False
+    cafile: str | None = None
+    websockets: bool = False
+    #: how long to wait for the TCP/TLS handshake and the CONNACK
+    connect_timeout: float = 10.0
+
+
+class Transport(Protocol):
+    """One MQTT connection. Errors are worker.errors.ConnectError (NotAuthorized on refusal)."""
+
+    async def connect(self, options: ConnectOptions) -> None:
+        """Connect and wait for CONNACK; NotAuthorized when the server refuses."""
+
+    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> list[int]:
+        """Subscribe to (filter, qos) pairs in one SUBSCRIBE; the granted QoS (0x80 = refused)."""
+
+    async def unsubscribe(self, filters: Sequence[str]) -> None:
+        """Unsubscribe and wait for UNSUBACK."""
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Publish; for QoS 1 wait for the PUBACK."""
+
+    def ack(self, packet_ids: Sequence[int]) -> None:
+        """Send PUBACKs for these QoS 1 packet IDs, in this order (MQTT-4.6.0-2)."""
+
+    def batches(self) -> AsyncIterator[list[Inbound]]:
+        """Received PUBLISH packets, batch by batch; ends when the connection is lost."""
+
+    async def disconnect(self) -> None:
+        """Send DISCONNECT and close; safe to call more than once."""
