@@ -41,7 +41,13 @@ pytest: $(INSTALLED) $(SYSDEPS)
 test: lint typecheck pytest
 
 demo: $(INSTALLED)
-	$(VENV)/bin/worker demo
+	@if $(VENV)/bin/worker demo --help >/dev/null 2>&1; then \
+		$(VENV)/bin/worker demo; \
+	else \
+		echo "The horizontal-scaling demo is not built yet: 'worker demo' does not exist."; \
+		echo "What works today: 'worker check' (see README.md, Status)."; \
+		exit 1; \
+	fi
 
 bench: $(INSTALLED) $(SYSDEPS)
 	$(PY) -m bench

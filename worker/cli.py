@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import click
 
@@ -29,7 +29,10 @@ def settings_options(func: F) -> F:
     """Add one flag per setting (the same table as the environment variables)."""
     for option in reversed(OPTIONS):
         env_names = " / ".join(option.envs)
-        help_text = f"{option.help}. Accepted: {option.accepted}. Default: {option.default}. [env: {env_names}]"
+        help_text = (
+            f"{option.help}. Accepted: {option.accepted}. Default: {option.default}. "
+            f"[env: {env_names}]"
+        )
         if option.is_flag:
             decorator = click.option(option.flag, option.field, default=None, help=help_text)
         else:
@@ -49,7 +52,7 @@ def resolve_settings(flags: dict[str, Any]) -> Settings:
         fail(EXIT_USAGE, *exc.problems)
 
 
-def fail(code: int, *lines: str) -> Any:
+def fail(code: int, *lines: str) -> NoReturn:
     """Print each line as an error and exit with ``code`` (no traceback for user errors)."""
     for line in lines:
         click.echo(f"error: {line}", err=True)

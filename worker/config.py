@@ -22,7 +22,6 @@ from worker.errors import ConfigError, IdentityError
 from worker.identity import ClientId, IdentityMode
 from worker.options import OPTIONS, Option, Profile, Secret, by_field
 
-
 DEFAULT_DOMAIN: Final = "internetofthings.ibmcloud.com"
 _INSTANCE_BAD = re.compile(r"[^A-Za-z0-9._-]")
 

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from worker import topics
-from worker.errors import IdentityError, QuickstartError
+from worker.errors import IdentityError, QuickstartError, TopicError
 
 QUICKSTART_ORG: Final = "quickstart"
 ORG_RULE: Final = "6 lowercase letters or digits (or 'quickstart')"
-API_KEY_RULE: Final = "a-{org}-{rest}: 'a-', a 6-character org, '-', then letters, digits, '-' or '_'"
+API_KEY_RULE: Final = (
+    "a-{org}-{rest}: 'a-', a 6-character org, '-', then letters, digits, '-' or '_'"
+)
 CLIENT_ID_RULE: Final = (
     "a:{org}:{app}, A:{org}:{app}, A:{org}:{app}:{instance}, d:{org}:{type}:{id} "
     "or g:{org}:{type}:{id}"
@@ -61,7 +63,7 @@ def check_app_id(app_id: str) -> str:
     """Validate an application ID (1-36 of ``[A-Za-z0-9._-]``)."""
     try:
         return topics.check_name(app_id, "app ID")
-    except topics.TopicError as exc:
+    except TopicError as exc:
         raise IdentityError(str(exc)) from None
 
 
@@ -119,7 +121,7 @@ def parse_client_id(client_id: str) -> ClientId:
         else:
             name = topics.check_name(parts[2], "device type")
             qualifier = topics.check_name(parts[3], "device ID")
-    except topics.TopicError as exc:
+    except TopicError as exc:
         raise IdentityError(f"client ID {client_id!r}: {exc}") from None
     return ClientId(cls, org, name, qualifier)
 
@@ -145,7 +147,7 @@ def app_client_id(
         raise IdentityError("the shared-durable identity needs an instance ID")
     try:
         topics.check_name(instance, "instance ID")
-    except topics.TopicError as exc:
+    except TopicError as exc:
         raise IdentityError(str(exc)) from None
     return ClientId(ClientClass.SCALABLE_APP, org, app_id, instance)
 
@@ -179,7 +181,10 @@ def check_quickstart_filter(topic_filter: str) -> topics.AppTopic:
     else:
         wild = [
             what
-            for what, value in (("device type", parsed.device_type), ("device ID", parsed.device_id))
+            for what, value in (
+                ("device type", parsed.device_type),
+                ("device ID", parsed.device_id),
+            )
             if value == topics.SINGLE
         ]
     if wild:

@@ -169,8 +169,8 @@ def parse(topic: str, *, wildcard: bool = False) -> AppTopic:
         raise TopicError(f"topic filter {topic!r}: '#' is not allowed for applications; use '+'")
     n = len(levels)
     if n >= 2 and levels[0] == PREFIX:
-        if n == 10 and levels[1] == "type" and levels[3] == "id" and levels[8] == "fmt":
-            t, d, kind, name, f = levels[2], levels[4], levels[6], levels[7], levels[9]
+        if n == 9 and levels[1] == "type" and levels[3] == "id" and levels[7] == "fmt":
+            t, d, kind, name, f = levels[2], levels[4], levels[5], levels[6], levels[8]
             if kind == "evt":
                 return device_event(t, d, name, f, wildcard=wildcard)
             if kind == "cmd":
