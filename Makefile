@@ -33,7 +33,7 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(INSTALLED)
-	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy $(wildcard worker tests handlers bench)
 
 pytest: $(INSTALLED) $(SYSDEPS)
 	$(PY) -m pytest $(PYTEST_ARGS)
