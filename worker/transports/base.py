@@ -43,7 +43,11 @@ class ConnectOptions:
 
 
 class Transport(Protocol):
-    """One MQTT connection. Errors are worker.errors.ConnectError (NotAuthorized on refusal)."""
+    """One MQTT connection, connected once. Errors are ConnectError (NotAuthorized on refusal).
+
+    The supervisor makes a new transport for every connection attempt, so nothing (acks,
+    packet IDs, queues) leaks from a lost connection into the next.
+    """
 
     async def connect(self, options: ConnectOptions) -> None:
         """Connect and wait for CONNACK; NotAuthorized when the server refuses."""
@@ -58,10 +62,18 @@ class Transport(Protocol):
         """Publish; for QoS 1 wait for the PUBACK."""
 
     def ack(self, packet_ids: Sequence[int]) -> None:
-        """Send PUBACKs for these QoS 1 packet IDs, in this order (MQTT-4.6.0-2)."""
+        """Send PUBACKs for these QoS 1 packet IDs, in this order (MQTT-4.6.0-2).
+
+        Never blocks and never raises: once the connection is gone the acks are dropped,
+        because packet IDs belong to that connection's session.
+        """
 
     def batches(self) -> AsyncIterator[list[Inbound]]:
-        """Received PUBLISH packets, batch by batch; ends when the connection is lost."""
+        """Received PUBLISH packets, batch by batch (all that is there, waiting only for one).
+
+        Ends after ``disconnect()``; raises ConnectError when the connection is lost (after
+        yielding what had already arrived), so the supervisor knows why.
+        """
 
     async def disconnect(self) -> None:
         """Send DISCONNECT and close; safe to call more than once."""

@@ -1,0 +1,246 @@
+"""The reference transport: aiomqtt 2.x over paho-mqtt 2.x, with manual QoS 1 acknowledgements.
+
+aiomqtt lets paho acknowledge a QoS 1 PUBLISH the moment it arrives, which would make delivery
+at-most-once for every message still waiting in the pipeline. paho can leave the PUBACK to its
+caller (``Client.manual_ack_set`` and ``Client.ack``, public since paho-mqtt 2.0); aiomqtt has
+no switch for it, so this module reaches the paho client that aiomqtt keeps in ``Client._client``.
+This is the only module that imports aiomqtt or paho, so that reach stays in one place.
+
+Verified against aiomqtt 2.3.0, 2.3.2, 2.4.0, 2.5.0 and 2.5.1 (the ``_client`` attribute, the
+``queue_type``, ``tls_context``, ``clean_session``, ``transport`` and ``timeout`` keywords, the
+``messages`` iterator) and paho-mqtt 2.1.0 and 2.2.0 (``manual_ack_set``, ``ack``); pyproject.toml
+pins exactly that range. ``_paho_of`` fails loudly rather than silently auto-acking should a
+future release move things.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+
+from worker.errors import ConnectError, NotAuthorized
+from worker.transports.base import ConnectOptions, Inbound
+
+#: CONNACK refusals that retrying cannot fix, by MQTT 5 reason code (paho reports v3.1.1 return
+#: codes as these): (the v3.1.1 return code, what it means).
+_REFUSED: Final[dict[int, tuple[int, str]]] = {
+    0x85: (2, "the client ID is not accepted"),
+    0x86: (4, "bad user name or password"),
+    0x87: (5, "not authorised"),
+    0x8A: (5, "banned"),
+    0x8C: (5, "bad authentication method"),
+}
+#: the same, keyed by the v3.1.1 return code (when a plain int arrives instead)
+_REFUSED_V3: Final[dict[int, str]] = {
+    2: _REFUSED[0x85][1],
+    4: _REFUSED[0x86][1],
+    5: _REFUSED[0x87][1],
+}
+_DISCONNECT_TIMEOUT: Final = 5.0
+
+
+class AiomqttTransport:
+    """One MQTT 3.1.1 connection through aiomqtt; see ``worker.transports.base.Transport``."""
+
+    def __init__(self) -> None:
+        self._client: aiomqtt.Client | None = None
+        self._paho: Any = None
+        self._queue: asyncio.Queue[aiomqtt.Message] | None = None
+        self._where = ""
+        #: True from CONNACK until the connection is lost or closed: acks are sent only then
+        self._live = False
+        self._closing = False
+
+    async def connect(self, options: ConnectOptions) -> None:
+        """Connect and wait for CONNACK (NotAuthorized on refusal, ConnectError otherwise)."""
+        if self._client is not None:
+            raise RuntimeError("a transport connects once; make a new one to reconnect")
+        self._where = f"{options.host}:{options.port}"
+        tls = await asyncio.to_thread(tls_context, options.cafile) if options.tls else None
+        client = aiomqtt.Client(
+            options.host,
+            options.port,
+            identifier=options.client_id,
+            username=options.username,
+            password=options.password,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            clean_session=options.clean_session,
+            transport="websockets" if options.websockets else "tcp",
+            keepalive=options.keepalive,
+            timeout=options.connect_timeout,
+            tls_context=tls,
+            queue_type=self._capturing_queue(),
+        )
+        self._client = client
+        self._paho = _paho_of(client)
+        # Before CONNECT, so that not even the first PUBLISH is acknowledged behind our back.
+        self._paho.manual_ack_set(True)
+        try:
+            await client.__aenter__()
+        except MqttConnectError as exc:
+            raise _refusal(exc, options, self._where) from exc
+        except (aiomqtt.MqttError, OSError, ValueError) as exc:
+            raise ConnectError(f"cannot connect to {self._where}: {_reason(exc)}") from exc
+        self._live = True
+
+    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> list[int]:
+        """Subscribe in one SUBSCRIBE; the granted QoS per filter (0x80 = refused)."""
+        client = self._require()
+        try:
+            granted = await client.subscribe(list(filters))
+        except aiomqtt.MqttError as exc:
+            raise ConnectError(f"SUBSCRIBE to {self._where} failed: {_reason(exc)}") from exc
+        return [_code(g) for g in granted]
+
+    async def unsubscribe(self, filters: Sequence[str]) -> None:
+        """Unsubscribe and wait for UNSUBACK."""
+        client = self._require()
+        try:
+            await client.unsubscribe(list(filters))
+        except aiomqtt.MqttError as exc:
+            raise ConnectError(f"UNSUBSCRIBE at {self._where} failed: {_reason(exc)}") from exc
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Publish; for QoS 1 wait for the PUBACK."""
+        client = self._require()
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as exc:
+            raise ConnectError(f"PUBLISH to {self._where} failed: {_reason(exc)}") from exc
+
+    def ack(self, packet_ids: Sequence[int]) -> None:
+        """Queue PUBACKs in this order; paho writes them out together on the next loop turn.
+
+        Acks for a connection that is gone are dropped: packet IDs belong to one session, and
+        with a clean session the server has already forgotten them.
+        """
+        if not self._live:
+            return
+        ack = self._paho.ack
+        for packet_id in packet_ids:
+            ack(packet_id, 1)
+
+    async def batches(self) -> AsyncIterator[list[Inbound]]:
+        """Whatever has arrived, batch by batch, waiting only when nothing has."""
+        client, queue = self._require(), self._queue
+        assert queue is not None
+        messages = client.messages
+        while True:
+            try:
+                first = await anext(messages)
+            except aiomqtt.MqttError as exc:
+                self._live = False
+                # Messages read before the loss are still handled (their acks are dropped).
+                rest = _take_all(queue)
+                if rest:
+                    yield rest
+                if self._closing:
+                    return
+                raise ConnectError(f"connection to {self._where} lost: {_reason(exc)}") from exc
+            batch = [_inbound(first)]
+            batch.extend(_take_all(queue))
+            yield batch
+
+    async def disconnect(self) -> None:
+        """Send DISCONNECT and close; safe to call more than once, and after a loss."""
+        self._closing = True
+        self._live = False
+        client, self._client = self._client, None
+        if client is None:
+            return
+        # Leaving anyway: should DISCONNECT fail, the server notices the closed socket.
+        with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+            await asyncio.wait_for(client.__aexit__(None, None, None), _DISCONNECT_TIMEOUT)
+
+    def _require(self) -> aiomqtt.Client:
+        if self._client is None:
+            raise ConnectError(f"not connected to {self._where or 'the platform'}")
+        return self._client
+
+    def _capturing_queue(self) -> type[asyncio.Queue[aiomqtt.Message]]:
+        """A queue class that hands its instance back, so batches can drain it without waiting.
+
+        ``queue_type`` is aiomqtt's documented hook; the instance is otherwise private.
+        """
+        transport = self
+
+        class _Captured(asyncio.Queue[aiomqtt.Message]):
+            def __init__(self, maxsize: int = 0) -> None:
+                super().__init__(maxsize)
+                transport._queue = self
+
+        return _Captured
+
+
+def tls_context(cafile: str | None) -> ssl.SSLContext:
+    """A client context verifying the server by ``cafile`` or the system store; TLS 1.2+."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _paho_of(client: aiomqtt.Client) -> Any:
+    paho = getattr(client, "_client", None)
+    if not (hasattr(paho, "manual_ack_set") and hasattr(paho, "ack")):
+        raise ConnectError(
+            f"aiomqtt {aiomqtt.__version__} does not expose the paho client this transport "
+            "needs for manual acknowledgements; install aiomqtt>=2.3,<2.6 and paho-mqtt>=2.1,<2.3"
+        )
+    return paho
+
+
+def _take_all(queue: asyncio.Queue[aiomqtt.Message]) -> list[Inbound]:
+    batch: list[Inbound] = []
+    while True:
+        try:
+            batch.append(_inbound(queue.get_nowait()))
+        except asyncio.QueueEmpty:
+            return batch
+
+
+def _inbound(message: aiomqtt.Message) -> Inbound:
+    qos = message.qos
+    payload = message.payload
+    return Inbound(
+        topic=message.topic.value,
+        payload=payload if isinstance(payload, bytes) else bytes(payload),
+        qos=qos,
+        retain=message.retain,
+        packet_id=message.mid if qos else 0,
+    )
+
+
+def _code(value: Any) -> int:
+    """An int from paho's ReasonCode (or an int already)."""
+    return int(getattr(value, "value", value))
+
+
+def _refusal(exc: MqttConnectError, options: ConnectOptions, where: str) -> ConnectError:
+    code = _code(exc.rc) if exc.rc is not None else -1
+    if code in _REFUSED:
+        return_code, meaning = _REFUSED[code]
+    elif code in _REFUSED_V3:
+        return_code, meaning = code, _REFUSED_V3[code]
+    else:
+        return ConnectError(f"{where} refused the connection: {_reason(exc)}")
+    user = f" as user {options.username!r}" if options.username else " without credentials"
+    return NotAuthorized(
+        f"{where} refused client ID {options.client_id!r}{user}: {meaning} "
+        f"(CONNACK return code {return_code})",
+        return_code,
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """The most telling text of an aiomqtt error (its cause carries the socket's reason)."""
+    cause = exc.__cause__
+    text = str(exc) or type(exc).__name__
+    if cause is not None and str(cause) and str(cause) not in text:
+        return f"{text} ({cause})"
+    return text
