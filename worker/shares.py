@@ -1,0 +1,311 @@
+"""What share of an application's load each instance carries, measured from the outside.
+
+Two sources, one result (a list of :class:`InstanceShare`):
+
+- the instances' own ``/metrics`` endpoints, scraped concurrently twice an interval apart:
+  an instance's rate is the increase of ``worker_messages_received_total`` (summed over kinds)
+  between the scrapes, its share that rate over the sum of all instances' rates;
+- a Prometheus server, asked for the recording rules ``worker:load_share:ratio`` and
+  ``worker:messages_received:rate1m`` (deploy/prometheus/rules.yaml).
+
+An instance that cannot be scraped is a row in state ``down``, never an exception: the view is
+for watching instances come and go. Only bad input (a non-URL) and an unreachable Prometheus
+raise :class:`SharesError`. The HTTP client is a few lines over asyncio streams so this needs
+nothing beyond prometheus_client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlencode, urlsplit
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from worker.errors import WorkerError
+
+State = Literal["ready", "paused", "down"]
+
+RECEIVED = "worker_messages_received_total"
+MAX_BODY = 16 * 1024 * 1024  # a runaway response must not eat the terminal's memory
+
+
+class SharesError(WorkerError):
+    """Bad input for a share measurement, or a Prometheus server that cannot answer."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One scrape of one instance; ``error`` is set (and the numbers are None) when it failed."""
+
+    url: str
+    at: float
+    instance: str
+    received: float | None = None
+    in_flight: float | None = None
+    subscribed: bool | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class InstanceShare:
+    """One instance's row: its share of the total (0..1), msg/s, in-flight handlers, state."""
+
+    instance: str
+    url: str
+    share: float
+    rate: float
+    in_flight: float | None
+    state: State
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The machine-readable row (``worker shares --json``)."""
+        return {
+            "instance": self.instance,
+            "url": self.url,
+            "share": self.share,
+            "rate": self.rate,
+            "in_flight": self.in_flight,
+            "state": self.state,
+        }
+
+
+def normalize_url(text: str, default_path: str = "/metrics") -> str:
+    """``host:port`` or ``http(s)://host[:port][/path]`` as a full URL; SharesError otherwise."""
+    candidate = text.strip()
+    if "://" not in candidate:
+        candidate = f"http://{candidate}"
+    problem = f"not an http(s) URL: {text!r}"
+    try:
+        parts = urlsplit(candidate)
+        parts.port  # noqa: B018 - a bad port only raises when read
+    except ValueError as exc:
+        raise SharesError(problem) from exc
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() for c in text)
+    ):
+        raise SharesError(problem)
+    path = parts.path if parts.path not in ("", "/") else default_path
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{path}{query}"
+
+
+async def http_get(url: str, request_timeout: float) -> str:
+    """GET ``url`` and return the body of a 200 response; OSError/TimeoutError/ValueError else.
+
+    HTTP/1.0 keeps the response simple: no chunked encoding, the server closes when done.
+    """
+    parts = urlsplit(url)
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    async with asyncio.timeout(request_timeout):
+        reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=tls or None)
+        try:
+            request = f"GET {target} HTTP/1.0\r\nHost: {parts.netloc}\r\nAccept: text/plain\r\n\r\n"
+            writer.write(request.encode("ascii"))
+            await writer.drain()
+            raw = await reader.read(MAX_BODY)
+        finally:
+            writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    fields = status_line.split(" ", 2)
+    if len(fields) < 2 or not fields[0].startswith("HTTP/"):
+        raise ValueError(f"not an HTTP response from {url}")
+    if fields[1] != "200":
+        raise ValueError(f"HTTP {' '.join(fields[1:])} from {url}")
+    return body.decode("utf-8")
+
+
+def host_label(url: str) -> str:
+    """The name shown for an instance until its worker_info says otherwise."""
+    return urlsplit(url).netloc
+
+
+def parse_reading(url: str, at: float, text: str) -> Reading:
+    """The numbers the share view needs from one /metrics page (ValueError if it is not one)."""
+    received: float | None = None
+    in_flight: float | None = None
+    subscribed: bool | None = None
+    instance = host_label(url)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == RECEIVED:
+                received = (received or 0.0) + sample.value
+            elif sample.name == "worker_in_flight":
+                in_flight = sample.value
+            elif sample.name == "worker_subscribed":
+                subscribed = sample.value == 1
+            elif sample.name == "worker_info" and sample.labels.get("instance"):
+                instance = sample.labels["instance"]
+    if received is None and subscribed is None and instance == host_label(url):
+        # A page without a single worker series is some other exporter: say so.
+        raise ValueError(f"{url} does not serve worker metrics")
+    return Reading(url, at, instance, received, in_flight, subscribed)
+
+
+def describe(exc: BaseException) -> str:
+    """A short reason for a row or message; OSError texts carry errno noise."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+async def scrape(url: str, request_timeout: float) -> Reading:
+    """One instance's reading; a failure is a Reading with ``error`` set, never an exception."""
+    try:
+        text = await http_get(url, request_timeout)
+        return parse_reading(url, time.monotonic(), text)
+    except (OSError, TimeoutError, ValueError, UnicodeDecodeError) as exc:
+        return Reading(url, time.monotonic(), host_label(url), error=describe(exc))
+
+
+async def scrape_all(urls: Sequence[str], request_timeout: float) -> list[Reading]:
+    """Scrape every URL concurrently, in the given order."""
+    return list(await asyncio.gather(*(scrape(url, request_timeout) for url in urls)))
+
+
+def instance_rate(before: Reading, after: Reading) -> float:
+    """msg/s between two readings; a counter that went down means a restart, as in rate()."""
+    if before.received is None or after.received is None or after.at <= before.at:
+        return 0.0
+    increase = after.received - before.received
+    if increase < 0:
+        increase = after.received
+    return increase / (after.at - before.at)
+
+
+def state_of(before: Reading, after: Reading) -> State:
+    """down if either scrape failed, ready if subscribed, otherwise paused."""
+    if before.error is not None or after.error is not None:
+        return "down"
+    return "ready" if after.subscribed else "paused"
+
+
+def compute_shares(before: Sequence[Reading], after: Sequence[Reading]) -> list[InstanceShare]:
+    """Each instance's rate and share from two scrape rounds of the same URLs (same order)."""
+    rates = [
+        instance_rate(b, a) if state_of(b, a) != "down" else 0.0
+        for b, a in zip(before, after, strict=True)
+    ]
+    total = math.fsum(rates)
+    rows: list[InstanceShare] = []
+    for b, a, rate in zip(before, after, rates, strict=True):
+        state = state_of(b, a)
+        rows.append(
+            InstanceShare(
+                instance=a.instance if a.error is None else b.instance,
+                url=a.url,
+                share=rate / total if total > 0 else 0.0,
+                rate=rate,
+                in_flight=a.in_flight if state != "down" else None,
+                state=state,
+                error=a.error or b.error,
+            )
+        )
+    return rows
+
+
+async def watch(
+    urls: Sequence[str], interval: float, request_timeout: float
+) -> AsyncGenerator[list[InstanceShare], None]:
+    """Shares over each consecutive interval, forever; each round's scrape is the next's start.
+
+    Waiting ``interval`` between rounds is the measurement window of the rate, not a sync.
+    """
+    loop = asyncio.get_running_loop()
+    before = await scrape_all(urls, request_timeout)
+    started = loop.time()
+    while True:
+        await asyncio.sleep(max(0.0, started + interval - loop.time()))
+        started = loop.time()
+        after = await scrape_all(urls, request_timeout)
+        yield compute_shares(before, after)
+        before = after
+
+
+async def measure(
+    urls: Sequence[str], interval: float, request_timeout: float
+) -> list[InstanceShare]:
+    """One snapshot: the shares over one interval."""
+    rounds = watch(urls, interval, request_timeout)
+    try:
+        return await anext(rounds)
+    finally:
+        await rounds.aclose()
+
+
+async def prometheus_vector(
+    base: str, query: str, request_timeout: float
+) -> list[tuple[dict[str, str], float]]:
+    """An instant query's samples as (labels, value); SharesError if Prometheus cannot answer."""
+    url = f"{base.rstrip('/')}/api/v1/query?{urlencode({'query': query})}"
+    try:
+        doc = json.loads(await http_get(url, request_timeout))
+        if doc.get("status") != "success" or doc["data"]["resultType"] != "vector":
+            raise ValueError(doc.get("error") or "unexpected answer")
+        return [(item["metric"], float(item["value"][1])) for item in doc["data"]["result"]]
+    except TimeoutError as exc:
+        raise SharesError(
+            f"Prometheus at {base} did not answer within {request_timeout:g}s"
+        ) from exc
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise SharesError(f"cannot query Prometheus at {base}: {exc}") from exc
+
+
+def _by_target(samples: list[tuple[dict[str, str], float]]) -> dict[tuple[str, str], float]:
+    return {(m.get("instance", ""), m.get("job", "")): v for m, v in samples}
+
+
+async def prometheus_shares(
+    base: str, request_timeout: float, app: str | None = None
+) -> list[InstanceShare]:
+    """The shares Prometheus records (worker:load_share:ratio), one row per scraped instance.
+
+    Members are the targets that exported worker_info in the last 10 minutes and are still
+    scraped, so an instance that stopped answering shows as down (up == 0) instead of vanishing.
+    """
+    app_filter = f"{{app={json.dumps(app)}}}" if app else ""
+    queries = (
+        f"max by (instance, job, app) (last_over_time(worker:instance_app:info{app_filter}[10m]))"
+        " * on (instance, job) group_left () up",
+        f"worker:load_share:ratio{app_filter}",
+        f"worker:messages_received:rate1m{app_filter}",
+        "worker_subscribed",
+        "worker_in_flight",
+    )
+    members, shares, rates, subscribed, in_flight = await asyncio.gather(
+        *(prometheus_vector(base, query, request_timeout) for query in queries)
+    )
+    share_of, rate_of = _by_target(shares), _by_target(rates)
+    subscribed_of, in_flight_of = _by_target(subscribed), _by_target(in_flight)
+    rows = []
+    for labels, up in sorted(members, key=lambda item: item[0].get("instance", "")):
+        key = (labels.get("instance", ""), labels.get("job", ""))
+        state: State = "down" if up != 1 else "ready" if subscribed_of.get(key) == 1 else "paused"
+        rows.append(
+            InstanceShare(
+                instance=key[0],
+                url=key[0],
+                share=share_of.get(key, 0.0) if state != "down" else 0.0,
+                rate=rate_of.get(key, 0.0) if state != "down" else 0.0,
+                in_flight=in_flight_of.get(key) if state != "down" else None,
+                state=state,
+            )
+        )
+    return rows
