@@ -265,7 +265,7 @@ async def prometheus_vector(
             f"Prometheus at {base} did not answer within {request_timeout:g}s"
         ) from exc
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-        raise SharesError(f"cannot query Prometheus at {base}: {exc}") from exc
+        raise SharesError(f"cannot query Prometheus at {base}: {describe(exc)}") from exc
 
 
 def _by_target(samples: list[tuple[dict[str, str], float]]) -> dict[tuple[str, str], float]:

@@ -27,7 +27,8 @@ def row_line(row: InstanceShare, name_width: int) -> str:
     in_flight = "-" if row.in_flight is None else f"{row.in_flight:g}"
     if row.state == "down":
         tail = f"down ({row.error})" if row.error else "down"
-        return f"{row.instance:<{name_width}}  {' ' * BAR_WIDTH}     -         -      -  {tail}"
+        blank = " " * BAR_WIDTH
+        return f"{row.instance:<{name_width}}  {blank}  {'-':>6}  {'-':>10}  {'-':>5}  {tail}"
     return (
         f"{row.instance:<{name_width}}  {bar(row.share)}  {row.share * 100:5.1f}%"
         f"  {row.rate:8.1f}/s  {in_flight:>5}  {row.state}"
