@@ -12,6 +12,7 @@ from typing import Any
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from tests.deploy.manifests import (
     ACCEPTED_ENVS,
@@ -30,6 +31,7 @@ from tests.deploy.manifests import (
     selector_matches,
     worker_containers,
 )
+from worker.cli import main
 from worker.config import load_settings
 from worker.errors import ConfigError
 from worker.options import Profile
@@ -104,6 +106,16 @@ def test_the_rendered_environment_is_valid_settings(objects: list[Obj]) -> None:
         settings = load_settings(env)
         assert settings.instance == pod_name(deployment), "WORKER_INSTANCE from the pod name"
         assert settings.qos == 1
+
+
+def test_the_container_runs_a_worker_command(objects: list[Obj]) -> None:
+    for _, container in workers(objects):
+        assert "command" not in container, "the image's ENTRYPOINT is worker"
+        args = [str(a) for a in container["args"]]
+        if args[0] not in main.commands:
+            pytest.xfail(f"not implemented yet: `worker {args[0]}` (worker --help)")
+        result = CliRunner().invoke(main, [*args, "--help"])
+        assert result.exit_code == 0, result.output
 
 
 def test_wiotp_overlay_connects_to_ibm_with_tls() -> None:
