@@ -8,13 +8,17 @@ import hashlib
 import itertools
 import os
 import struct
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
 
-from worker.platform import websocket, wsproto
+from worker.platform import Platform, PlatformConfig, auth, tls, websocket, wsproto
 from worker.platform.wsframes import Opcode, encode_frame
 
 DEADLINE = 5.0
@@ -467,3 +471,82 @@ def test_the_accept_key_follows_the_rfc_formula_for_any_key() -> None:
         hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
     ).decode()
     assert f"Sec-WebSocket-Accept: {expected}\r\n".encode() in wsproto.accept_response(request)
+
+
+# --- a real MQTT-over-WebSocket client against the platform ----------------------------------
+
+APP_KEY, APP_TOKEN = "a-abc123-wsviewer", "ws-app-token"
+DEVICE_ID, DEVICE_TOKEN = "d:abc123:sensor:s-001", "ws-device-token"
+
+
+def paho_round_trip(port: int, ca: Path | None) -> list[tuple[str, bytes]]:
+    """An app and a device, both paho over WebSocket: the device's event reaches the app."""
+    received: list[tuple[str, bytes]] = []
+    app = paho_client("a:abc123:viewer", APP_KEY, APP_TOKEN, ca)
+    device = paho_client(DEVICE_ID, "use-token-auth", DEVICE_TOKEN, ca)
+    app.on_message = lambda _c, _u, msg: received.append((msg.topic, bytes(msg.payload)))
+    try:
+        for client in (app, device):
+            client.connect("localhost", port, keepalive=30)
+            pump(client, client.is_connected)
+        subscribed: list[object] = []
+        app.on_subscribe = lambda *args: subscribed.append(args)
+        app.subscribe("iot-2/type/+/id/+/evt/+/fmt/+", qos=1)
+        pump(app, lambda: bool(subscribed))
+        device.publish("iot-2/evt/reading/fmt/json", b'{"t": 21.5}', qos=1)
+        pump(device, lambda: False, rounds=3)
+        pump(app, lambda: bool(received))
+    finally:
+        for client in (app, device):
+            client.disconnect()
+            pump(client, disconnected(client))
+    return received
+
+
+def disconnected(client: mqtt.Client) -> Callable[[], bool]:
+    return lambda: not client.is_connected()
+
+
+def paho_client(client_id: str, username: str, password: str, ca: Path | None) -> mqtt.Client:
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        transport="websockets",
+        protocol=mqtt.MQTTv311,
+    )
+    client.ws_set_options(path="/mqtt")
+    client.username_pw_set(username, password)
+    if ca is not None:
+        client.tls_set(ca_certs=str(ca))
+    return client
+
+
+def pump(client: mqtt.Client, done: Callable[[], bool], rounds: int | None = None) -> None:
+    """Run paho's loop until ``done()`` (or for ``rounds`` turns), within the deadline."""
+    deadline = time.monotonic() + DEADLINE
+    turns = 0
+    while not done() and (rounds is None or turns < rounds):
+        assert time.monotonic() < deadline, "paho did not get there in time"
+        client.loop(timeout=0.05)
+        turns += 1
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["ws", "wss"])
+async def test_paho_over_websocket_talks_to_the_platform(tmp_path: Path, secure: bool) -> None:
+    context, ca = tls.dev_server_context(tmp_path) if secure else (None, None)
+    config = PlatformConfig(
+        port=None,
+        ws_port=None if secure else 0,
+        wss_port=0 if secure else None,
+        ssl_context=context,
+        websocket=websocket.WebSocketProtocol,
+        credentials=auth.Credentials(
+            api_keys={APP_KEY: APP_TOKEN.encode()},
+            device_tokens={DEVICE_ID: DEVICE_TOKEN.encode()},
+        ),
+    )
+    async with Platform(config) as platform:
+        port = platform.wss_port if secure else platform.ws_port
+        assert port is not None
+        received = await asyncio.to_thread(paho_round_trip, port, ca)
+    assert received == [("iot-2/type/sensor/id/s-001/evt/reading/fmt/json", b'{"t": 21.5}')]
