@@ -1,0 +1,94 @@
+"""A real Prometheus scrapes three fake instances and records their shares with rules.yaml.
+
+The fake instances serve worker metrics whose received counters rise 5:3:2 per scrape; the
+recorded worker:load_share:ratio and `worker shares --prometheus` must show that split.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_shares import FakeInstance, metrics_endpoint, run_command, serve
+from worker.shares import InstanceShare, SharesError, prometheus_shares
+
+PROMETHEUS = shutil.which("prometheus")
+RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules.yaml"
+DEADLINE = 45.0
+
+pytestmark = [
+    pytest.mark.promtool,
+    pytest.mark.skipif(
+        PROMETHEUS is None,
+        reason="prometheus is not installed (`make test` installs it via scripts/system-deps.sh)",
+    ),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+async def prometheus(tmp_path: Path) -> AsyncIterator[str]:
+    """Prometheus scraping w1/w2/w3 (steps 50/30/20) every second; yields its base URL."""
+    servers, targets = [], []
+    for name, step in (("w1", 50), ("w2", 30), ("w3", 20)):
+        server, base = await serve(metrics_endpoint(FakeInstance(name, step)))
+        servers.append(server)
+        targets.append(f"'{base.removeprefix('http://')}'")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{RULES}']\n"
+        "scrape_configs:\n"
+        "  - job_name: worker\n"
+        f"    static_configs: [{{targets: [{', '.join(targets)}]}}]\n"
+    )
+    port = free_port()
+    assert PROMETHEUS is not None
+    proc = await asyncio.create_subprocess_exec(
+        PROMETHEUS,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        async with asyncio.timeout(DEADLINE):
+            await proc.wait()
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+
+
+async def test_prometheus_records_the_shares_of_three_instances(prometheus: str) -> None:
+    rows: list[InstanceShare] = []
+    async with asyncio.timeout(DEADLINE):
+        # Polling Prometheus until its rules have two scrapes to rate: each poll has a deadline.
+        while len([r for r in rows if r.share > 0]) < 3:
+            await asyncio.sleep(0.5)
+            try:
+                rows = await prometheus_shares(prometheus, 2.0)
+            except SharesError:
+                rows = []  # not listening yet
+    assert [r.instance.split(":")[0] for r in rows] == ["127.0.0.1"] * 3
+    assert sorted(r.share for r in rows) == pytest.approx([0.2, 0.3, 0.5], abs=0.05)
+    assert sum(r.share for r in rows) == pytest.approx(1.0)
+    assert {r.state for r in rows} == {"ready"}
+    code, out, err = await run_command("--once", "--json", "--prometheus", prometheus)
+    assert code == 0, err
+    assert '"source": "prometheus"' in out
