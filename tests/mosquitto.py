@@ -55,6 +55,8 @@ class Mosquitto:
     max_inflight: int = 20
     #: (CA file, certificate, key) for a TLS listener instead of a plain one
     tls: tuple[Path, Path, Path] | None = None
+    #: the text of an ACL file (``topic read x/#`` ...); None allows everything
+    acl: str | None = None
     host: str = "127.0.0.1"
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
@@ -129,6 +131,8 @@ class Mosquitto:
             "log_type warning",
             "log_type notice",
             "log_type information",
+            "log_type subscribe",
+            "log_type unsubscribe",
             f"max_inflight_messages {self.max_inflight}",
             # Tests publish in bursts; the default queue of 1000 per client would drop QoS 1.
             "max_queued_messages 1000000",
@@ -136,6 +140,10 @@ class Mosquitto:
         if self.tls:
             ca, cert, key = self.tls
             lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
+        if self.acl is not None:
+            acl = self.folder / "acl"
+            acl.write_text(self.acl)
+            lines.append(f"acl_file {acl}")
         if self.users:
             passwords = self.folder / "passwords"
             passwords.write_text("".join(password_line(u, p) + "\n" for u, p in self.users.items()))

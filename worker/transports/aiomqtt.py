@@ -56,6 +56,12 @@ class AiomqttTransport:
         #: True from CONNACK until the connection is lost or closed: acks are sent only then
         self._live = False
         self._closing = False
+        self._received = 0
+
+    @property
+    def received(self) -> int:
+        """PUBLISH packets read from this connection so far."""
+        return self._received
 
     async def connect(self, options: ConnectOptions) -> None:
         """Connect and wait for CONNACK (NotAuthorized on refusal, ConnectError otherwise)."""
@@ -174,6 +180,11 @@ class AiomqttTransport:
             def __init__(self, maxsize: int = 0) -> None:
                 super().__init__(maxsize)
                 transport._queue = self
+
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                # paho calls this (through aiomqtt) for every PUBLISH it reads, in order.
+                super().put_nowait(item)
+                transport._received += 1
 
         return _Captured
 

@@ -49,6 +49,14 @@ class Transport(Protocol):
     packet IDs, queues) leaks from a lost connection into the next.
     """
 
+    @property
+    def received(self) -> int:
+        """PUBLISH packets read from this connection so far; ``batches`` hands out each one.
+
+        With a round trip (UNSUBSCRIBE, UNSUBACK) this tells when everything the server sent
+        before it has reached the consumer: the shutdown's "nothing more is on its way".
+        """
+
     async def connect(self, options: ConnectOptions) -> None:
         """Connect and wait for CONNACK; NotAuthorized when the server refuses."""
 
