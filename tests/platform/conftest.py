@@ -1,0 +1,103 @@
+"""Fixtures for the platform tests: a running platform on port 0 and ready-made clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from tests.platform.rawclient import RawClient
+from worker.platform import Platform, PlatformConfig
+
+ORG = "abc123"
+API_KEY = "a-abc123-k1"
+TOKEN = "tok"
+DEVICE = "d:abc123:sensor:s1"
+DEVICE_TOKEN = "devtok"
+GATEWAY = "g:abc123:gw:g1"
+GATEWAY_TOKEN = "gwtok"
+OTHER_ORG_KEY = "a-xyz789-k2"
+OTHER_ORG_TOKEN = "tok2"
+
+StartPlatform = Callable[..., AbstractAsyncContextManager[Platform]]
+
+
+def config(**overrides: Any) -> PlatformConfig:
+    """The test platform's configuration: one org with an app key, a device and a gateway."""
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "api_keys": {API_KEY: TOKEN, OTHER_ORG_KEY: OTHER_ORG_TOKEN},
+        "device_tokens": {DEVICE: DEVICE_TOKEN, GATEWAY: GATEWAY_TOKEN},
+    }
+    values.update(overrides)
+    return PlatformConfig(**values)
+
+
+@pytest.fixture
+async def platform() -> AsyncIterator[Platform]:
+    """A running platform with the default test configuration."""
+    async with Platform(config()) as p:
+        assert p.ready.is_set()
+        yield p
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[AsyncExitStack]:
+    """An exit stack for clients, closed before the platform fixture stops."""
+    async with AsyncExitStack() as stack:
+        yield stack
+
+
+def app_client(port: int, client_id: str = f"a:{ORG}:app1", **kw: Any) -> aiomqtt.Client:
+    """An aiomqtt application client with the test API key."""
+    kw.setdefault("username", API_KEY)
+    kw.setdefault("password", TOKEN)
+    kw.setdefault("timeout", 5.0)
+    return aiomqtt.Client("127.0.0.1", port, identifier=client_id, **kw)
+
+
+def device_client(
+    port: int, client_id: str = DEVICE, token: str = DEVICE_TOKEN, **kw: Any
+) -> aiomqtt.Client:
+    """An aiomqtt device (or gateway) client with token authentication."""
+    kw.setdefault("timeout", 5.0)
+    return aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier=client_id,
+        username="use-token-auth",
+        password=token,
+        **kw,
+    )
+
+
+async def raw(port: int, stack: AsyncExitStack) -> RawClient:
+    """A raw client closed with ``stack``."""
+    client = await RawClient.open(port)
+    stack.push_async_callback(client.close)
+    return client
+
+
+async def next_message(client: aiomqtt.Client, within: float = 5.0) -> aiomqtt.Message:
+    """The next message the client receives, within ``within`` seconds."""
+    async with asyncio.timeout(within):
+        return await anext(aiter(client.messages))
+
+
+async def status_where(
+    client: aiomqtt.Client, within: float = 5.0, **fields: Any
+) -> tuple[aiomqtt.Message, dict[str, Any]]:
+    """The next status message whose JSON has all of ``fields``; others are skipped."""
+    async with asyncio.timeout(within):
+        async for message in client.messages:
+            assert isinstance(message.payload, bytes)
+            body = json.loads(message.payload)
+            if all(body.get(k) == v for k, v in fields.items()):
+                return message, body
+    raise AssertionError("unreachable")

@@ -1,0 +1,337 @@
+"""Subscriptions, shared groups and the retained ``mon`` messages (W21, W24-W28, W30).
+
+Every subscription lives in one :class:`~worker.routing.TopicTrie` keyed by its internal filter
+(org first, see :mod:`worker.platform.rules`). A plain subscription is stored as itself; the
+subscriptions of a scalable application (``A:``) are members of a :class:`SharedGroup` and the
+trie stores the group, so a message that matches reaches one member of each group and every
+plain subscriber.
+
+A group is (org, app ID, exact filter, with or without instance ID) (W27): instances with
+different filters do not share, and ``A:org:app`` and ``A:org:app:inst`` connections use
+different groups (W26). The strategy picks among the members that are online now; when every
+member is an offline durable instance the group keeps the messages (at most the buffer size,
+the oldest dropped first) until one comes back (W26).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Final, Protocol
+
+from worker.routing import TopicTrie
+from worker.topics import matches
+
+BUFFER_SIZE: Final = 5000
+"""Messages kept per subscription (and per ownerless shared group) before the oldest drops (W21)."""
+
+
+class Message:
+    """One message in flight inside the platform; ``topic`` is the internal topic.
+
+    A QoS 0 delivery's bytes depend only on the topic a subscriber sees and its protocol level,
+    so they are encoded once per message and reused for every subscriber alike.
+    """
+
+    __slots__ = ("encoded", "payload", "qos", "retain", "topic")
+
+    def __init__(self, topic: str, payload: bytes, qos: int, *, retain: bool = False) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        #: set only on the stored copy of a retained message, sent to new subscriptions
+        self.retain = retain
+        self.encoded: dict[tuple[str, int], bytes] | None = None
+
+
+class Owner(Protocol):
+    """The side of a subscription that receives: a client session."""
+
+    @property
+    def online(self) -> bool:
+        """Whether a connection is attached now."""
+        ...
+
+    def deliver(self, sub: Subscription, msg: Message) -> None:
+        """Send ``msg`` through ``sub`` now, or buffer it."""
+        ...
+
+
+class Subscription:
+    """One client's subscription to one filter. Identity is the object: hashable as is."""
+
+    __slots__ = (
+        "dropped",
+        "group",
+        "internal",
+        "owner",
+        "pending",
+        "qos",
+        "rewrite",
+        "topic_filter",
+    )
+
+    def __init__(
+        self,
+        owner: Owner,
+        topic_filter: str,
+        internal: str,
+        qos: int,
+        rewrite: Callable[[str], str],
+    ) -> None:
+        self.owner = owner
+        #: the filter as the client wrote it (the key for UNSUBSCRIBE)
+        self.topic_filter = topic_filter
+        self.internal = internal
+        self.qos = qos
+        #: internal topic -> the topic this client sees
+        self.rewrite = rewrite
+        self.group: SharedGroup | None = None
+        #: (sequence, message) waiting for the client: offline, paused or window full (W21)
+        self.pending: deque[tuple[int, Message]] = deque()
+        self.dropped = 0
+
+
+class GroupObserver(Protocol):
+    """Receives a shared group's numbers (the platform's metrics implement it)."""
+
+    def dispatched(self, messages: int = 1) -> None:
+        """Messages handed to members since the last call."""
+        ...
+
+    def members(self, count: int) -> None:
+        """The group now has ``count`` members."""
+        ...
+
+
+GroupKey = tuple[str, str, bool]
+"""(internal filter, app ID, has instance ID): one shared subscription (W27)."""
+
+
+class Strategy(Protocol):
+    """Picks which online member of a group gets the next message (W28)."""
+
+    def choose(self, group: SharedGroup) -> Subscription | None:
+        """An online member, or None when no member is online."""
+        ...
+
+
+class RoundRobin:
+    """Each online member in turn; offline durable members are skipped (default, W28)."""
+
+    def choose(self, group: SharedGroup) -> Subscription | None:
+        members = group.members
+        n = len(members)
+        for _ in range(n):
+            i = group.cursor % n
+            group.cursor = i + 1
+            member = members[i]
+            if member.owner.online:
+                return member
+        return None
+
+
+class RandomChoice:
+    """A uniformly random online member; give a seed for a reproducible sequence (W28)."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._random = random.Random(seed)
+
+    def choose(self, group: SharedGroup) -> Subscription | None:
+        members = group.members
+        member = members[self._random.randrange(len(members))]
+        if member.owner.online:
+            return member
+        online = [m for m in members if m.owner.online]
+        return self._random.choice(online) if online else None
+
+
+def make_strategy(name: str, seed: int | None = None) -> Strategy:
+    """``round-robin`` or ``random``; ValueError names the accepted values."""
+    if name == "round-robin":
+        return RoundRobin()
+    if name == "random":
+        return RandomChoice(seed)
+    raise ValueError(f"strategy {name!r}: accepted are 'round-robin' and 'random'")
+
+
+class SharedGroup:
+    """The members of one shared subscription and the messages no member could take yet."""
+
+    __slots__ = ("backlog", "cursor", "dispatched", "key", "members", "observer", "reported")
+
+    def __init__(self, key: GroupKey, observer: GroupObserver | None = None) -> None:
+        self.key = key
+        self.members: list[Subscription] = []
+        self.cursor = 0
+        self.backlog: deque[Message] = deque()
+        #: messages handed to a member, and how many of them the observer has been told about
+        self.dispatched = 0
+        self.reported = 0
+        self.observer = observer
+
+    @property
+    def org(self) -> str:
+        """The org: the first level of the internal filter."""
+        return self.key[0].partition("/")[0]
+
+    @property
+    def app_id(self) -> str:
+        return self.key[1]
+
+    def report(self) -> None:
+        """Tell the observer what changed since the last report (per read, not per message)."""
+        if self.observer is not None and self.dispatched != self.reported:
+            self.observer.dispatched(self.dispatched - self.reported)
+            self.reported = self.dispatched
+
+
+class Router:
+    """Finds who gets a message: plain subscribers, one member per shared group, retained store."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        buffer_size: int = BUFFER_SIZE,
+        *,
+        group_observer: Callable[[str, str], GroupObserver] | None = None,
+        on_drop: Callable[[int], None] | None = None,
+    ) -> None:
+        self._trie: TopicTrie[Subscription | SharedGroup] = TopicTrie()
+        self._groups: dict[GroupKey, SharedGroup] = {}
+        self._retained: dict[str, Message] = {}
+        self.strategy = strategy
+        self.buffer_size = buffer_size
+        self._group_observer = group_observer
+        self._on_drop = on_drop
+        #: messages dropped from full buffers, platform-wide (W21)
+        self.drops = 0
+        #: messages that matched no subscription at all
+        self.unrouted = 0
+        #: subscriptions stored now (each group member counts one)
+        self.subscriptions = 0
+
+    # --- subscriptions ------------------------------------------------------------------------
+
+    def add(self, sub: Subscription, share: tuple[str, bool] | None = None) -> bool:
+        """Store ``sub``; ``share`` = (app ID, has instance) joins a shared group.
+
+        True when ``sub`` starts a new delivery point: a plain subscription, or the first member
+        of a group. Only then are retained messages sent (so that joining a running group does
+        not replay the retained state to every instance).
+        """
+        self.subscriptions += 1
+        if share is None:
+            return self._trie.add(sub.internal, sub)
+        key = (sub.internal, share[0], share[1])
+        group = self._groups.get(key)
+        first = group is None
+        if group is None:
+            group = self._groups[key] = SharedGroup(key)
+            if self._group_observer is not None:
+                group.observer = self._group_observer(group.org, group.app_id)
+            self._trie.add(sub.internal, group)
+        sub.group = group
+        group.members.append(sub)
+        if group.observer is not None:
+            group.observer.members(len(group.members))
+        if sub.owner.online:
+            self.flush_backlog(sub)
+        return first
+
+    def remove(self, sub: Subscription) -> None:
+        """Forget ``sub``; its group stops giving it a share at once (W28)."""
+        group = sub.group
+        if group is None:
+            if self._trie.remove(sub.internal, sub):
+                self.subscriptions -= 1
+            return
+        sub.group = None
+        try:
+            index = group.members.index(sub)
+        except ValueError:
+            return
+        self.subscriptions -= 1
+        del group.members[index]
+        if index < group.cursor:
+            # Keep the rotation where it was: the member after the removed one is next.
+            group.cursor -= 1
+        group.report()
+        if group.observer is not None:
+            group.observer.members(len(group.members))
+        if not group.members:
+            del self._groups[group.key]
+            self._trie.remove(sub.internal, group)
+
+    def flush_backlog(self, sub: Subscription) -> None:
+        """Hand a group's kept messages to a member that has just come online (W26)."""
+        group = sub.group
+        if group is None:
+            return
+        backlog = group.backlog
+        while backlog and sub.owner.online:
+            sub.owner.deliver(sub, backlog.popleft())
+
+    def hand_back(self, group: SharedGroup, messages: list[Message]) -> None:
+        """Give what a leaving member had not received yet to the rest of its group (S4)."""
+        for msg in messages:
+            if not group.members:
+                return
+            member = self.strategy.choose(group)
+            if member is not None:
+                group.dispatched += 1
+                member.owner.deliver(member, msg)
+            else:
+                self._keep(group, msg)
+
+    # --- publishing ---------------------------------------------------------------------------
+
+    def publish(self, msg: Message) -> int:
+        """Deliver ``msg`` to every plain subscriber and one member of each group; the count."""
+        targets = self._trie.match(msg.topic)
+        if not targets:
+            self.unrouted += 1
+            return 0
+        choose = self.strategy.choose
+        for target in targets:
+            if type(target) is Subscription:
+                target.owner.deliver(target, msg)
+                continue
+            assert isinstance(target, SharedGroup)
+            member = choose(target)
+            if member is not None:
+                target.dispatched += 1
+                member.owner.deliver(member, msg)
+            else:
+                self._keep(target, msg)
+        return len(targets)
+
+    def _keep(self, group: SharedGroup, msg: Message) -> None:
+        if len(group.backlog) >= self.buffer_size:
+            group.backlog.popleft()
+            self.dropped()
+        group.backlog.append(msg)
+
+    def dropped(self, messages: int = 1) -> None:
+        """Count messages dropped from a full buffer: nothing is dropped without a trace."""
+        self.drops += messages
+        if self._on_drop is not None:
+            self._on_drop(messages)
+
+    def groups(self) -> list[SharedGroup]:
+        """The shared groups that exist now."""
+        return list(self._groups.values())
+
+    # --- retained status messages ---------------------------------------------------------------
+
+    def retain(self, msg: Message) -> None:
+        """Keep ``msg`` as the retained message of its topic; an empty payload clears it."""
+        if msg.payload:
+            self._retained[msg.topic] = msg
+        else:
+            self._retained.pop(msg.topic, None)
+
+    def retained(self, internal_filter: str) -> list[Message]:
+        """The retained messages a new subscription to ``internal_filter`` receives."""
+        return [m for topic, m in self._retained.items() if matches(internal_filter, topic)]
