@@ -110,12 +110,16 @@ class RawClient:
         return packet
 
     async def subscribe(self, *filters: str, qos: int = 0) -> Suback:
+        """Subscribe and wait for the SUBACK; packets that come before it stay queued."""
         subs = tuple(Subscription(f, qos) for f in filters)
         self.send(Subscribe(self.packet_id(), subs))
+        early: list[Packet] = []
         while True:
             packet = await self.recv()
             if isinstance(packet, Suback):
+                self._packets.extendleft(reversed(early))
                 return packet
+            early.append(packet)
 
     async def publication(self, within: float = 5.0) -> Publish:
         """The next PUBLISH, skipping other packets."""

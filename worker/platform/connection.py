@@ -16,42 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from worker.errors import PacketTooLarge, ProtocolError
-from worker.mqtt import (
-    MQTT_5,
-    NO_PROPERTIES,
-    Connack,
-    Connect,
-    Disconnect,
-    Packet,
-    PacketReader,
-    Pingreq,
-    Puback,
-    Pubcomp,
-    Publish,
-    Pubrec,
-    Pubrel,
-    Suback,
-    Subscribe,
-    Unsuback,
-    Unsubscribe,
-    UnsupportedProtocolVersion,
-    encode,
-    encode_puback,
-)
+from worker.mqtt import MQTT_5, Disconnect, PacketReader, UnsupportedProtocolVersion, encode
+from worker.platform.handlers import handle, refuse_version
 from worker.platform.router import Message
-from worker.platform.rules import Denied, Principal, check_size, publish_target, subscribe_target
+from worker.platform.rules import Principal
 from worker.platform.session import Session
-from worker.platform.status import (
-    REASONS,
-    CloseCode,
-    ConnectionInfo,
-    Counters,
-    protocol_name,
-    timestamp,
-)
+from worker.platform.status import REASONS, CloseCode, ConnectionInfo, Counters
 
 if TYPE_CHECKING:
     from worker.platform.hub import Hub
@@ -59,8 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("worker.platform")
 
-_PINGRESP: Final = b"\xd0\x00"
-_ROUTE_CACHE: Final = 1024
 #: MQTT 5 reason codes for the server's DISCONNECT, by close code.
 _V5_DISCONNECT: Final[dict[int, int]] = {
     CloseCode.KEEPALIVE_TIMEOUT: 0x8D,
@@ -106,7 +77,8 @@ class MqttConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._keepalive = 0.0
         self._last_read = self._loop.time()
-        self._routes: dict[str, str] = {}
+        #: client topic -> internal topic, for topics this client already published to
+        self.routes: dict[str, str] = {}
 
     def __repr__(self) -> str:
         who = self.principal.client_id if self.principal else "(connecting)"
@@ -138,14 +110,14 @@ class MqttConnection(asyncio.Protocol):
             self.close(CloseCode.MESSAGE_TOO_LARGE, str(exc))
             return
         except UnsupportedProtocolVersion as exc:
-            self._refuse_version(exc)
+            refuse_version(self, exc)
             return
         except ProtocolError as exc:
             self.close(CloseCode.DATA_NOT_VALID, str(exc))
             return
         try:
             for packet in packets:
-                self._handle(packet)
+                handle(self, packet)
                 if self.closed:
                     break
         except Exception:
@@ -251,6 +223,14 @@ class MqttConnection(asyncio.Protocol):
         if self.session is None:
             self.close(CloseCode.NO_DATA, "no CONNECT in time")
 
+    def start_keepalive(self, keepalive: int) -> None:
+        """CONNECT accepted: replace the CONNECT deadline with the keepalive's (0: none)."""
+        self._cancel_timer()
+        if keepalive:
+            self._keepalive = keepalive * 1.5
+            deadline = self._last_read + self._keepalive
+            self._timer = self._loop.call_at(deadline, self._check_keepalive)
+
     def _check_keepalive(self) -> None:
         """Close at 1.5 times the keepalive without a packet (W23, M311 3.1.2.10)."""
         deadline = self._last_read + self._keepalive
@@ -259,221 +239,3 @@ class MqttConnection(asyncio.Protocol):
             self.close(CloseCode.KEEPALIVE_TIMEOUT, f"nothing received for {self._keepalive:g} s")
         else:
             self._timer = self._loop.call_at(deadline, self._check_keepalive)
-
-    # --- packets ------------------------------------------------------------------------------
-
-    def _handle(self, packet: Packet) -> None:
-        kind = type(packet)
-        if kind is Publish:
-            assert isinstance(packet, Publish)
-            self._on_publish(packet)
-            return
-        if self.session is None:
-            if kind is Connect:
-                assert isinstance(packet, Connect)
-                self._on_connect(packet)
-            else:
-                self.close(CloseCode.DATA_NOT_VALID, f"{kind.__name__} before CONNECT")
-            return
-        handler = _HANDLERS.get(kind)
-        if handler is None:
-            self.close(CloseCode.DATA_NOT_VALID, f"a client may not send {kind.__name__} now")
-        else:
-            handler(self, packet)
-
-    def _on_connect(self, packet: Connect) -> None:
-        self.protocol_level = packet.protocol_level
-        self.info = ConnectionInfo(
-            client_addr=self.peer,
-            client_id=packet.client_id,
-            port=self.local_port,
-            secure=self.secure,
-            protocol=protocol_name(packet.protocol_level, websocket=self.websocket),
-            user=packet.username,
-            connect_time=timestamp(),
-        )
-        try:
-            session, present, keepalive = self.hub.admit(self, packet)
-        except Denied as exc:
-            self._refuse(packet, exc)
-            return
-        props = NO_PROPERTIES
-        if packet.protocol_level == MQTT_5:
-            props = self.hub.connack_properties(keepalive, packet.keep_alive)
-        self.send(encode(Connack(present, 0, props), self.protocol_level))
-        self._cancel_timer()
-        if keepalive:
-            self._keepalive = keepalive * 1.5
-            self._timer = self._loop.call_at(
-                self._last_read + self._keepalive, self._check_keepalive
-            )
-        self.session = session
-        session.attach(self)
-        self.hub.connected(self)
-
-    def _refuse(self, packet: Connect, exc: Denied) -> None:
-        """CONNACK 5 (5.0: 0x85 or 0x87), a FailedConnect status message, close (W4-W6)."""
-        log.info("refused %r (%s): %s", packet.client_id, self.peer, exc)
-        if self.protocol_level == MQTT_5:
-            code = 0x85 if exc.close_code == CloseCode.CLIENT_ID_NOT_VALID else 0x87
-        else:
-            code = 5
-        self.send(encode(Connack(False, code), self.protocol_level))
-        self.hub.failed(self, packet, exc)
-        self.close(exc.close_code, str(exc))
-
-    def _refuse_version(self, exc: UnsupportedProtocolVersion) -> None:
-        """MQTT-3.1.2-2: CONNACK 1 (5.0: 0x84) for a protocol level this server does not speak."""
-        if exc.protocol_level == MQTT_5 or exc.protocol_level > MQTT_5:
-            self.send(encode(Connack(False, 0x84), MQTT_5))
-        else:
-            self.send(encode(Connack(False, 1), 4))
-        self.close(CloseCode.DATA_NOT_VALID, str(exc))
-
-    def _on_publish(self, packet: Publish) -> None:
-        principal = self.principal
-        session = self.session
-        if session is None or principal is None:
-            self.close(CloseCode.DATA_NOT_VALID, "PUBLISH before CONNECT")
-            return
-        self.counters.read_msg += 1
-        topic = packet.topic
-        internal = self._routes.get(topic)
-        try:
-            if internal is None:
-                internal = self._route(principal, packet)
-            if packet.qos > self.hub.max_qos:
-                raise Denied(CloseCode.MAX_QOS, f"QoS {packet.qos} above {self.hub.max_qos}")
-            check_size(topic, len(packet.payload), self.hub.max_payload)
-        except Denied as exc:
-            self._publish_refused(packet, exc)
-            return
-        qos = packet.qos
-        if qos == 2:
-            self._on_publish_qos2(session, packet, internal)
-            return
-        # W16: the client's retain flag is cleared; the message is routed as not retained.
-        self.hub.route(Message(internal, packet.payload, qos))
-        if qos:
-            assert packet.packet_id is not None
-            self.send(encode_puback(packet.packet_id))
-
-    def _route(self, principal: Principal, packet: Publish) -> str:
-        props = packet.properties
-        if props is not NO_PROPERTIES and props.topic_alias is not None:
-            # No Topic Alias Maximum is advertised: an alias is a protocol error (MQTT 5 3.3.2.3.4).
-            raise Denied(CloseCode.DATA_NOT_VALID, "topic aliases are not supported")
-        internal = publish_target(principal, packet.topic)
-        if len(self._routes) >= _ROUTE_CACHE:
-            self._routes.clear()
-        self._routes[packet.topic] = internal
-        return internal
-
-    def _on_publish_qos2(self, session: Session, packet: Publish, internal: str) -> None:
-        packet_id = packet.packet_id
-        assert packet_id is not None
-        # Delivered on PUBLISH; a resent PUBLISH before PUBREL is answered but not routed again.
-        if packet_id not in session.qos2_received:
-            session.qos2_received.add(packet_id)
-            self.hub.route(Message(internal, packet.payload, 2))
-        self.send(encode(Pubrec(packet_id), self.protocol_level))
-
-    def _publish_refused(self, packet: Publish, exc: Denied) -> None:
-        """Close (W37); gateways get a notify and v5 a negative ack instead (W37, W39)."""
-        code = exc.close_code
-        fatal = code in (CloseCode.MESSAGE_TOO_LARGE, CloseCode.MAX_QOS, CloseCode.DATA_NOT_VALID)
-        principal = self.principal
-        if not fatal and principal is not None and principal.client.cls.value == "g":
-            self.hub.notify_gateway(principal, "publish", packet.topic, exc)
-            self._ack_anyway(packet, 0)
-        elif not fatal and self.protocol_level == MQTT_5 and packet.qos:
-            self._ack_anyway(packet, 0x90 if code == CloseCode.TOPIC_NOT_VALID else 0x87)
-        else:
-            self.close(code, str(exc))
-
-    def _ack_anyway(self, packet: Publish, reason: int) -> None:
-        if packet.packet_id is None:
-            return
-        ack = Puback if packet.qos == 1 else Pubrec
-        self.send(encode(ack(packet.packet_id, reason), self.protocol_level))
-
-    def _on_subscribe(self, packet: Subscribe) -> None:
-        session, principal = self.session, self.principal
-        assert session is not None and principal is not None
-        codes: list[int] = []
-        fresh = []
-        for request in packet.subscriptions:
-            try:
-                internal, rewrite = subscribe_target(principal, request.topic_filter)
-            except Denied as exc:
-                code = self._subscribe_refused(principal, request.topic_filter, exc)
-                if code is None:
-                    return
-                codes.append(code)
-                continue
-            granted = min(request.qos, self.hub.max_qos)
-            sub, new = session.subscribe(request.topic_filter, internal, rewrite.outbound, granted)
-            codes.append(granted)
-            if new:
-                fresh.append(sub)
-        self.send(encode(Suback(packet.packet_id, tuple(codes)), self.protocol_level))
-        for sub in fresh:
-            for msg in self.hub.router.retained(sub.internal):
-                session.deliver(sub, msg)
-
-    def _subscribe_refused(
-        self, principal: Principal, topic_filter: str, exc: Denied
-    ) -> int | None:
-        """The SUBACK code for a refused filter, or None after closing (W38, W39)."""
-        if principal.client.cls.value == "g":
-            self.hub.notify_gateway(principal, "subscribe", topic_filter, exc)
-            return 0x80
-        if self.protocol_level == MQTT_5:
-            return 0x8F if exc.close_code == CloseCode.TOPIC_NOT_VALID else 0x87
-        self.close(exc.close_code, str(exc))
-        return None
-
-    def _on_unsubscribe(self, packet: Unsubscribe) -> None:
-        session = self.session
-        assert session is not None
-        found = [session.unsubscribe(f) for f in packet.topic_filters]
-        codes = tuple(0x00 if ok else 0x11 for ok in found) if self.protocol_level == MQTT_5 else ()
-        self.send(encode(Unsuback(packet.packet_id, codes), self.protocol_level))
-
-    def _on_pingreq(self, _packet: Pingreq) -> None:
-        self.send(_PINGRESP)
-
-    def _on_disconnect(self, packet: Disconnect) -> None:
-        # A clean goodbye discards the will, unless a v5 client asks for it (reason 0x04).
-        if packet.reason_code != 0x04:
-            self.will = None
-        self.close(CloseCode.NORMAL)
-
-    def _on_puback(self, packet: Puback) -> None:
-        assert self.session is not None
-        self.session.on_puback(packet.packet_id)
-
-    def _on_pubrec(self, packet: Pubrec) -> None:
-        assert self.session is not None
-        self.send(self.session.on_pubrec(packet.packet_id))
-
-    def _on_pubrel(self, packet: Pubrel) -> None:
-        assert self.session is not None
-        self.session.qos2_received.discard(packet.packet_id)
-        self.send(encode(Pubcomp(packet.packet_id), self.protocol_level))
-
-    def _on_pubcomp(self, packet: Pubcomp) -> None:
-        assert self.session is not None
-        self.session.on_pubcomp(packet.packet_id)
-
-
-_HANDLERS: Final[dict[type, Any]] = {
-    Subscribe: MqttConnection._on_subscribe,
-    Unsubscribe: MqttConnection._on_unsubscribe,
-    Pingreq: MqttConnection._on_pingreq,
-    Disconnect: MqttConnection._on_disconnect,
-    Puback: MqttConnection._on_puback,
-    Pubrec: MqttConnection._on_pubrec,
-    Pubrel: MqttConnection._on_pubrel,
-    Pubcomp: MqttConnection._on_pubcomp,
-}

@@ -166,7 +166,7 @@ def publish_target(p: Principal, topic: str) -> str:
     except QuickstartError as exc:
         raise Denied(CloseCode.NOT_AUTHORIZED, str(exc)) from None
     except TopicError as exc:
-        raise _refusal(topic, str(exc)) from None
+        raise _refusal(topic, str(exc), publish=True) from None
     allowed: tuple[type, ...] = (topics.DeviceEventTopic,)
     if cls is not ClientClass.GATEWAY:
         allowed = (topics.DeviceEventTopic, topics.DeviceCommandTopic)
@@ -186,8 +186,10 @@ def _device_publish(p: Principal, topic: str) -> str:
     return p.own_prefix + topic[len(topics.PREFIX) + 1 :]
 
 
-def _refusal(topic: str, why: str) -> Denied:
+def _refusal(topic: str, why: str, *, publish: bool = False) -> Denied:
     """180 when the topic is in the iot-2 grammar but not this client's, else 276 (W37)."""
+    if publish and ("+" in topic or "#" in topic):
+        return Denied(CloseCode.TOPIC_NOT_VALID, f"{topic!r}: a publish topic has no wildcards")
     for parse in (topics.parse, topics.parse_device):
         try:
             parse(topic.replace("#", "+"), wildcard=True)

@@ -1,0 +1,279 @@
+"""What each MQTT packet from a client means to the platform (the connection's request side).
+
+:func:`handle` dispatches one decoded packet. CONNECT asks the hub for a session; PUBLISH is
+authorized, rewritten to its internal topic (cached per connection: a client publishes to few
+topics) and handed to the router; SUBSCRIBE stores rewritten filters and sends the retained
+status messages; errors close the connection with their close code (W37, W38, W40), except
+where the platform answers instead: MQTT 5 reason codes, and gateway ``notify`` (W39).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from worker.mqtt import (
+    MQTT_5,
+    NO_PROPERTIES,
+    Connack,
+    Connect,
+    Disconnect,
+    Packet,
+    Pingreq,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+    UnsupportedProtocolVersion,
+    encode,
+    encode_puback,
+)
+from worker.platform.router import Message
+from worker.platform.rules import Denied, Principal, check_size, publish_target, subscribe_target
+from worker.platform.session import Session
+from worker.platform.status import CloseCode, ConnectionInfo, protocol_name, timestamp
+
+if TYPE_CHECKING:
+    from worker.platform.connection import MqttConnection
+
+log = logging.getLogger("worker.platform")
+
+_PINGRESP: Final = b"\xd0\x00"
+_ROUTE_CACHE: Final = 1024
+_GATEWAY: Final = "g"
+
+
+def handle(conn: MqttConnection, packet: Packet) -> None:
+    kind = type(packet)
+    if kind is Publish:
+        assert isinstance(packet, Publish)
+        on_publish(conn, packet)
+        return
+    if conn.session is None:
+        if kind is Connect:
+            assert isinstance(packet, Connect)
+            on_connect(conn, packet)
+        else:
+            conn.close(CloseCode.DATA_NOT_VALID, f"{kind.__name__} before CONNECT")
+        return
+    handler = _HANDLERS.get(kind)
+    if handler is None:
+        conn.close(CloseCode.DATA_NOT_VALID, f"a client may not send {kind.__name__} now")
+    else:
+        handler(conn, packet)
+
+
+def on_connect(conn: MqttConnection, packet: Connect) -> None:
+    conn.protocol_level = packet.protocol_level
+    conn.info = ConnectionInfo(
+        client_addr=conn.peer,
+        client_id=packet.client_id,
+        port=conn.local_port,
+        secure=conn.secure,
+        protocol=protocol_name(packet.protocol_level, websocket=conn.websocket),
+        user=packet.username,
+        connect_time=timestamp(),
+    )
+    try:
+        session, present, keepalive = conn.hub.admit(conn, packet)
+    except Denied as exc:
+        refuse(conn, packet, exc)
+        return
+    props = NO_PROPERTIES
+    if packet.protocol_level == MQTT_5:
+        props = conn.hub.connack_properties(keepalive, packet.keep_alive)
+    conn.send(encode(Connack(present, 0, props), conn.protocol_level))
+    conn.start_keepalive(keepalive)
+    conn.session = session
+    session.attach(conn)
+    conn.hub.connected(conn)
+
+
+def refuse(conn: MqttConnection, packet: Connect, exc: Denied) -> None:
+    """CONNACK 5 (5.0: 0x85 or 0x87), a FailedConnect status message, close (W4-W6)."""
+    log.info("refused %r (%s): %s", packet.client_id, conn.peer, exc)
+    if conn.protocol_level == MQTT_5:
+        code = 0x85 if exc.close_code == CloseCode.CLIENT_ID_NOT_VALID else 0x87
+    else:
+        code = 5
+    conn.send(encode(Connack(False, code), conn.protocol_level))
+    conn.hub.failed(conn, packet, exc)
+    conn.close(exc.close_code, str(exc))
+
+
+def refuse_version(conn: MqttConnection, exc: UnsupportedProtocolVersion) -> None:
+    """MQTT-3.1.2-2: CONNACK 1 (5.0: 0x84) for a protocol level this server does not speak."""
+    if exc.protocol_level == MQTT_5 or exc.protocol_level > MQTT_5:
+        conn.send(encode(Connack(False, 0x84), MQTT_5))
+    else:
+        conn.send(encode(Connack(False, 1), 4))
+    conn.close(CloseCode.DATA_NOT_VALID, str(exc))
+
+
+def on_publish(conn: MqttConnection, packet: Publish) -> None:
+    principal = conn.principal
+    session = conn.session
+    if session is None or principal is None:
+        conn.close(CloseCode.DATA_NOT_VALID, "PUBLISH before CONNECT")
+        return
+    conn.counters.read_msg += 1
+    topic = packet.topic
+    internal = conn.routes.get(topic)
+    try:
+        if internal is None:
+            internal = route(conn, principal, packet)
+        if packet.qos > conn.hub.max_qos:
+            raise Denied(CloseCode.MAX_QOS, f"QoS {packet.qos} above {conn.hub.max_qos}")
+        check_size(topic, len(packet.payload), conn.hub.max_payload)
+    except Denied as exc:
+        publish_refused(conn, packet, exc)
+        return
+    qos = packet.qos
+    if qos == 2:
+        on_publish_qos2(conn, session, packet, internal)
+        return
+    # W16: the client's retain flag is cleared; the message is routed as not retained.
+    conn.hub.route(Message(internal, packet.payload, qos))
+    if qos:
+        assert packet.packet_id is not None
+        conn.send(encode_puback(packet.packet_id))
+
+
+def route(conn: MqttConnection, principal: Principal, packet: Publish) -> str:
+    props = packet.properties
+    if props is not NO_PROPERTIES and props.topic_alias is not None:
+        # No Topic Alias Maximum is advertised: an alias is a protocol error (MQTT 5 3.3.2.3.4).
+        raise Denied(CloseCode.DATA_NOT_VALID, "topic aliases are not supported")
+    internal = publish_target(principal, packet.topic)
+    if len(conn.routes) >= _ROUTE_CACHE:
+        conn.routes.clear()
+    conn.routes[packet.topic] = internal
+    return internal
+
+
+def on_publish_qos2(conn: MqttConnection, session: Session, packet: Publish, internal: str) -> None:
+    packet_id = packet.packet_id
+    assert packet_id is not None
+    # Delivered on PUBLISH; a resent PUBLISH before PUBREL is answered but not routed again.
+    if packet_id not in session.qos2_received:
+        session.qos2_received.add(packet_id)
+        conn.hub.route(Message(internal, packet.payload, 2))
+    conn.send(encode(Pubrec(packet_id), conn.protocol_level))
+
+
+def publish_refused(conn: MqttConnection, packet: Publish, exc: Denied) -> None:
+    """Close (W37); gateways get a notify and v5 a negative ack instead (W37, W39)."""
+    code = exc.close_code
+    fatal = code in (CloseCode.MESSAGE_TOO_LARGE, CloseCode.MAX_QOS, CloseCode.DATA_NOT_VALID)
+    principal = conn.principal
+    if not fatal and principal is not None and principal.client.cls.value == _GATEWAY:
+        conn.hub.notify_gateway(principal, "publish", packet.topic, exc)
+        ack_anyway(conn, packet, 0)
+    elif not fatal and conn.protocol_level == MQTT_5 and packet.qos:
+        ack_anyway(conn, packet, 0x90 if code == CloseCode.TOPIC_NOT_VALID else 0x87)
+    else:
+        conn.close(code, str(exc))
+
+
+def ack_anyway(conn: MqttConnection, packet: Publish, reason: int) -> None:
+    if packet.packet_id is None:
+        return
+    ack = Puback if packet.qos == 1 else Pubrec
+    conn.send(encode(ack(packet.packet_id, reason), conn.protocol_level))
+
+
+def on_subscribe(conn: MqttConnection, packet: Subscribe) -> None:
+    session, principal = conn.session, conn.principal
+    assert session is not None and principal is not None
+    codes: list[int] = []
+    fresh = []
+    refused: list[tuple[str, Denied]] = []
+    for request in packet.subscriptions:
+        try:
+            internal, rewrite = subscribe_target(principal, request.topic_filter)
+        except Denied as exc:
+            code = subscribe_refused(conn, principal, exc)
+            if code is None:
+                return
+            codes.append(code)
+            refused.append((request.topic_filter, exc))
+            continue
+        granted = min(request.qos, conn.hub.max_qos)
+        sub, new = session.subscribe(request.topic_filter, internal, rewrite.outbound, granted)
+        codes.append(granted)
+        if new:
+            fresh.append(sub)
+    conn.send(encode(Suback(packet.packet_id, tuple(codes)), conn.protocol_level))
+    if principal.client.cls.value == _GATEWAY:
+        for topic_filter, refusal in refused:
+            conn.hub.notify_gateway(principal, "subscribe", topic_filter, refusal)
+    for sub in fresh:
+        for msg in conn.hub.router.retained(sub.internal):
+            session.deliver(sub, msg)
+
+
+def subscribe_refused(conn: MqttConnection, principal: Principal, exc: Denied) -> int | None:
+    """The SUBACK code for a refused filter, or None after closing (W38, W39)."""
+    if principal.client.cls.value == _GATEWAY:
+        return 0x80
+    if conn.protocol_level == MQTT_5:
+        return 0x8F if exc.close_code == CloseCode.TOPIC_NOT_VALID else 0x87
+    conn.close(exc.close_code, str(exc))
+    return None
+
+
+def on_unsubscribe(conn: MqttConnection, packet: Unsubscribe) -> None:
+    session = conn.session
+    assert session is not None
+    found = [session.unsubscribe(f) for f in packet.topic_filters]
+    codes = tuple(0x00 if ok else 0x11 for ok in found) if conn.protocol_level == MQTT_5 else ()
+    conn.send(encode(Unsuback(packet.packet_id, codes), conn.protocol_level))
+
+
+def on_pingreq(conn: MqttConnection, _packet: Pingreq) -> None:
+    conn.send(_PINGRESP)
+
+
+def on_disconnect(conn: MqttConnection, packet: Disconnect) -> None:
+    # A clean goodbye discards the will, unless a v5 client asks for it (reason 0x04).
+    if packet.reason_code != 0x04:
+        conn.will = None
+    conn.close(CloseCode.NORMAL)
+
+
+def on_puback(conn: MqttConnection, packet: Puback) -> None:
+    assert conn.session is not None
+    conn.session.on_puback(packet.packet_id)
+
+
+def on_pubrec(conn: MqttConnection, packet: Pubrec) -> None:
+    assert conn.session is not None
+    conn.send(conn.session.on_pubrec(packet.packet_id))
+
+
+def on_pubrel(conn: MqttConnection, packet: Pubrel) -> None:
+    assert conn.session is not None
+    conn.session.qos2_received.discard(packet.packet_id)
+    conn.send(encode(Pubcomp(packet.packet_id), conn.protocol_level))
+
+
+def on_pubcomp(conn: MqttConnection, packet: Pubcomp) -> None:
+    assert conn.session is not None
+    conn.session.on_pubcomp(packet.packet_id)
+
+
+_HANDLERS: Final[dict[type, Any]] = {
+    Subscribe: on_subscribe,
+    Unsubscribe: on_unsubscribe,
+    Pingreq: on_pingreq,
+    Disconnect: on_disconnect,
+    Puback: on_puback,
+    Pubrec: on_pubrec,
+    Pubrel: on_pubrel,
+    Pubcomp: on_pubcomp,
+}
