@@ -52,6 +52,7 @@ class Settings:
     intake_size: int = 10_000
     overflow: str = "drop-oldest"
     drain_timeout: float = 25.0
+    dead_letter: str = "log"
     loop: str = "auto"
     transport: str = "aiomqtt"
     metrics_host: str = "0.0.0.0"

@@ -164,6 +164,33 @@ def log_level(raw: str) -> str:
     return choice("debug", "info", "warning", "error", "critical")(value)
 
 
+DEAD_LETTER_FORMS: Final = "log, none, file:PATH, mqtt:TYPE/ID/EVENT"
+
+
+def dead_letter(raw: str) -> str:
+    """A parser for a dead-letter sink: ``log``, ``none``, ``file:PATH`` or ``mqtt:T/ID/EVENT``.
+
+    Returns the spec with its kind lower-cased; ``worker.deadletter`` builds the sink from it.
+    """
+    value = raw.strip()
+    kind, sep, arg = value.partition(":")
+    kind = kind.lower()
+    if not sep and kind in ("log", "none"):
+        return kind
+    if sep and kind == "file" and arg.strip():
+        return f"file:{arg}"
+    if sep and kind == "mqtt":
+        parts = arg.split("/")
+        if len(parts) != 3:
+            raise ValueError(f"mqtt:TYPE/ID/EVENT names a device event topic, not {arg!r}")
+        try:
+            topics.device_event(parts[0], parts[1], parts[2], "json")
+        except TopicError as exc:
+            raise ValueError(f"mqtt:TYPE/ID/EVENT names a device event topic ({exc})") from None
+        return f"mqtt:{arg}"
+    raise ValueError(f"accepted are {DEAD_LETTER_FORMS}")
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     """One setting: where it comes from and what it accepts."""
@@ -411,6 +438,15 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "0-3600",
         "25",
         "seconds to finish in-flight messages on SIGTERM",
+    ),
+    _o(
+        "dead_letter",
+        "WORKER_DEAD_LETTER",
+        "--dead-letter",
+        dead_letter,
+        DEAD_LETTER_FORMS,
+        "log",
+        "where failed messages go after their retries (routes may choose their own)",
     ),
     _o(
         "loop",
