@@ -1,5 +1,7 @@
 """worker: scalable IoT event workers for Watson IoT Platform and standard MQTT brokers."""
 
+from worker.app import App
+from worker.deadletter import DeadLetter, DeadLetterSink
 from worker.errors import (
     AppLoadError,
     CodecError,
@@ -14,14 +16,22 @@ from worker.errors import (
     TopicError,
     WorkerError,
 )
+from worker.messages import AppStatus, Command, DeviceStatus, Event, register_codec
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
     "AppLoadError",
+    "AppStatus",
     "CodecError",
+    "Command",
     "ConfigError",
     "ConnectError",
+    "DeadLetter",
+    "DeadLetterSink",
+    "DeviceStatus",
+    "Event",
     "IdentityError",
     "NotAuthorized",
     "PayloadTooLarge",
@@ -31,4 +41,5 @@ __all__ = [
     "TopicError",
     "WorkerError",
     "__version__",
+    "register_codec",
 ]

@@ -1,0 +1,137 @@
+"""Running one route's handler for one message: timeout, retries, dead letter, outcome.
+
+:class:`RouteRunner` is what a pipeline lane calls for each piece of work. It builds the
+message from the router's answer (so a status payload that is not JSON is a ``decode_error``
+before any handler runs), runs the handler under the route's ``timeout``, retries ``error``
+and ``timeout`` with exponential backoff (never ``decode_error``: the same bytes fail the same
+way), and gives a final failure to the route's dead-letter sink. It returns the outcome
+defined in ``worker.metrics`` and times every run into ``worker_handler_seconds``.
+
+Logging: one WARNING line per failed run that will be retried, then for the last run the
+traceback of an ``error`` once (ERROR), or one WARNING line for ``timeout``/``decode_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from prometheus_client import Counter
+
+from worker.deadletter import DeadLetter, DeadLetters, DeadLetterSink
+from worker.errors import CodecError
+from worker.messages import Message
+from worker.metrics import Outcome, RouteMetrics
+from worker.routes import BACKOFF_CAP, Entry, InboundLike, Route
+
+log = logging.getLogger("worker.pipeline")
+
+class RouteRunner:
+    """One route with its bound metrics and its dead-letter sink."""
+
+    __slots__ = ("dead_letter_failed", "dead_letters", "metrics", "ok", "route", "sink")
+
+    def __init__(
+        self,
+        route: Route,
+        metrics: RouteMetrics,
+        dead_letters: DeadLetters,
+        dead_letter_failed: Counter,
+    ) -> None:
+        self.route = route
+        self.metrics = metrics
+        self.dead_letters = dead_letters
+        self.sink: DeadLetterSink | None = dead_letters.sink_for(route.dead_letter)
+        self.dead_letter_failed = dead_letter_failed
+        #: ok outcomes the pipeline has not yet added to the counter (it adds them in bulk)
+        self.ok = 0
+
+    async def handle(self, entry: Entry, inbound: InboundLike, received_at: float) -> Outcome:
+        """Handle one message for this route; the final outcome (never raises but cancel)."""
+        outcome, error, runs = await self._runs(entry, inbound, received_at)
+        if outcome is Outcome.OK or self.sink is None:
+            return outcome
+        route = self.route
+        letter = DeadLetter(
+            route.name, outcome.value, inbound.topic, inbound.payload, inbound.qos,
+            describe(error, route.timeout), runs, time.time(),
+        )  # fmt: skip
+        if await self.dead_letters.send(self.sink, letter):
+            self.metrics.dead_letters.inc()
+            return Outcome.DEAD_LETTERED
+        self.dead_letter_failed.inc()
+        return outcome
+
+    async def _runs(
+        self, entry: Entry, inbound: InboundLike, received_at: float
+    ) -> tuple[Outcome, BaseException | None, int]:
+        """(outcome, error, runs): the handler run until ok or out of retries."""
+        route = self.route
+        try:
+            message = entry.build(entry.parts, inbound, received_at)
+        except CodecError as exc:
+            log.warning("%s: %s on %s", route.name, exc, inbound.topic)
+            return Outcome.DECODE_ERROR, exc, 0
+        run = 0
+        while True:
+            run += 1
+            outcome, error = await self._once(message)
+            if outcome is Outcome.OK:
+                return outcome, None, run
+            final = outcome is Outcome.DECODE_ERROR or run > route.retries
+            _log_failure(route, inbound.topic, outcome, error, run, final)
+            if final:
+                return outcome, error, run
+            await asyncio.sleep(min(route.retry_backoff * 2 ** (run - 1), BACKOFF_CAP))
+
+    async def _once(self, message: Message) -> tuple[Outcome, BaseException | None]:
+        route = self.route
+        started = time.perf_counter()
+        outcome: Outcome = Outcome.OK
+        error: BaseException | None = None
+        timer: asyncio.Timeout | None = None
+        try:
+            if route.timeout is None:
+                await route.handler(message)
+            else:
+                async with asyncio.timeout(route.timeout) as timer:
+                    await route.handler(message)
+        except CodecError as exc:
+            # only the message's own payload failing to decode is a decode_error; a CodecError
+            # from elsewhere (say, encoding a publish) is the handler's error
+            failed = getattr(message, "decode_failed", False)
+            outcome, error = (Outcome.DECODE_ERROR if failed else Outcome.ERROR), exc
+        except TimeoutError as exc:
+            expired = timer is not None and timer.expired()
+            outcome, error = (Outcome.TIMEOUT if expired else Outcome.ERROR), exc
+        except Exception as exc:
+            outcome, error = Outcome.ERROR, exc
+        self.metrics.seconds.observe(time.perf_counter() - started)
+        return outcome, error
+
+
+def describe(error: BaseException | None, timeout: float | None) -> str | None:
+    """The ``error`` text of a dead letter."""
+    if error is None:
+        return None
+    if isinstance(error, TimeoutError) and timeout is not None:
+        return f"timed out after {timeout:g} s"
+    return f"{type(error).__name__}: {error}"
+
+
+def _log_failure(
+    route: Route,
+    topic: str,
+    outcome: Outcome,
+    error: BaseException | None,
+    run: int,
+    final: bool,
+) -> None:
+    what = describe(error, route.timeout) or outcome.value
+    if not final:
+        log.warning("%s: %s on %s (run %d); retrying", route.name, what, topic, run)
+    elif outcome is Outcome.ERROR:
+        log.error("%s failed on %s (run %d)", route.name, topic, run, exc_info=error)
+    else:
+        log.warning("%s: %s on %s (run %d, giving up)", route.name, what, topic, run)

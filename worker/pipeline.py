@@ -1,0 +1,401 @@
+"""The pipeline: intake, lanes, ack order, retries, dead letters and outcomes (DESIGN.md 6).
+
+::
+
+    pipeline = Pipeline(app, settings, metrics)         # dead letters from WORKER_DEAD_LETTER
+    tg.create_task(pipeline.run())                      # the lanes, until stop() or drain()
+    await pipeline.put(batch, transport.ack)            # per received batch, on each connection
+    await pipeline.idle()                               # nothing queued or running, acks sent
+    abandoned = await pipeline.drain(settings.drain_timeout)
+
+Work is one (message, matching route) pair. ``settings.concurrency`` long-lived lanes take it:
+an ``ordered`` route's work goes to lane ``hash((device_type, device_id)) % lanes`` (for app
+status, the app ID), so one device's messages run one at a time in arrival order; other work
+goes to a shared queue that any free lane takes from. No task is created per message.
+
+- QoS 1: acknowledged when every route's run finished, whatever the outcome (a failure is
+  dead-lettered or counted first), in arrival order per connection (``worker.acks``). A message
+  whose dead letter could not be kept is acknowledged too and counted as dropped: holding it
+  back would stall every later ack on the connection.
+- QoS 0: at most ``intake_size`` queued; beyond that ``drop-oldest`` drops the oldest queued
+  QoS 0 work, ``block`` makes ``put`` wait for room (and so the socket). QoS 1 is not bounded
+  here: the broker's in-flight window bounds it.
+- A message matching no route is counted as dropped (``unrouted``) and, at QoS 1, acknowledged.
+- Outcomes and drop reasons are defined in ``worker.metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Final
+
+from worker.acks import Acker, AckQueue, Slot
+from worker.app import App
+from worker.config import Settings
+from worker.deadletter import DeadLetters
+from worker.handling import RouteRunner
+from worker.metrics import DropReason, Kind, Metrics, Outcome
+from worker.routes import Entry, InboundLike
+
+log = logging.getLogger("worker.pipeline")
+
+#: a lane gives the loop a turn after this many messages without waiting (no-op handlers)
+YIELD_EVERY: Final = 256
+#: after the drain timeout, how long cancelled lanes get to unwind
+CANCEL_GRACE: Final = 1.0
+
+_QUEUED, _TAKEN, _DROPPED = 0, 1, 2
+
+
+class _Work:
+    __slots__ = ("entry", "inbound", "received_at", "run", "slot", "state")
+
+    def __init__(
+        self, run: RouteRunner, entry: Entry, inbound: InboundLike, at: float, slot: Slot | None
+    ) -> None:
+        self.run = run
+        self.entry = entry
+        self.inbound = inbound
+        self.received_at = at
+        self.slot = slot
+        self.state = _QUEUED
+
+
+class _Lane:
+    __slots__ = ("index", "listed", "queue", "waiter")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.queue: deque[_Work] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        #: in the idle list already (listed once, however often it idles)
+        self.listed = False
+
+
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+class Pipeline:
+    """Intake and lanes; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        app: App,
+        settings: Settings,
+        metrics: Metrics,
+        dead_letters: DeadLetters | None = None,
+    ) -> None:
+        self._router = app.compile()
+        self._metrics = metrics
+        self._dead_letters = dead_letters or DeadLetters(
+            settings.dead_letter, publish=app.publish_event
+        )
+        failed = metrics.dropped[DropReason.DEAD_LETTER_FAILED]
+        self._runs = [
+            RouteRunner(r, metrics.route(r.name), self._dead_letters, failed)
+            for r in self._router.routes
+        ]
+        self._lanes = [_Lane(i) for i in range(settings.concurrency)]
+        self._shared: deque[_Work] = deque()
+        self._idle: deque[_Lane] = deque()
+        self._qos0: deque[_Work] = deque()
+        self._qos0_queued = 0
+        self._limit = settings.intake_size
+        self._block = settings.overflow == "block"
+        #: set when a lane took QoS 0 work while a blocked ``put`` waits for room
+        self._space = asyncio.Event()
+        self._space_wanted = False
+        self._queued = 0
+        self._in_flight = 0
+        self._acks: dict[Acker, AckQueue] = {}
+        self._ready: list[AckQueue] = []
+        self._flush_pending = False
+        self._stopping = False
+        self._abandoned = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._finished = asyncio.Event()
+        self._idle_now = asyncio.Event()
+        self._idle_now.set()
+        metrics.watch(intake_depth=lambda: self._queued, in_flight=lambda: self._in_flight)
+
+    @property
+    def intake_depth(self) -> int:
+        """Work queued for a lane, not yet started."""
+        return self._queued
+
+    @property
+    def in_flight(self) -> int:
+        """Work a lane has started and not finished (including retries and dead-lettering)."""
+        return self._in_flight
+
+    async def idle(self) -> None:
+        """Return once nothing is queued or running and the finished work's acks have left."""
+        await self._idle_now.wait()
+
+    # --- intake ------------------------------------------------------------------------
+
+    async def put(self, batch: Sequence[InboundLike], ack: Acker) -> None:
+        """Route and queue one received batch; QoS 1 messages are acknowledged through ``ack``.
+
+        Waits only under the ``block`` overflow policy. After ``stop``/``drain`` began, new
+        messages are refused: counted as dropped (``draining``) and not acknowledged.
+        """
+        at = time.time()
+        lookup = self._router.lookup
+        kinds: dict[Kind | None, int] = {}
+        unrouted = refused = 0
+        queue: AckQueue | None = None
+        try:
+            for inbound in batch:
+                entry = lookup(inbound.topic)
+                kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+                routes = entry.routes
+                if self._stopping:
+                    refused += 1
+                    continue
+                slot = None
+                if inbound.qos:
+                    queue = queue or self._queue_for(ack)
+                    slot = queue.add(inbound.packet_id, len(routes))
+                if not routes:
+                    unrouted += 1
+                    continue
+                for route in routes:
+                    work = _Work(self._runs[route.index], entry, inbound, at, slot)
+                    if slot is None and self._qos0_queued >= self._limit:
+                        await self._make_room()
+                        if self._stopping:
+                            refused += 1
+                            break
+                    self._enqueue(work, route.ordered)
+        finally:
+            self._count_intake(kinds, unrouted, refused)
+            if queue is not None and queue.releasable():
+                self._idle_now.clear()  # idle() also means "the acks have left"
+                self._schedule(queue)
+
+    def _queue_for(self, ack: Acker) -> AckQueue:
+        queue = self._acks.get(ack)
+        if queue is None:
+            queue = self._acks[ack] = AckQueue(ack)
+        return queue
+
+    def _count_intake(self, kinds: dict[Kind | None, int], unrouted: int, refused: int) -> None:
+        received = self._metrics.received
+        for kind, n in kinds.items():
+            if kind is not None:
+                received[kind].inc(n)
+        dropped = self._metrics.dropped
+        # a topic outside the grammar has no kind: not received, but counted as unrouted
+        if unrouted:
+            dropped[DropReason.UNROUTED].inc(unrouted)
+        if refused:
+            dropped[DropReason.DRAINING].inc(refused)
+
+    async def _make_room(self) -> None:
+        """The QoS 0 intake is full: drop its oldest work, or wait for a lane to take some."""
+        if not self._block:
+            q = self._qos0
+            while q:
+                work = q.popleft()
+                if work.state == _QUEUED:
+                    work.state = _DROPPED
+                    self._queued -= 1
+                    self._qos0_queued -= 1
+                    work.run.metrics.outcome[Outcome.DROPPED].inc()
+                    self._metrics.dropped[DropReason.INTAKE_FULL].inc()
+                    return
+            return
+        while self._qos0_queued >= self._limit and not self._stopping:
+            self._space.clear()
+            self._space_wanted = True
+            await self._space.wait()
+
+    def _enqueue(self, work: _Work, ordered: bool) -> None:
+        if ordered:
+            lane = self._lanes[work.entry.key % len(self._lanes)]
+            lane.queue.append(work)
+            _wake(lane.waiter)
+        else:
+            self._shared.append(work)
+            idle = self._idle
+            while idle:
+                lane = idle.popleft()
+                lane.listed = False
+                if lane.waiter is not None and not lane.waiter.done():
+                    lane.waiter.set_result(None)
+                    break
+        self._queued += 1
+        self._idle_now.clear()
+        if work.slot is None:
+            self._qos0_queued += 1
+            q = self._qos0
+            while q and q[0].state != _QUEUED:
+                q.popleft()
+            q.append(work)
+            if len(q) > 2 * self._limit + 64:
+                # work taken out of order (other lanes) piles up behind a slow head; sweep it
+                self._qos0 = deque(w for w in q if w.state == _QUEUED)
+
+    # --- lanes -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the lanes until ``stop()`` or ``drain()`` and the queues are empty."""
+        if self._tasks:
+            raise RuntimeError("Pipeline.run() is already running or has run")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tasks = [
+                    tg.create_task(self._lane(lane), name=f"worker-lane-{lane.index}")
+                    for lane in self._lanes
+                ]
+        finally:
+            self._abandon_queued()
+            self._flush()
+            self._finished.set()
+
+    async def _lane(self, lane: _Lane) -> None:
+        own, shared = lane.queue, self._shared
+        streak = 0
+        while True:
+            if own:
+                work = own.popleft()
+            elif shared:
+                work = shared.popleft()
+            elif self._stopping:
+                return
+            else:
+                await self._idle_wait(lane)
+                streak = 0
+                continue
+            if work.state != _QUEUED:
+                continue
+            self._take(work)
+            await self._handle(work)
+            streak += 1
+            if streak >= YIELD_EVERY:
+                streak = 0
+                await asyncio.sleep(0)
+
+    async def _idle_wait(self, lane: _Lane) -> None:
+        lane.waiter = asyncio.get_running_loop().create_future()
+        if not lane.listed:
+            lane.listed = True
+            self._idle.append(lane)
+        try:
+            await lane.waiter
+        finally:
+            lane.waiter = None
+
+    def _take(self, work: _Work) -> None:
+        work.state = _TAKEN
+        self._queued -= 1
+        if work.slot is None:
+            self._qos0_queued -= 1
+            if self._space_wanted and self._qos0_queued < self._limit:
+                self._space_wanted = False
+                self._space.set()
+
+    async def _handle(self, work: _Work) -> None:
+        run = work.run
+        self._in_flight += 1
+        try:
+            outcome = await run.handle(work.entry, work.inbound, work.received_at)
+        except asyncio.CancelledError:
+            # drain gave up on it: not acknowledged (the broker may redeliver), but counted
+            self._abandoned += 1
+            run.metrics.outcome[Outcome.DROPPED].inc()
+            self._metrics.dropped[DropReason.ABANDONED].inc()
+            raise
+        finally:
+            self._in_flight -= 1
+        if outcome is Outcome.OK:
+            run.ok += 1
+        else:
+            run.metrics.outcome[outcome].inc()
+        slot = work.slot
+        if slot is not None:
+            slot.remaining -= 1
+            if slot.remaining == 0 and slot.queue.pending[0] is slot:
+                self._schedule(slot.queue)
+                return
+        if not self._flush_pending:
+            self._schedule(None)
+
+    # --- acks and counters, once per loop turn ----------------------------------------
+
+    def _schedule(self, queue: AckQueue | None) -> None:
+        if queue is not None and not queue.ready:
+            queue.ready = True
+            self._ready.append(queue)
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Release finished acks (one call per connection) and add up the ok counts."""
+        self._flush_pending = False
+        ready, self._ready = self._ready, []
+        for queue in ready:
+            queue.ready = False
+            queue.release()
+            if not queue.pending and self._acks.get(queue.ack) is queue:
+                del self._acks[queue.ack]
+        for run in self._runs:
+            if run.ok:
+                run.metrics.outcome[Outcome.OK].inc(run.ok)
+                run.ok = 0
+        if not self._queued and not self._in_flight:
+            self._idle_now.set()
+
+    # --- stopping ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Take no new work; ``run()`` returns once the queued work is done."""
+        self._stopping = True
+        for lane in self._lanes:
+            _wake(lane.waiter)
+        self._space.set()
+
+    async def drain(self, timeout: float) -> int:  # noqa: ASYNC109 - the runner's budget
+        """Stop, finish queued and running work within ``timeout`` s, release the acks.
+
+        Returns how much work was abandoned (queued or running when the time ran out, and
+        never acknowledged); each is counted as dropped (``abandoned``).
+        """
+        self.stop()
+        before = self._abandoned
+        # Wait even when run() has not started yet: its task may be created and not yet
+        # scheduled. With nothing queued or running there is nothing to wait for.
+        if self._tasks or self._queued or self._in_flight:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._finished.wait()
+            except TimeoutError:
+                for task in self._tasks:
+                    task.cancel()
+                if self._tasks:
+                    await asyncio.wait(self._tasks, timeout=CANCEL_GRACE)
+        self._abandon_queued()
+        self._flush()
+        self._dead_letters.close()
+        return self._abandoned - before
+
+    def _abandon_queued(self) -> None:
+        queues = [self._shared, *(lane.queue for lane in self._lanes)]
+        for queue in queues:
+            for work in queue:
+                if work.state == _QUEUED:
+                    work.state = _DROPPED
+                    self._abandoned += 1
+                    work.run.metrics.outcome[Outcome.DROPPED].inc()
+                    self._metrics.dropped[DropReason.ABANDONED].inc()
+            queue.clear()
+        self._qos0.clear()
+        self._queued = self._qos0_queued = 0
