@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from worker.identity import ClientClass
 from worker.platform import metrics as pm
@@ -125,6 +126,9 @@ async def test_metrics_are_served_over_http(
     assert headers["Content-Type"].startswith("text/plain; version=")
     assert int(headers["Content-Length"]) == len(body)
     assert b'worker_platform_connections{client_class="g"} 1.0' in body
+    # What a scraper parses: every family of the platform, in the text format.
+    names = {family.name for family in text_string_to_metric_families(body.decode())}
+    assert {"worker_platform_connections", "worker_platform_messages_dropped"} <= names
 
 
 async def test_head_has_the_length_but_no_body(
