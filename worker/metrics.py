@@ -31,7 +31,6 @@ from collections.abc import Callable
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics import Histogram as _Histogram
 
 
 class Kind(enum.StrEnum):
@@ -87,7 +86,7 @@ class RouteMetrics:
         self.outcome: dict[Outcome, Counter] = {
             o: metrics.handled.labels(route=name, outcome=o.value) for o in Outcome
         }
-        self.seconds: _Histogram = metrics.handler_seconds.labels(route=name)
+        self.seconds: Histogram = metrics.handler_seconds.labels(route=name)
         self.dead_letters: Counter = metrics.dead_letters_total.labels(route=name)
 
 
@@ -105,7 +104,18 @@ class Metrics:
         version: str,
     ) -> None:
         self.registry = registry
-        r = registry
+        self._message_families(registry)
+        self._state_families(registry)
+        info = Gauge(
+            "worker_info",
+            "Who this worker is",
+            ["app", "client_id", "instance", "profile", "version"],
+            registry=registry,
+        )
+        info.labels(app, client_id, instance, profile, version).set(1)
+        self._routes: dict[str, RouteMetrics] = {}
+
+    def _message_families(self, r: CollectorRegistry) -> None:
         received = Counter(
             "worker_messages_received", "Messages received, by kind", ["kind"], registry=r
         )
@@ -122,8 +132,6 @@ class Metrics:
             buckets=HANDLER_BUCKETS,
             registry=r,
         )
-        self.intake_depth = Gauge("worker_intake_depth", "Messages queued for a lane", registry=r)
-        self.in_flight = Gauge("worker_in_flight", "Handler runs in progress", registry=r)
         dropped = Counter(
             "worker_messages_dropped", "Messages not handled, by reason", ["reason"], registry=r
         )
@@ -131,23 +139,19 @@ class Metrics:
             "worker_dead_letters", "Messages a dead-letter sink took, by route", ["route"],
             registry=r,
         )  # fmt: skip
-        self.connected = Gauge("worker_connected", "1 while connected", registry=r)
-        self.subscribed = Gauge("worker_subscribed", "1 while subscribed", registry=r)
-        self.reconnects = Counter("worker_reconnects", "Reconnections after a loss", registry=r)
-        info = Gauge(
-            "worker_info",
-            "Who this worker is",
-            ["app", "client_id", "instance", "profile", "version"],
-            registry=r,
-        )
-        info.labels(app, client_id, instance, profile, version).set(1)
         #: bound per kind; increment once per batch with the batch's count
         self.received: dict[Kind, Counter] = {k: received.labels(kind=k.value) for k in Kind}
         #: bound per reason
         self.dropped: dict[DropReason, Counter] = {
             d: dropped.labels(reason=d.value) for d in DropReason
         }
-        self._routes: dict[str, RouteMetrics] = {}
+
+    def _state_families(self, r: CollectorRegistry) -> None:
+        self.intake_depth = Gauge("worker_intake_depth", "Messages queued for a lane", registry=r)
+        self.in_flight = Gauge("worker_in_flight", "Handler runs in progress", registry=r)
+        self.connected = Gauge("worker_connected", "1 while connected", registry=r)
+        self.subscribed = Gauge("worker_subscribed", "1 while subscribed", registry=r)
+        self.reconnects = Counter("worker_reconnects", "Reconnections after a loss", registry=r)
 
     def route(self, name: str) -> RouteMetrics:
         """The bound children of route ``name`` (created once, then shared)."""
