@@ -27,6 +27,7 @@ from worker.routes import BACKOFF_CAP, Entry, InboundLike, Route
 
 log = logging.getLogger("worker.pipeline")
 
+
 class RouteRunner:
     """One route with its bound metrics and its dead-letter sink."""
 
