@@ -1,0 +1,1 @@
+"""Handler modules run by `worker run handlers.NAME`."""
