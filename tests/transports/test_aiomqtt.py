@@ -248,3 +248,28 @@ async def test_pubacks_leave_in_the_order_given() -> None:
     await receiver.close()
     server.close()
     await server.wait_closed()
+
+
+async def test_a_call_fails_at_once_when_the_connection_drops() -> None:
+    # A server that closes instead of answering SUBSCRIBE (as a platform does for a filter it
+    # refuses, or a takeover does): the caller hears of it now, not after the timeout.
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        header = await reader.readexactly(2)
+        await reader.readexactly(header[1])
+        writer.write(b"\x20\x02\x00\x00")
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readexactly(1)  # the SUBSCRIBE arrives
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = AiomqttTransport()
+    await transport.connect(ConnectOptions("127.0.0.1", port, "c", connect_timeout=30))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ConnectError, match=r"SUBSCRIBE at .* the connection was lost"):
+        await transport.subscribe([("x", 1)])
+    assert loop.time() - started < 5
+    await transport.disconnect()
+    server.close()
+    await server.wait_closed()

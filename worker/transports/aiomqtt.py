@@ -18,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Final
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any, Final, TypeVar
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
 from worker.errors import ConnectError, NotAuthorized
 from worker.transports.base import ConnectOptions, Inbound
+
+T = TypeVar("T")
 
 #: CONNACK refusals that retrying cannot fix, by MQTT 5 reason code (paho reports v3.1.1 return
 #: codes as these): (the v3.1.1 return code, what it means).
@@ -43,6 +45,7 @@ _REFUSED_V3: Final[dict[int, str]] = {
     5: _REFUSED[0x87][1],
 }
 _DISCONNECT_TIMEOUT: Final = 5.0
+_PENDING_CALLS_WARNING: Final = 100_000
 
 
 class AiomqttTransport:
@@ -83,6 +86,8 @@ class AiomqttTransport:
             tls_context=tls,
             queue_type=self._capturing_queue(),
         )
+        # aiomqtt warns from 10 concurrent calls; handlers publishing together do more than that.
+        client.pending_calls_threshold = _PENDING_CALLS_WARNING
         self._client = client
         self._paho = _paho_of(client)
         # Before CONNECT, so that not even the first PUBLISH is acknowledged behind our back.
@@ -98,27 +103,18 @@ class AiomqttTransport:
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> list[int]:
         """Subscribe in one SUBSCRIBE; the granted QoS per filter (0x80 = refused)."""
         client = self._require()
-        try:
-            granted = await client.subscribe(list(filters))
-        except aiomqtt.MqttError as exc:
-            raise ConnectError(f"SUBSCRIBE to {self._where} failed: {_reason(exc)}") from exc
+        granted = await self._call("SUBSCRIBE", client.subscribe(list(filters)))
         return [_code(g) for g in granted]
 
     async def unsubscribe(self, filters: Sequence[str]) -> None:
         """Unsubscribe and wait for UNSUBACK."""
         client = self._require()
-        try:
-            await client.unsubscribe(list(filters))
-        except aiomqtt.MqttError as exc:
-            raise ConnectError(f"UNSUBSCRIBE at {self._where} failed: {_reason(exc)}") from exc
+        await self._call("UNSUBSCRIBE", client.unsubscribe(list(filters)))
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Publish; for QoS 1 wait for the PUBACK."""
         client = self._require()
-        try:
-            await client.publish(topic, payload, qos=qos, retain=retain)
-        except aiomqtt.MqttError as exc:
-            raise ConnectError(f"PUBLISH to {self._where} failed: {_reason(exc)}") from exc
+        await self._call("PUBLISH", client.publish(topic, payload, qos=qos, retain=retain))
 
     def ack(self, packet_ids: Sequence[int]) -> None:
         """Queue PUBACKs in this order; paho writes them out together on the next loop turn.
@@ -163,6 +159,27 @@ class AiomqttTransport:
         # Leaving anyway: should DISCONNECT fail, the server notices the closed socket.
         with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
             await asyncio.wait_for(client.__aexit__(None, None, None), _DISCONNECT_TIMEOUT)
+
+    async def _call(self, what: str, call: Coroutine[Any, Any, T]) -> T:
+        """Await an aiomqtt call, or ConnectError as soon as the connection is lost.
+
+        aiomqtt waits for SUBACK, UNSUBACK and PUBACK until its timeout even when the
+        connection is already gone; its ``_disconnected`` future (2.3 to 2.5) says so at once.
+        """
+        task = asyncio.ensure_future(call)
+        lost: asyncio.Future[None] | None = getattr(self._client, "_disconnected", None)
+        waiting: set[asyncio.Future[Any]] = {task} if lost is None else {task, lost}
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            task.cancel()
+        if lost is not None and lost.done() and not task.done():
+            _ = lost.cancelled() or lost.exception()  # retrieved: no "never retrieved" noise
+            raise ConnectError(f"{what} at {self._where} failed: the connection was lost")
+        try:
+            return task.result()
+        except aiomqtt.MqttError as exc:
+            raise ConnectError(f"{what} at {self._where} failed: {_reason(exc)}") from exc
 
     def _require(self) -> aiomqtt.Client:
         if self._client is None:
