@@ -135,6 +135,8 @@ class Mosquitto:
             "log_type unsubscribe",
             f"max_inflight_messages {self.max_inflight}",
             # Tests publish in bursts; the default queue of 1000 per client would drop QoS 1.
+            # (Mosquitto 2.0 releases queued QoS 1 on each PUBACK while the queue is within
+            # this bound, so with it the in-flight window holds only until acks flow.)
             "max_queued_messages 1000000",
         ]
         if self.tls:

@@ -10,8 +10,8 @@ One ``Connection`` keeps one worker on its platform for the life of the process:
 - a lost connection is retried forever with capped, jittered exponential backoff, and every
   filter is subscribed again: a refused SUBACK is an error that drops the connection and
   retries, never a silent connected-but-deaf worker;
-- a refused CONNACK for credentials or client ID is logged once and raised (NotAuthorized):
-  retrying cannot fix it, and the process should exit so that Kubernetes shows it;
+- a refused CONNACK for credentials or client ID is raised at once (NotAuthorized), never
+  retried: retrying cannot fix it, and the process should exit so that Kubernetes shows it;
 - a unique client ID (standalone ``a:``, ``A:org:app:instance``, the ``mqtt`` profile's) that
   keeps being closed shortly after connecting is reported as what it almost always is:
   another process connecting with the same client ID.
@@ -185,8 +185,9 @@ class Connection:
             transport = self._factory()
             try:
                 await self._connect(transport, first)
-            except NotAuthorized as exc:
-                log.error("%s; not retrying: fix the credentials or the client ID", exc)
+            except NotAuthorized:
+                # Retrying cannot fix it: the caller reports it once (the CLI exits 4).
+                self.problem = "not authorised"
                 raise
             except ConnectError as exc:
                 self.problem = f"not connected: {exc}"
