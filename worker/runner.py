@@ -1,0 +1,347 @@
+"""``Worker``: startup, serve, drain, shutdown. The sole owner of the worker's tasks.
+
+::
+
+    startup   HTTP (/livez answers while connecting), connect, bind the app's publisher,
+              startup hooks, subscribe, then /readyz is 200
+    serve     until SIGTERM or SIGINT; SIGUSR1 pauses (unsubscribe, stay connected),
+              SIGUSR2 resumes
+    shutdown  /readyz 503, UNSUBSCRIBE (the platform gives this share to the peers at once),
+              finish what the platform had already sent within drain_timeout and ack it,
+              shutdown hooks, DISCONNECT, return
+
+Signal handlers only flip state and wake the one coroutine that acts on it. A second SIGINT
+gives up the drain (what was not finished stays unacknowledged) and returns at once.
+Library code never exits: failures are raised (NotAuthorized, ConnectError, ConfigError) for
+the CLI to map to exit codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry
+
+from worker import __version__, loops
+from worker.app import App
+from worker.config import Settings
+from worker.connection import Connection, TransportFactory, transport_factory
+from worker.errors import ConnectError, WorkerError
+from worker.http import HttpServer
+from worker.loops import loop_name
+from worker.metrics import Metrics
+from worker.pipeline import Pipeline
+
+log = logging.getLogger("worker")
+
+#: how often the drain looks whether the pipeline has gone idle
+_IDLE_POLL: Final = 0.01
+_SIGNALS: Final = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
+
+
+class Worker:
+    """Serves one App on one platform connection; ``await worker.serve()`` until stopped."""
+
+    def __init__(
+        self,
+        app: App,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        transport: TransportFactory | None = None,
+        startup_timeout: float | None = None,
+        on_ready: Callable[[Worker], None] | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(
+            self.registry,
+            app=settings.app_id,
+            client_id=settings.client_id,
+            instance=settings.instance,
+            profile=settings.profile.value,
+            version=__version__,
+        )
+        self.pipeline = Pipeline(app, settings, self.metrics)
+        self.filters = app.filters()
+        self.connection = Connection(
+            settings,
+            self.filters,
+            self.pipeline,
+            self.metrics,
+            transport_factory=transport or transport_factory(settings.transport),
+        )
+        self.http = HttpServer(
+            settings.metrics_host,
+            settings.metrics_port,
+            registry=self.registry,
+            readiness=self.readiness,
+        )
+        self._startup_timeout = startup_timeout
+        self._on_ready = on_ready
+        self._handle_signals = handle_signals
+        self._wake = asyncio.Event()  # set on every request; the serving loop reads the state
+        self._stopping = asyncio.Event()
+        self._force = asyncio.Event()
+        self._want_paused = False
+        self._draining = False
+        #: set once the worker is subscribed and serving
+        self.started = asyncio.Event()
+        #: True when a second SIGINT cut the drain short
+        self.forced = False
+        #: work left unfinished by the drain (never acknowledged)
+        self.abandoned = 0
+
+    # --- state the signal handlers flip -------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin the graceful shutdown (SIGTERM, first SIGINT)."""
+        self._stopping.set()
+        self._wake.set()
+
+    def request_force(self) -> None:
+        """Give up the drain and return (second SIGINT)."""
+        self._force.set()
+        self._wake.set()
+
+    def request_pause(self, paused: bool) -> None:
+        """Pause (SIGUSR1) or resume (SIGUSR2) taking a share of the messages."""
+        self._want_paused = paused
+        self._wake.set()
+
+    def _on_sigint(self) -> None:
+        if self._stopping.is_set():
+            log.warning("second interrupt: giving up the drain")
+            self.request_force()
+        else:
+            self.request_stop()
+
+    def readiness(self) -> str | None:
+        """None when connected, subscribed, not paused and not draining; else why not."""
+        conn = self.connection
+        if self._draining or self._stopping.is_set():
+            return "draining"
+        if not conn.connected:
+            return conn.problem or "not connected"
+        if conn.paused:
+            return "paused"
+        if not conn.subscribed:
+            return conn.problem or "not subscribed"
+        return None
+
+    @property
+    def metrics_url(self) -> str:
+        """Where /metrics is served (the bound port once started)."""
+        return f"{self.http.url}/metrics"
+
+    def describe(self) -> str:
+        """The startup line: who, where, what, and where to look."""
+        s = self.settings
+        loop = loop_name(asyncio.get_running_loop())
+        return (
+            f"worker ready: client ID {s.client_id} on {s.host}:{s.port} "
+            f"({s.profile.value} profile, {s.transport} transport, {loop}); "
+            f"filters {', '.join(s.subscription(f) for f in self.filters)}; "
+            f"metrics {self.metrics_url}"
+        )
+
+    # --- the lifecycle ---------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Run until stopped; raises NotAuthorized, ConnectError or ConfigError on failure."""
+        await self.http.start()
+        self._install_signals()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.pipeline.run(), name="worker-pipeline")
+                link = tg.create_task(self.connection.run(), name="worker-connection")
+                await self._lifecycle(link)
+        except BaseExceptionGroup as group:
+            raise _single(group) from None
+        finally:
+            self._remove_signals()
+            self.app.bind_publisher(None)
+            await self.http.close()
+
+    async def _lifecycle(self, link: asyncio.Task[None]) -> None:
+        hooks_ran = False
+        try:
+            if await self._startup():
+                hooks_ran = True
+                await self._open()
+                await self._serve()
+        finally:
+            await self._shutdown(hooks_ran, link)
+
+    async def _startup(self) -> bool:
+        """Connect and run the startup hooks; False when stopped first."""
+        if not await self._until(self.connection.wait_online(), "connect"):
+            return False
+        self.app.bind_publisher(self.connection.publish)
+        await self.app.startup()
+        return True
+
+    async def _open(self) -> None:
+        await self.connection.open_intake()
+        if not await self._until(self.connection.ready.wait(), "subscribe"):
+            return
+        self.started.set()
+        log.info("%s", self.describe())
+        if self._on_ready is not None:
+            self._on_ready(self)
+
+    async def _until(self, ready: Coroutine[Any, Any, object], what: str) -> bool:
+        """Wait for ``ready`` or a stop request; ConnectError past the startup deadline."""
+        waiter = asyncio.ensure_future(ready)
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, stopper}, timeout=self._startup_timeout, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+        if waiter in done:
+            return True
+        if stopper in done:
+            return False
+        raise ConnectError(
+            f"could not {what} to {self.connection.address} within {self._startup_timeout:g}s"
+            f" ({self.connection.problem or 'no answer'})"
+        )
+
+    async def _serve(self) -> None:
+        """Act on pause/resume (also those asked for during startup) until a stop request."""
+        while True:
+            self._wake.clear()  # before reading the state: a later request wakes the wait
+            if self._stopping.is_set():
+                return
+            if self._want_paused and not self.connection.paused:
+                log.info("pausing: unsubscribing, staying connected")
+                await self.connection.pause()
+            elif not self._want_paused and self.connection.paused:
+                log.info("resuming: subscribing again")
+                await self.connection.resume()
+            else:
+                await self._wake.wait()
+
+    async def _shutdown(self, hooks_ran: bool, link: asyncio.Task[None]) -> None:
+        """Unsubscribe, drain, hooks, DISCONNECT; a second SIGINT cuts the drain short."""
+        self._draining = True
+        if link.done():  # the connection failed for good; the TaskGroup raises its error
+            self.pipeline.stop()
+            return
+        drain = asyncio.ensure_future(self._drain())
+        forced = asyncio.ensure_future(self._force.wait())
+        await asyncio.wait({drain, forced}, return_when="FIRST_COMPLETED")
+        forced.cancel()
+        if not drain.done():
+            self.forced = True
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drain
+            self.abandoned += await self.pipeline.drain(0)
+        else:
+            drain.result()
+        if hooks_ran:
+            await self.app.shutdown()
+        await self.connection.close()
+        log.info("stopped (%d messages abandoned)", self.abandoned)
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_timeout
+        log.info(
+            "stopping: unsubscribing, then draining for up to %gs", self.settings.drain_timeout
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await self.connection.stop_intake()
+                await self._settle()
+        self.abandoned += await self.pipeline.drain(max(0.0, deadline - loop.time()))
+
+    async def _settle(self) -> None:
+        """Handle and acknowledge what the platform sent until it sends no more.
+
+        After UNSUBSCRIBE a broker still delivers what it had queued for this client (Mosquitto
+        releases its queue as acks free the in-flight window), and with a clean session
+        whatever is left at DISCONNECT is lost. So: wait for the pipeline to go idle, let its
+        acks leave, make a round trip, and repeat until the round trip brought nothing new.
+        """
+        pipeline, connection = self.pipeline, self.connection
+        while True:
+            # The pipeline offers no idle event; a short poll is fine for a one-off at shutdown.
+            while pipeline.intake_depth or pipeline.in_flight:  # noqa: ASYNC110
+                await asyncio.sleep(_IDLE_POLL)
+            await asyncio.sleep(0)  # the pipeline releases its acks on the next loop turn
+            before = connection.received
+            await connection.barrier()
+            if connection.received == before and not (pipeline.intake_depth or pipeline.in_flight):
+                return
+
+    # --- signals ---------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        if not self._handle_signals:
+            return
+        loop = asyncio.get_running_loop()
+        actions: dict[str, Callable[[], None]] = {
+            "SIGTERM": self.request_stop,
+            "SIGINT": self._on_sigint,
+            "SIGUSR1": lambda: self.request_pause(True),
+            "SIGUSR2": lambda: self.request_pause(False),
+        }
+        for name, action in actions.items():
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, action)
+
+    def _remove_signals(self) -> None:
+        if not self._handle_signals:
+            return
+        loop = asyncio.get_running_loop()
+        for name in _SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error a failed TaskGroup carries (the CLI maps WorkerErrors), else the group."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    if len(leaves) == 1:
+        return leaves[0]
+    errors = [e for e in leaves if isinstance(e, WorkerError)]
+    return errors[0] if errors else group
+
+
+def run_worker(app: App, settings: Settings, **options: Any) -> Worker:
+    """Serve ``app`` on a new loop of ``settings.loop`` until stopped; the finished Worker.
+
+    ``options`` go to ``Worker``. Raises what ``Worker.serve`` raises.
+    """
+
+    async def main() -> Worker:
+        worker = Worker(app, settings, **options)
+        await worker.serve()
+        return worker
+
+    return loops.run(main(), settings.loop)
