@@ -1,0 +1,3 @@
+"""A module without an App: ``worker run`` must say so and exit 3."""
+
+VALUE = 1
