@@ -191,7 +191,7 @@ class Connection:
                 raise
             except ConnectError as exc:
                 self.problem = f"not connected: {exc}"
-                await self._wait_before_retry(failures, f"{exc}")
+                await self._wait_before_retry(failures, str(exc))
                 failures += 1
                 continue
             first = False
@@ -204,8 +204,7 @@ class Connection:
                 failures, short_lived = 0, 0
             elif subscribed:
                 short_lived += 1
-            self._report_loss(reason, lived, short_lived)
-            await self._wait_before_retry(failures, reason)
+            await self._wait_before_retry(failures, self._loss(reason, lived, short_lived))
             failures += 1
 
     async def _connect(self, transport: Transport, first: bool) -> None:
@@ -234,7 +233,7 @@ class Connection:
                 await self._sink.put(batch, transport.ack)
                 self._handed += len(batch)
                 self._progress.set()
-            return "the connection was closed", subscribed
+            return f"the connection to {self.address} was closed", subscribed
         except ConnectError as exc:
             if not subscribed and self._wanted():
                 log.error("%s", exc)  # refused or lost while subscribing: say so loudly
@@ -253,7 +252,8 @@ class Connection:
             self.problem = "reconnecting"
         await transport.disconnect()
 
-    def _report_loss(self, reason: str, lived: float, short_lived: int) -> None:
+    def _loss(self, reason: str, lived: float, short_lived: int) -> str:
+        """What to say about a lost connection (an error when it looks like a takeover)."""
         if self._unique_id and short_lived >= 2:
             log.error(
                 "the connection as %s was closed %d times in a row within %.0fs of connecting: "
@@ -265,12 +265,11 @@ class Connection:
                 self._stable_after,
             )
             self.problem = f"another process uses the same client ID {self.client_id}"
-        else:
-            log.warning("connection to %s lost after %.1fs: %s", self.address, lived, reason)
+        return f"{reason} (connected for {lived:.1f}s)"
 
     async def _wait_before_retry(self, failures: int, reason: str) -> None:
         delay = self._backoff.delay(failures, self._rng)
-        log.warning("cannot reach %s (%s); retrying in %.1fs", self.address, reason, delay)
+        log.warning("%s; retrying in %.1fs", reason, delay)
         with contextlib.suppress(TimeoutError):  # the backoff is over: try again
             await asyncio.wait_for(self._closed.wait(), delay)
 

@@ -61,29 +61,15 @@ class Worker:
         self.app = app
         self.settings = settings
         self.registry = registry or CollectorRegistry()
-        self.metrics = Metrics(
-            self.registry,
-            app=settings.app_id,
-            client_id=settings.client_id,
-            instance=settings.instance,
-            profile=settings.profile.value,
-            version=__version__,
-        )
+        self.metrics = worker_metrics(self.registry, settings)
         self.pipeline = Pipeline(app, settings, self.metrics)
         self.filters = app.filters()
+        factory = transport or transport_factory(settings.transport)
         self.connection = Connection(
-            settings,
-            self.filters,
-            self.pipeline,
-            self.metrics,
-            transport_factory=transport or transport_factory(settings.transport),
+            settings, self.filters, self.pipeline, self.metrics, transport_factory=factory
         )
-        self.http = HttpServer(
-            settings.metrics_host,
-            settings.metrics_port,
-            registry=self.registry,
-            readiness=self.readiness,
-        )
+        host, port = settings.metrics_host, settings.metrics_port
+        self.http = HttpServer(host, port, registry=self.registry, readiness=self.readiness)
         self._startup_timeout = startup_timeout
         self._on_ready = on_ready
         self._handle_signals = handle_signals
@@ -313,6 +299,18 @@ class Worker:
             if sig is not None:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+
+
+def worker_metrics(registry: CollectorRegistry, settings: Settings) -> Metrics:
+    """The worker's metrics on ``registry``, with ``worker_info`` naming this instance."""
+    return Metrics(
+        registry,
+        app=settings.app_id,
+        client_id=settings.client_id,
+        instance=settings.instance,
+        profile=settings.profile.value,
+        version=__version__,
+    )
 
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
