@@ -60,10 +60,12 @@ async def test_three_processes_share_one_scalable_app_id(platform: Platform, spa
     two.signal(signal.SIGUSR1)
     three.signal(signal.SIGUSR1)
 
-    async def paused() -> bool:
-        return [(await w.readyz())[0] for w in (two, three)] == [503, 503]
+    async def unsubscribed() -> bool:
+        # /readyz says 503 at once; the gauge drops when the UNSUBACK is back.
+        return [(await w.metrics())["worker_subscribed"] for w in (two, three)] == [0, 0]
 
-    await until(paused, "two and three to unsubscribe")
+    await until(unsubscribed, "two and three to unsubscribe")
+    assert [(await w.readyz())[0] for w in (two, three)] == [503, 503]
     more = range(9000, 9600)
     await publish(platform, more)
     await until(lambda: len(one.handled()) >= before["w1"] + len(more), "one to take it all")
