@@ -340,7 +340,10 @@ class Connection:
 
         The server sends packets in order, so once its UNSUBACK is back every PUBLISH it sent
         earlier has been read; the shutdown uses this to know when nothing more is on its way.
+        Only while unsubscribed (paused or stopping): the round trip is an UNSUBSCRIBE.
         """
+        if self.subscribed:
+            raise RuntimeError("barrier() would unsubscribe; pause or stop intake first")
         async with self._lock:
             transport = self._transport
             if transport is None:
