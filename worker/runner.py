@@ -244,9 +244,8 @@ class Worker:
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.drain_timeout
-        log.info(
-            "stopping: unsubscribing, then draining for up to %gs", self.settings.drain_timeout
-        )
+        if self.started.is_set():  # a worker that never served has nothing to announce
+            log.info("stopping: unsubscribing, then draining for up to %gs", deadline - loop.time())
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(deadline):
                 await self.connection.stop_intake()
