@@ -21,7 +21,8 @@ goes to a shared queue that any free lane takes from. No task is created per mes
   QoS 0 work, ``block`` makes ``put`` wait for room (and so the socket). QoS 1 is not bounded
   here: the broker's in-flight window bounds it.
 - A message matching no route is counted as dropped (``unrouted``) and, at QoS 1, acknowledged.
-- Outcomes and drop reasons are defined in ``worker.metrics``.
+- Outcomes and drop reasons are defined in ``worker.metrics``; ``observer`` (tests) gets a
+  ``worker.handling.Handled`` per finished (message, route), with the handler's exception.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from worker.acks import Acker, AckQueue, Slot
 from worker.app import App
 from worker.config import Settings
 from worker.deadletter import DeadLetters
-from worker.handling import RouteRunner
+from worker.handling import Observer, RouteRunner
 from worker.metrics import DropReason, Kind, Metrics, Outcome
 from worker.routes import Entry, InboundLike
 
@@ -90,6 +91,7 @@ class Pipeline:
         settings: Settings,
         metrics: Metrics,
         dead_letters: DeadLetters | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._router = app.compile()
         self._metrics = metrics
@@ -98,7 +100,7 @@ class Pipeline:
         )
         failed = metrics.dropped[DropReason.DEAD_LETTER_FAILED]
         self._runs = [
-            RouteRunner(r, metrics.route(r.name), self._dead_letters, failed)
+            RouteRunner(r, metrics.route(r.name), self._dead_letters, failed, observer)
             for r in self._router.routes
         ]
         self._lanes = [_Lane(i) for i in range(settings.concurrency)]

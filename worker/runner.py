@@ -32,6 +32,7 @@ from worker.app import App
 from worker.config import Settings
 from worker.connection import Connection, TransportFactory, transport_factory
 from worker.errors import ConnectError, WorkerError
+from worker.handling import Observer
 from worker.http import HttpServer
 from worker.loops import loop_name
 from worker.metrics import Metrics
@@ -57,12 +58,13 @@ class Worker:
         startup_timeout: float | None = None,
         on_ready: Callable[[Worker], None] | None = None,
         handle_signals: bool = True,
+        observer: Observer | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.metrics = worker_metrics(self.registry, settings)
-        self.pipeline = Pipeline(app, settings, self.metrics)
+        self.pipeline = Pipeline(app, settings, self.metrics, observer=observer)
         self.filters = app.filters()
         factory = transport or transport_factory(settings.transport)
         self.connection = Connection(
