@@ -7,35 +7,18 @@ recorded worker:load_share:ratio and `worker shares --prometheus` must show that
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.prometheus import needs_prometheus, prometheus_server
 from tests.test_shares import FakeInstance, metrics_endpoint, run_command, serve
 from worker.shares import InstanceShare, SharesError, prometheus_shares
 
-PROMETHEUS = shutil.which("prometheus")
-RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules.yaml"
 DEADLINE = 45.0
 
-pytestmark = [
-    pytest.mark.promtool,
-    pytest.mark.skipif(
-        PROMETHEUS is None,
-        reason="prometheus is not installed (`make test` installs it via scripts/system-deps.sh)",
-    ),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+pytestmark = [pytest.mark.promtool, needs_prometheus]
 
 
 @pytest.fixture
@@ -45,31 +28,11 @@ async def prometheus(tmp_path: Path) -> AsyncIterator[str]:
     for name, step in (("w1", 50), ("w2", 30), ("w3", 20)):
         server, base = await serve(metrics_endpoint(FakeInstance(name, step)))
         servers.append(server)
-        targets.append(f"'{base.removeprefix('http://')}'")
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: ['{RULES}']\n"
-        "scrape_configs:\n"
-        "  - job_name: worker\n"
-        f"    static_configs: [{{targets: [{', '.join(targets)}]}}]\n"
-    )
-    port = free_port()
-    assert PROMETHEUS is not None
-    proc = await asyncio.create_subprocess_exec(
-        PROMETHEUS,
-        f"--config.file={config}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+        targets.append(base.removeprefix("http://"))
     try:
-        yield f"http://127.0.0.1:{port}"
+        async with prometheus_server(tmp_path, targets) as url:
+            yield url
     finally:
-        proc.terminate()
-        async with asyncio.timeout(DEADLINE):
-            await proc.wait()
         for server in servers:
             server.close()
             await server.wait_closed()

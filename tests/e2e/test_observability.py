@@ -1,0 +1,105 @@
+"""Three live workers share a load; a real Prometheus and `worker shares` report the split.
+
+The recording rule worker:load_share:ratio, computed by Prometheus from the workers' own
+/metrics, must sum to 1 and agree with the events each worker actually handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Spawn
+from tests.e2e.procs import WorkerProcess, event_topic, run_cli
+from tests.e2e.test_run_platform import KEY, TOKEN, wiotp_args
+from tests.prometheus import needs_prometheus, prometheus_server
+from worker.platform import Platform, PlatformConfig
+from worker.shares import InstanceShare, SharesError, prometheus_shares
+from worker.transports.aiomqtt import AiomqttTransport
+from worker.transports.base import ConnectOptions
+
+pytestmark = [pytest.mark.promtool, needs_prometheus]
+DEADLINE = 60.0
+
+
+@pytest.fixture
+async def platform() -> AsyncIterator[Platform]:
+    config = PlatformConfig(host="127.0.0.1", port=0, api_keys={KEY: TOKEN})
+    async with Platform(config) as running:
+        yield running
+
+
+async def steady_load(port: int, stop: asyncio.Event) -> int:
+    """Publish about 1000 events/s at QoS 1 until ``stop``; the count sent."""
+    pub = AiomqttTransport()
+    await pub.connect(ConnectOptions("127.0.0.1", port, "a:abc123:load", KEY, TOKEN))
+    sent = 0
+    try:
+        while not stop.is_set():
+            batch = range(sent, sent + 50)
+            await asyncio.gather(
+                *(pub.publish(event_topic(n), b'{"n": %d}' % n, qos=1) for n in batch)
+            )
+            sent += len(batch)
+            # Pacing, not synchronisation: a steady rate gives Prometheus a rate to compute.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.05)
+    finally:
+        await pub.disconnect()
+    return sent
+
+
+async def recorded_shares(url: str) -> list[InstanceShare]:
+    """Poll Prometheus until it records a share for all three workers."""
+    rows: list[InstanceShare] = []
+    while len([r for r in rows if r.share > 0]) < 3:
+        await asyncio.sleep(0.5)  # Prometheus evaluates every second; poll under the deadline
+        with contextlib.suppress(SharesError):
+            rows = await prometheus_shares(url, 2.0)
+    return rows
+
+
+async def test_prometheus_and_worker_shares_see_the_real_split(
+    platform: Platform, spawn: Spawn, tmp_path: Path
+) -> None:
+    workers = [spawn(f"w{i}", *wiotp_args(platform.port)) for i in (1, 2, 3)]
+    await asyncio.gather(*(w.start() for w in workers))
+    stop = asyncio.Event()
+    load = asyncio.create_task(steady_load(platform.port, stop))
+    try:
+        async with (
+            prometheus_server(tmp_path, [f"127.0.0.1:{w.port}" for w in workers]) as prom,
+            asyncio.timeout(DEADLINE),
+        ):
+            rows = await recorded_shares(prom)
+            code, out, err = await run_cli(
+                "shares", "--once", "--json", "--interval", "1",
+                *(f"http://127.0.0.1:{w.port}/metrics" for w in workers),
+            )  # fmt: skip
+    finally:
+        stop.set()
+        await load
+    assert sum(r.share for r in rows) == pytest.approx(1.0, abs=0.02)
+    handled = {w.port: len(w.handled()) for w in workers}
+    for row in rows:
+        port = int(row.instance.rsplit(":", 1)[1])
+        counted = handled[port] / sum(handled.values())
+        assert row.share == pytest.approx(counted, abs=0.05), (row, handled)
+    assert code == 0, err
+    assert_live_view(out, workers)
+
+
+def assert_live_view(out: str, workers: list[WorkerProcess]) -> None:
+    """`worker shares --json`: one ready row per worker, shares summing to 1."""
+    snapshot = json.loads(out.splitlines()[-1])
+    assert snapshot["source"] == "metrics"
+    rows = snapshot["instances"]
+    assert len(rows) == len(workers)
+    assert {row["state"] for row in rows} == {"ready"}
+    assert sum(row["share"] for row in rows) == pytest.approx(1.0, abs=0.02)
+    assert all(row["share"] == pytest.approx(1 / 3, abs=0.1) for row in rows)
