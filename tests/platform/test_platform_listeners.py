@@ -18,7 +18,6 @@ from tests.platform.conftest import ORG, app_client, config, device_client, stat
 from worker.platform import Platform
 from worker.platform.metrics import PlatformMetrics
 from worker.platform.tls import dev_server_context
-from worker.platform.websocket import WebSocketProtocol
 
 ALL_EVENTS = "iot-2/type/+/id/+/evt/+/fmt/+"
 
@@ -32,9 +31,7 @@ async def test_w1_w32_w33_tls_and_websocket_listeners(
     tls_files: tuple[ssl.SSLContext, Path],
 ) -> None:
     server_context, ca = tls_files
-    cfg = config(
-        tls_port=0, ws_port=0, wss_port=0, ssl_context=server_context, websocket=WebSocketProtocol
-    )
+    cfg = config(tls_port=0, ws_port=0, wss_port=0, ssl_context=server_context)
     client_context = ssl.create_default_context(cafile=str(ca))
     async with Platform(cfg) as p, AsyncExitStack() as stack:
         watch = await stack.enter_async_context(app_client(p.port, f"a:{ORG}:watch"))

@@ -77,6 +77,23 @@ async def test_hostile_first_packet_is_closed(
     assert await client.until_closed() == []
 
 
+async def test_sockets_that_never_connect_leave_no_trace(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with Platform(config()) as p, AsyncExitStack() as stack:
+        for _ in range(3):
+            client = await RawClient.open(p.port)
+            await client.close()
+        partial = await raw(p.port, stack)
+        partial.send_bytes(b"\x10\x20\x00\x04MQ")  # half a CONNECT, then gone
+        await partial.close()
+        bystander = await connected_app(p, stack, "bystander")
+        bystander.send(Pingreq())
+        assert await bystander.recv() == Pingresp()
+    # Leaving the block waited for every socket to be gone, so every callback has run.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 async def test_silent_socket_is_closed_after_the_connect_timeout() -> None:
     async with Platform(config(connect_timeout=0.2)) as p, AsyncExitStack() as stack:
         client = await raw(p.port, stack)

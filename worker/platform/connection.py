@@ -134,7 +134,8 @@ class MqttConnection(asyncio.Protocol):
             self.closed = True
             self.close_code = CloseCode.CLIENT_CLOSED
             self._cancel_timer()
-            self.hub.released(self, CloseCode.CLIENT_CLOSED, None)
+            if self.session is not None:
+                self.hub.released(self, CloseCode.CLIENT_CLOSED, None)
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None

@@ -78,7 +78,7 @@ class PlatformConfig:
     ssl_context: ssl.SSLContext | None = None
     ws_port: int | None = None
     wss_port: int | None = None
-    #: the WebSocket layer (``worker.platform.websocket``) for ``ws_port`` / ``wss_port``
+    #: the WebSocket layer for ``ws_port`` / ``wss_port``; None: ``worker.platform.websocket``
     websocket: WebSocketWrapper | None = None
     metrics: PlatformMetrics | None = None
     #: seconds ``close`` waits for clients to go before dropping their sockets
@@ -97,8 +97,6 @@ class PlatformConfig:
                 problems.append(f"{name} {value!r}: accepted is 0-65535 (0 picks a free port)")
         if (self.tls_port is not None or self.wss_port is not None) and self.ssl_context is None:
             problems.append("tls_port and wss_port need an ssl_context")
-        if (self.ws_port is not None or self.wss_port is not None) and self.websocket is None:
-            problems.append("ws_port and wss_port need the websocket layer")
         for name in ("buffer_size", "max_inflight", "max_payload"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
@@ -185,8 +183,7 @@ class Platform:
         mqtt = self.protocol_factory(secure=context is not None, websocket=websocket)
         factory: Callable[[], asyncio.BaseProtocol] = mqtt
         if websocket:
-            wrap = self.config.websocket
-            assert wrap is not None
+            wrap = self.config.websocket or _default_websocket()
             factory = lambda: wrap(mqtt)  # noqa: E731
         return await loop.create_server(factory, self.config.host, port, ssl=context)
 
@@ -250,6 +247,13 @@ class Platform:
     def connections(self) -> int:
         """Open client sockets now."""
         return len(self.hub.connections)
+
+
+def _default_websocket() -> WebSocketWrapper:
+    # Imported on demand: a platform without WebSocket listeners never loads the layer.
+    from worker.platform.websocket import WebSocketProtocol
+
+    return WebSocketProtocol
 
 
 def _drop_counter(metrics: PlatformMetrics | None) -> Callable[[int], None] | None:
