@@ -98,6 +98,7 @@ def raise_handler_error(handled: Iterable[Handled]) -> None:
     note says which route and topic it came from. Timeouts and decode errors are outcomes the
     framework produces on purpose and are not raised.
     """
+    __tracebackhide__ = True  # in pytest reports: the test, then the handler; not this
     for h in handled:
         if h.reason is Outcome.ERROR and h.error is not None:
             note = f"raised by handler {h.route.name!r} for {h.inbound.topic} (run {h.runs})"
@@ -259,6 +260,7 @@ class TestClient:
         Any topic is accepted: one that no route matches (or that is not an application
         topic at all) is counted as dropped (``unrouted``) and returns an unrouted Delivery.
         """
+        __tracebackhide__ = True  # in pytest reports: the test, then the handler; not this
         pipeline = self._open_pipeline()
         if qos not in (0, 1):
             raise ValueError(f"qos {qos!r}: a worker receives at QoS 0 or 1")
@@ -305,6 +307,7 @@ class TestClient:
 
         ``options``: ``qos``, ``retain``, ``raise_errors`` as for :meth:`send`.
         """
+        __tracebackhide__ = True  # in pytest reports: the test, then the handler; not this
         topic = topics.device_event(device_type, device_id, event, format)
         return await self.send(str(topic), messages.encode(format, data), **options)
 
@@ -318,6 +321,7 @@ class TestClient:
         **options: Any,
     ) -> Delivery:
         """Deliver a device command (as routes registered with ``@app.command`` get them)."""
+        __tracebackhide__ = True  # in pytest reports: the test, then the handler; not this
         topic = topics.device_command(device_type, device_id, command, format)
         return await self.send(str(topic), messages.encode(format, data), **options)
 
@@ -336,6 +340,7 @@ class TestClient:
         The JSON is the local platform's own (``Action``, ``ClientID``, ``CloseCode``, ...);
         ``close_code`` 288 is a takeover. To send other bytes, use :meth:`send`.
         """
+        __tracebackhide__ = True  # in pytest reports: the test, then the handler; not this
         topic = topics.device_status(device_type, device_id)
         client_id = f"d:{org or self.settings.org}:{device_type}:{device_id}"
         payload = _status_payload(client_id, action, close_code)
@@ -345,6 +350,7 @@ class TestClient:
         self, app_id: str, action: str = "Connect", *, close_code: int = 0, **options: Any
     ) -> Delivery:
         """Deliver the platform's status message of an application (``iot-2/app/ID/mon``)."""
+        __tracebackhide__ = True  # in pytest reports: the test, then the handler; not this
         topic = topics.app_status(app_id)
         client_id = f"a:{self.settings.org}:{app_id}"
         payload = _status_payload(client_id, action, close_code)

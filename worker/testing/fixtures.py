@@ -158,6 +158,7 @@ class RunningApp:
 
         Raises the first handler exception among them (unless ``raise_errors=False``).
         """
+        __tracebackhide__ = True  # in pytest reports: the test, then the handler; not this
         async with asyncio.timeout(within):
             while len(self.outcomes) < count:
                 self._changed.clear()
