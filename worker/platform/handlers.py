@@ -49,15 +49,16 @@ _GATEWAY: Final = "g"
 
 
 def handle(conn: MqttConnection, packet: Packet) -> None:
+    """Act on one packet from the client; anything out of place closes with 105."""
     kind = type(packet)
     if kind is Publish:
         assert isinstance(packet, Publish)
-        on_publish(conn, packet)
+        _on_publish(conn, packet)
         return
     if conn.session is None:
         if kind is Connect:
             assert isinstance(packet, Connect)
-            on_connect(conn, packet)
+            _on_connect(conn, packet)
         else:
             conn.close(CloseCode.DATA_NOT_VALID, f"{kind.__name__} before CONNECT")
         return
@@ -68,7 +69,8 @@ def handle(conn: MqttConnection, packet: Packet) -> None:
         handler(conn, packet)
 
 
-def on_connect(conn: MqttConnection, packet: Connect) -> None:
+def _on_connect(conn: MqttConnection, packet: Connect) -> None:
+    """Admit (CONNACK 0, keepalive, session, Connect status) or refuse (W4-W6, W19-W25)."""
     conn.protocol_level = packet.protocol_level
     conn.info = ConnectionInfo(
         client_addr=conn.peer,
@@ -82,7 +84,7 @@ def on_connect(conn: MqttConnection, packet: Connect) -> None:
     try:
         session, present, keepalive = conn.hub.admit(conn, packet)
     except Denied as exc:
-        refuse(conn, packet, exc)
+        _refuse(conn, packet, exc)
         return
     props = NO_PROPERTIES
     if packet.protocol_level == MQTT_5:
@@ -94,7 +96,7 @@ def on_connect(conn: MqttConnection, packet: Connect) -> None:
     conn.hub.connected(conn)
 
 
-def refuse(conn: MqttConnection, packet: Connect, exc: Denied) -> None:
+def _refuse(conn: MqttConnection, packet: Connect, exc: Denied) -> None:
     """CONNACK 5 (5.0: 0x85 or 0x87), a FailedConnect status message, close (W4-W6)."""
     log.info("refused %r (%s): %s", packet.client_id, conn.peer, exc)
     if conn.protocol_level == MQTT_5:
@@ -115,7 +117,8 @@ def refuse_version(conn: MqttConnection, exc: UnsupportedProtocolVersion) -> Non
     conn.close(CloseCode.DATA_NOT_VALID, str(exc))
 
 
-def on_publish(conn: MqttConnection, packet: Publish) -> None:
+def _on_publish(conn: MqttConnection, packet: Publish) -> None:
+    """Authorize, check, rewrite and route one message, then acknowledge it (W13-W17)."""
     principal = conn.principal
     session = conn.session
     if session is None or principal is None:
@@ -126,16 +129,16 @@ def on_publish(conn: MqttConnection, packet: Publish) -> None:
     internal = conn.routes.get(topic)
     try:
         if internal is None:
-            internal = route(conn, principal, packet)
+            internal = _route(conn, principal, packet)
         if packet.qos > conn.hub.max_qos:
             raise Denied(CloseCode.MAX_QOS, f"QoS {packet.qos} above {conn.hub.max_qos}")
         check_size(topic, len(packet.payload), conn.hub.max_payload)
     except Denied as exc:
-        publish_refused(conn, packet, exc)
+        _publish_refused(conn, packet, exc)
         return
     qos = packet.qos
     if qos == 2:
-        on_publish_qos2(conn, session, packet, internal)
+        _on_publish_qos2(conn, session, packet, internal)
         return
     # W16: the client's retain flag is cleared; the message is routed as not retained.
     conn.hub.route(Message(internal, packet.payload, qos))
@@ -144,7 +147,8 @@ def on_publish(conn: MqttConnection, packet: Publish) -> None:
         conn.send(encode_puback(packet.packet_id))
 
 
-def route(conn: MqttConnection, principal: Principal, packet: Publish) -> str:
+def _route(conn: MqttConnection, principal: Principal, packet: Publish) -> str:
+    """The internal topic of a topic this connection has not published to yet."""
     props = packet.properties
     if props is not NO_PROPERTIES and props.topic_alias is not None:
         # No Topic Alias Maximum is advertised: an alias is a protocol error (MQTT 5 3.3.2.3.4).
@@ -156,7 +160,9 @@ def route(conn: MqttConnection, principal: Principal, packet: Publish) -> str:
     return internal
 
 
-def on_publish_qos2(conn: MqttConnection, session: Session, packet: Publish, internal: str) -> None:
+def _on_publish_qos2(
+    conn: MqttConnection, session: Session, packet: Publish, internal: str
+) -> None:
     packet_id = packet.packet_id
     assert packet_id is not None
     # Delivered on PUBLISH; a resent PUBLISH before PUBREL is answered but not routed again.
@@ -166,28 +172,29 @@ def on_publish_qos2(conn: MqttConnection, session: Session, packet: Publish, int
     conn.send(encode(Pubrec(packet_id), conn.protocol_level))
 
 
-def publish_refused(conn: MqttConnection, packet: Publish, exc: Denied) -> None:
+def _publish_refused(conn: MqttConnection, packet: Publish, exc: Denied) -> None:
     """Close (W37); gateways get a notify and v5 a negative ack instead (W37, W39)."""
     code = exc.close_code
     fatal = code in (CloseCode.MESSAGE_TOO_LARGE, CloseCode.MAX_QOS, CloseCode.DATA_NOT_VALID)
     principal = conn.principal
     if not fatal and principal is not None and principal.client.cls.value == _GATEWAY:
         conn.hub.notify_gateway(principal, "publish", packet.topic, exc)
-        ack_anyway(conn, packet, 0)
+        _ack_anyway(conn, packet, 0)
     elif not fatal and conn.protocol_level == MQTT_5 and packet.qos:
-        ack_anyway(conn, packet, 0x90 if code == CloseCode.TOPIC_NOT_VALID else 0x87)
+        _ack_anyway(conn, packet, 0x90 if code == CloseCode.TOPIC_NOT_VALID else 0x87)
     else:
         conn.close(code, str(exc))
 
 
-def ack_anyway(conn: MqttConnection, packet: Publish, reason: int) -> None:
+def _ack_anyway(conn: MqttConnection, packet: Publish, reason: int) -> None:
     if packet.packet_id is None:
         return
     ack = Puback if packet.qos == 1 else Pubrec
     conn.send(encode(ack(packet.packet_id, reason), conn.protocol_level))
 
 
-def on_subscribe(conn: MqttConnection, packet: Subscribe) -> None:
+def _on_subscribe(conn: MqttConnection, packet: Subscribe) -> None:
+    """Store each allowed filter, SUBACK, then notify gateways and send retained status."""
     session, principal = conn.session, conn.principal
     assert session is not None and principal is not None
     codes: list[int] = []
@@ -197,7 +204,7 @@ def on_subscribe(conn: MqttConnection, packet: Subscribe) -> None:
         try:
             internal, rewrite = subscribe_target(principal, request.topic_filter)
         except Denied as exc:
-            code = subscribe_refused(conn, principal, exc)
+            code = _subscribe_refused(conn, principal, exc)
             if code is None:
                 return
             codes.append(code)
@@ -217,7 +224,7 @@ def on_subscribe(conn: MqttConnection, packet: Subscribe) -> None:
             session.deliver(sub, msg)
 
 
-def subscribe_refused(conn: MqttConnection, principal: Principal, exc: Denied) -> int | None:
+def _subscribe_refused(conn: MqttConnection, principal: Principal, exc: Denied) -> int | None:
     """The SUBACK code for a refused filter, or None after closing (W38, W39)."""
     if principal.client.cls.value == _GATEWAY:
         return 0x80
@@ -227,7 +234,7 @@ def subscribe_refused(conn: MqttConnection, principal: Principal, exc: Denied) -
     return None
 
 
-def on_unsubscribe(conn: MqttConnection, packet: Unsubscribe) -> None:
+def _on_unsubscribe(conn: MqttConnection, packet: Unsubscribe) -> None:
     session = conn.session
     assert session is not None
     found = [session.unsubscribe(f) for f in packet.topic_filters]
@@ -235,45 +242,45 @@ def on_unsubscribe(conn: MqttConnection, packet: Unsubscribe) -> None:
     conn.send(encode(Unsuback(packet.packet_id, codes), conn.protocol_level))
 
 
-def on_pingreq(conn: MqttConnection, _packet: Pingreq) -> None:
+def _on_pingreq(conn: MqttConnection, _packet: Pingreq) -> None:
     conn.send(_PINGRESP)
 
 
-def on_disconnect(conn: MqttConnection, packet: Disconnect) -> None:
+def _on_disconnect(conn: MqttConnection, packet: Disconnect) -> None:
     # A clean goodbye discards the will, unless a v5 client asks for it (reason 0x04).
     if packet.reason_code != 0x04:
         conn.will = None
     conn.close(CloseCode.NORMAL)
 
 
-def on_puback(conn: MqttConnection, packet: Puback) -> None:
+def _on_puback(conn: MqttConnection, packet: Puback) -> None:
     assert conn.session is not None
     conn.session.on_puback(packet.packet_id)
 
 
-def on_pubrec(conn: MqttConnection, packet: Pubrec) -> None:
+def _on_pubrec(conn: MqttConnection, packet: Pubrec) -> None:
     assert conn.session is not None
     conn.send(conn.session.on_pubrec(packet.packet_id))
 
 
-def on_pubrel(conn: MqttConnection, packet: Pubrel) -> None:
+def _on_pubrel(conn: MqttConnection, packet: Pubrel) -> None:
     assert conn.session is not None
     conn.session.qos2_received.discard(packet.packet_id)
     conn.send(encode(Pubcomp(packet.packet_id), conn.protocol_level))
 
 
-def on_pubcomp(conn: MqttConnection, packet: Pubcomp) -> None:
+def _on_pubcomp(conn: MqttConnection, packet: Pubcomp) -> None:
     assert conn.session is not None
     conn.session.on_pubcomp(packet.packet_id)
 
 
 _HANDLERS: Final[dict[type, Any]] = {
-    Subscribe: on_subscribe,
-    Unsubscribe: on_unsubscribe,
-    Pingreq: on_pingreq,
-    Disconnect: on_disconnect,
-    Puback: on_puback,
-    Pubrec: on_pubrec,
-    Pubrel: on_pubrel,
-    Pubcomp: on_pubcomp,
+    Subscribe: _on_subscribe,
+    Unsubscribe: _on_unsubscribe,
+    Pingreq: _on_pingreq,
+    Disconnect: _on_disconnect,
+    Puback: _on_puback,
+    Pubrec: _on_pubrec,
+    Pubrel: _on_pubrel,
+    Pubcomp: _on_pubcomp,
 }

@@ -178,6 +178,7 @@ class SharedGroup:
 
     @property
     def app_id(self) -> str:
+        """The scalable application's app ID."""
         return self.key[1]
 
     def report(self) -> None:

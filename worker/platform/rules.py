@@ -86,10 +86,12 @@ class Principal:
 
     @property
     def org(self) -> str:
+        """The client's org (the first level of its internal topics)."""
         return self.client.org
 
     @property
     def quickstart(self) -> bool:
+        """A client of the quickstart org, bound by its restrictions (W41)."""
         return self.client.org == QUICKSTART_ORG
 
     @property

@@ -224,14 +224,17 @@ class Platform:
 
     @property
     def tls_port(self) -> int | None:
+        """The bound TLS port, or None without a TLS listener."""
         return self._bound("tls")
 
     @property
     def ws_port(self) -> int | None:
+        """The bound WebSocket port, or None."""
         return self._bound("ws")
 
     @property
     def wss_port(self) -> int | None:
+        """The bound secure WebSocket port, or None."""
         return self._bound("wss")
 
     def describe(self) -> str:
