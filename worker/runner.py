@@ -41,7 +41,6 @@ from worker.pipeline import Pipeline
 log = logging.getLogger("worker")
 
 #: how often the drain looks whether the pipeline has gone idle
-_IDLE_POLL: Final = 0.01
 _SIGNALS: Final = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
 
 
@@ -66,7 +65,8 @@ class Worker:
         self.metrics = worker_metrics(self.registry, settings)
         self.pipeline = Pipeline(app, settings, self.metrics, observer=observer)
         self.filters = app.filters()
-        factory = transport or transport_factory(settings.transport)
+        websockets = settings.mqtt_transport == "websockets"
+        factory = transport or transport_factory(settings.transport, websockets=websockets)
         self.connection = Connection(
             settings, self.filters, self.pipeline, self.metrics, transport_factory=factory
         )
@@ -264,10 +264,7 @@ class Worker:
         """
         pipeline, connection = self.pipeline, self.connection
         while True:
-            # The pipeline offers no idle event; a short poll is fine for a one-off at shutdown.
-            while pipeline.intake_depth or pipeline.in_flight:  # noqa: ASYNC110
-                await asyncio.sleep(_IDLE_POLL)
-            await asyncio.sleep(0)  # the pipeline releases its acks on the next loop turn
+            await pipeline.idle()  # nothing queued or running, and the acks have left
             before = connection.received
             await connection.barrier()
             if connection.received == before and not (pipeline.intake_depth or pipeline.in_flight):
