@@ -38,7 +38,13 @@ from typing import Any, Final, TypeVar
 
 from worker import messages, topics
 from worker.deadletter import SinkChoice, check_choice
-from worker.errors import ConnectError, PayloadTooLarge, RegistrationError, TopicError
+from worker.errors import (
+    AppLoadError,
+    ConnectError,
+    PayloadTooLarge,
+    RegistrationError,
+    TopicError,
+)
 from worker.metrics import Kind
 from worker.routes import BACKOFF_CAP, Route, Router, partial_overlaps, subscription_filters
 
@@ -261,9 +267,17 @@ class App:
         self._publisher = publisher
 
     async def startup(self) -> None:
-        """Run the startup hooks in order; the first failure propagates."""
+        """Run the startup hooks in order; the first failure is an AppLoadError.
+
+        The hook's traceback is logged: it is the user's code, and the place to look.
+        """
         for hook in self._startup:
-            await hook()
+            name = getattr(hook, "__qualname__", repr(hook))
+            try:
+                await hook()
+            except Exception as exc:
+                log.exception("startup hook %s failed", name)
+                raise AppLoadError(f"startup hook {name} failed: {exc!r}") from exc
 
     async def shutdown(self) -> None:
         """Run every shutdown hook, last registered first; failures are logged, not raised."""

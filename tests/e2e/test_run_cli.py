@@ -86,3 +86,11 @@ async def test_second_sigint_gives_up_the_drain(mosquitto: Mosquitto, spawn: Spa
     assert await asyncio.wait_for(worker.wait(), 5) == 130
     assert "giving up the drain" in worker.log_text()
     assert len(worker.handled()) < 40
+
+
+async def test_failing_startup_hook_exits_3_naming_it(mosquitto: Mosquitto) -> None:
+    code, _, err = await run_cli(
+        "run", "tests.e2e.badstart", *MQTT, "--host", "127.0.0.1", "--port", str(mosquitto.port)
+    )
+    assert code == 3, err
+    assert "error: startup hook open_database failed: RuntimeError('database unreachable')" in err

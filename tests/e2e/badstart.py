@@ -1,0 +1,17 @@
+"""An app whose startup hook fails: the worker must exit 3 and name the hook."""
+
+from __future__ import annotations
+
+from worker import App, Event
+
+app = App()
+
+
+@app.on_startup
+async def open_database() -> None:
+    raise RuntimeError("database unreachable")
+
+
+@app.event()
+async def on_event(event: Event) -> None:
+    """Never reached: startup fails first."""
