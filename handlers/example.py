@@ -8,18 +8,21 @@ a presence table. Payloads that are not JSON are the framework's business (``dec
 JSON without a usable temperature is logged here and skipped.
 
 ``EXAMPLE_ALERT_TEMP`` (default 80) and ``EXAMPLE_ALERT_COOLDOWN`` seconds (default 60)
-tune the alert.
+tune the alert. ``EXAMPLE_LEDGER=PATH`` appends the ``seq`` number of every reading handled to
+PATH, one a line, written after the reading was fully handled: ``worker demo`` reads these
+files to prove that each simulated event was handled exactly once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from worker import App, DeviceStatus, Event
 
@@ -31,6 +34,7 @@ WINDOW = 60
 ALERT_TEMP = float(os.environ.get("EXAMPLE_ALERT_TEMP", "80"))
 ALERT_COOLDOWN = float(os.environ.get("EXAMPLE_ALERT_COOLDOWN", "60"))
 TEMP_KEYS = ("temp", "temperature", "t")
+LEDGER = os.environ.get("EXAMPLE_LEDGER")
 
 
 @dataclass
@@ -60,6 +64,8 @@ class Rolling:
 stats: dict[tuple[str, str], Rolling] = {}
 #: (device type, device ID) -> connected?, from the platform's status messages
 presence: dict[tuple[str, str], bool] = {}
+#: the open EXAMPLE_LEDGER file, between startup and shutdown
+ledger: list[TextIO] = []
 
 
 def temperature(data: Any) -> float | None:
@@ -78,12 +84,37 @@ def temperature(data: Any) -> float | None:
 async def announce() -> None:
     """Say what this instance will do."""
     log.info("example app: alert above %.1f, cool-down %.0f s", ALERT_TEMP, ALERT_COOLDOWN)
+    if LEDGER:
+        # Line-buffered: every line is whole on disk once written, even if the process dies.
+        opened = await asyncio.to_thread(open, LEDGER, "a", buffering=1, encoding="utf-8")
+        ledger.append(opened)
+
+
+@app.on_shutdown
+async def close_ledger() -> None:
+    """Close the ledger after the drain, so it holds every reading this instance handled."""
+    while ledger:
+        ledger.pop().close()
+
+
+def record(event: Event) -> None:
+    """Note a handled reading's ``seq`` in the ledger (when there is one and it has a seq)."""
+    if ledger and isinstance(event.data, dict):
+        seq = event.data.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            ledger[0].write(f"{seq}\n")
 
 
 # ordered: one device's readings are counted in the order they arrived
 @app.event(event="reading", format="json", ordered=True, timeout=10, retries=1)
 async def on_reading(event: Event) -> None:
     """Fold a reading into its device's statistics; alert the device when it runs hot."""
+    await fold(event)
+    record(event)  # only now: a reading that raised is retried, and must not count twice
+
+
+async def fold(event: Event) -> None:
+    """The statistics and the alert of one reading."""
     value = temperature(event.data)
     if value is None:
         log.info("%s/%s: reading without a temperature", event.device_type, event.device_id)
