@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, Final, TypeVar
 
@@ -25,7 +24,7 @@ import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
 from worker.errors import ConnectError, NotAuthorized
-from worker.transports.base import ConnectOptions, Inbound
+from worker.transports.base import ConnectOptions, Inbound, tls_context
 
 T = TypeVar("T")
 
@@ -204,13 +203,6 @@ class AiomqttTransport:
                 transport._received += 1
 
         return _Captured
-
-
-def tls_context(cafile: str | None) -> ssl.SSLContext:
-    """A client context verifying the server by ``cafile`` or the system store; TLS 1.2+."""
-    context = ssl.create_default_context(cafile=cafile)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 def _paho_of(client: aiomqtt.Client) -> Any:

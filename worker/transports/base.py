@@ -7,6 +7,7 @@ and sends the QoS 1 acknowledgements the pipeline releases, in the order it rele
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -85,3 +86,13 @@ class Transport(Protocol):
 
     async def disconnect(self) -> None:
         """Send DISCONNECT and close; safe to call more than once."""
+
+
+def tls_context(cafile: str | None) -> ssl.SSLContext:
+    """A client context verifying the server by ``cafile`` or the system store; TLS 1.2+.
+
+    Shared by every transport, so that none of them can end up checking less than another.
+    """
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
