@@ -86,13 +86,21 @@ def connect_options(settings: Settings) -> ConnectOptions:
     )
 
 
-def transport_factory(name: str) -> TransportFactory:
-    """The transport implementation named by ``--transport``."""
-    if name == "aiomqtt":
+def transport_factory(name: str, *, websockets: bool = False) -> TransportFactory:
+    """The transport implementation named by ``--transport``.
+
+    WebSockets always go through aiomqtt: the native transport speaks MQTT over TCP and TLS
+    only, and a default should not turn a working WebSocket deployment into a config error.
+    """
+    if name == "aiomqtt" or (name == "native" and websockets):
         from worker.transports.aiomqtt import AiomqttTransport
 
         return AiomqttTransport
-    raise ConfigError(f"--transport={name!r}: this build offers aiomqtt")
+    if name == "native":
+        from worker.transports.native import NativeTransport
+
+        return NativeTransport
+    raise ConfigError(f"--transport={name!r}: accepted are aiomqtt and native")
 
 
 def has_unique_client_id(settings: Settings) -> bool:
