@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import traceback
 
+import aiomqtt
 import pytest
 
-from worker import App, AppStatus, Command, ConnectError, DeviceStatus, Event
+from worker import App, AppStatus, Command, ConnectError, DeviceStatus, Event, NotAuthorized
 from worker.config import Settings
 from worker.testing import TestClient
+from worker.testing.fixtures import LocalPlatform, RunApp, publish_event
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "worker.testing"]
 
 #: short waits, for tests that expect one to run out
 SHORT = 0.3
@@ -265,6 +267,51 @@ async def test_clear_forgets_the_captures() -> None:
         await client.send_event("sensor", "s1", "reading", {"temp": 99})
         client.clear()
         assert (client.published, client.outcomes, client.acked) == ([], [], [])
+
+
+# --- the fixtures ----------------------------------------------------------------------------
+
+
+async def test_running_app_hands_a_handler_bug_to_the_test(
+    running_app: RunApp, mqtt_client: aiomqtt.Client
+) -> None:
+    app = App()
+
+    @app.event(event="reading")
+    async def buggy(event: Event) -> None:
+        raise Boom(f"bad {event.device_id}")
+
+    serving = await running_app(app, concurrency=2)
+    assert serving.worker.settings.concurrency == 2
+    await publish_event(mqtt_client, "sensor", "s9", "reading", {"temp": 1})
+    with pytest.raises(Boom, match="bad s9") as caught:
+        await serving.handled(1)
+    assert "buggy" in [f.name for f in traceback.extract_tb(caught.value.__traceback__)]
+
+
+async def test_running_app_with_a_wrong_token_is_refused(
+    platform: LocalPlatform, running_app: RunApp
+) -> None:
+    app = App()
+
+    @app.event()
+    async def handle(event: Event) -> None: ...
+
+    assert platform.settings().org == "test01"
+    with pytest.raises(NotAuthorized):
+        await running_app(app, api_token="not-the-token")
+
+
+async def test_a_device_of_the_org_connects_with_the_device_token(platform: LocalPlatform) -> None:
+    async with platform.device_client("sensor", "s1") as device:
+        await device.publish("iot-2/evt/reading/fmt/json", b"{}", qos=1)
+    foreign = aiomqtt.Client(
+        platform.host, platform.port, identifier="d:other1:sensor:s1",
+        username="use-token-auth", password=platform.device_token, timeout=5,
+    )  # fmt: skip
+    with pytest.raises(aiomqtt.MqttError):
+        async with foreign:
+            pass
 
 
 # --- in a user's project: a pytest session of its own ---------------------------------------

@@ -30,6 +30,7 @@ from worker import messages, topics
 from worker.app import App
 from worker.config import Settings, load_settings
 from worker.handling import Handled
+from worker.identity import ClientId
 from worker.platform import Platform, PlatformConfig
 from worker.platform.auth import USE_TOKEN_AUTH, Credentials
 from worker.runner import Worker
@@ -51,7 +52,10 @@ class _FixtureCredentials:
     org: str
     device_token: bytes
 
-    def check(self, client_id: Any, username: str | None, password: bytes | None) -> str | None:
+    def check(
+        self, client_id: ClientId, username: str | None, password: bytes | None
+    ) -> str | None:
+        """None when admitted, else why not (never containing a token)."""
         if client_id.is_application:
             return self.apps.check(client_id, username, password)
         if client_id.org != self.org:
