@@ -25,7 +25,7 @@ import math
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, TextIO
 
@@ -158,7 +158,8 @@ class Demo:
             if self._sim_task is None:
                 self.start_simulator()  # only now: an event with no subscriber would be lost
             await self.measure(number, result)
-            self.say_result(number, result, force=not self.config.live)
+            if not self.config.live:  # the live view lists finished phases under the bars
+                self.say(f"  measured: {self.result_line(result)}")
         return await self.finish()
 
     # --- acting ----------------------------------------------------------------------------
@@ -213,6 +214,7 @@ class Demo:
         urls = [i.url for i in self.instances]
         before = await scrape_all(urls, SCRAPE_TIMEOUT)
         first: list[Reading] | None = None
+        opened = self.clock()
         while loop.time() < end - 0.05:
             # The refresh period of the view, and the window of each bar's rate.
             await asyncio.sleep(
@@ -220,16 +222,24 @@ class Demo:
             )
             self.check_simulator()
             after = await scrape_all(urls, SCRAPE_TIMEOUT)
-            rows = compute_shares(before, after)
+            rows = self.named(compute_shares(before, after))
             self.timeline.append((self.clock(), self.shares_of(rows)))
             self.draw(number, result, rows)
             if first is None and loop.time() >= settle_end:
-                first = after
+                first, opened = after, self.clock()
             before = after
         window = compute_shares(first or before, before)
         result.measured = self.shares_of(window)
         result.rates = {i.name: row.rate for i, row in zip(self.instances, window, strict=True)}
-        result.window = (result.started, self.clock())
+        result.window = (opened, self.clock())
+
+    def named(self, rows: Sequence[InstanceShare]) -> list[InstanceShare]:
+        """Rows under the demo's names; an instance that has exited says so, with its code."""
+        named = []
+        for instance, row in zip(self.instances, rows, strict=True):
+            error = row.error if instance.running else f"stopped, exit code {instance.exit_code}"
+            named.append(replace(row, instance=instance.name, error=error))
+        return named
 
     def shares_of(self, rows: Sequence[InstanceShare]) -> Shares:
         """Instance name -> share, None for an instance that is not running."""
@@ -261,8 +271,12 @@ class Demo:
                  "devices": self.config.devices, "phase_seconds": self.config.phase_seconds,
                  "exits": outcome.exits}  # fmt: skip
         outcome.json_path.write_text(results_json(setup, self.results, delivery, self.timeline))
-        title = f"Share of events per instance · {self.broker.describe()}"
-        outcome.svg_path.write_text(chart_svg(title, self.results, self.names, self.timeline))
+        title, where = (
+            "Share of the events per instance",
+            f"{self.broker.kind}, {self.broker.group}",
+        )
+        svg = chart_svg(title, where, self.results, self.names, self.timeline)
+        outcome.svg_path.write_text(svg)
         return outcome
 
     async def stop_all(self) -> None:
@@ -284,13 +298,9 @@ class Demo:
         self.out.write(text + "\n")
         self.out.flush()
 
-    def say_result(self, number: int, result: PhaseResult, *, force: bool) -> None:
-        """The phase's measured shares against the expected, and the verdict."""
-        if force:
-            self.say(f"  measured: {self.result_line(result)}")
-
     @staticmethod
     def result_line(result: PhaseResult) -> str:
+        """The phase's measured shares against the expected, and the verdict."""
         cells = [
             f"{name} {got * 100:5.1f}% (expected {want * 100:.0f}%)"
             for name, want in result.expected.items()

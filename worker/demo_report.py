@@ -293,6 +293,7 @@ def _lines(
 
 def chart_svg(
     title: str,
+    subtitle: str,
     phases: Sequence[PhaseResult],
     instances: Sequence[str],
     timeline: Sequence[tuple[float, Shares]],
@@ -302,6 +303,8 @@ def chart_svg(
     body = [
         f'<rect width="{_W}" height="{_H}" fill="white"/>',
         f'<text x="{_LEFT}" y="18" font-size="14" font-weight="bold">{escape(title)}</text>',
+        f'<text x="{_W - _RIGHT}" y="18" font-size="11" text-anchor="end" fill="#555555">'
+        f"{escape(subtitle)}</text>",
         *_bands(phases, span),
         *_axes(span),
         *_lines(instances, timeline, span),

@@ -1,0 +1,80 @@
+"""``worker demo --no-live``: the seed's scenario with real processes, checked end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+from tests.e2e.procs import ROOT, clean_env
+from tests.mosquitto import mosquitto_binary
+
+#: the whole run: six short phases, three worker processes starting, the drains
+DEMO_DEADLINE: Final = 55.0
+
+
+async def run_demo(out: Path, *args: str) -> tuple[int, str, str]:
+    """``worker demo --no-live`` to the end: (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker.cli", "demo", "--no-live", "--out", str(out), *args,
+        cwd=ROOT, env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out_b, err_b = await asyncio.wait_for(proc.communicate(), DEMO_DEADLINE)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"worker demo did not finish; logs in {out}") from None
+    assert proc.returncode is not None
+    return proc.returncode, out_b.decode(), err_b.decode()
+
+
+def check_results(out: Path, stdout: str) -> dict[str, Any]:
+    """The JSON says every phase held and every event was handled once; the SVG is drawn."""
+    doc: dict[str, Any] = json.loads((out / "demo.json").read_text())
+    assert doc["ok"], stdout
+    assert [p["name"] for p in doc["phases"]] == [
+        "one instance", "two instances", "three instances", "two and three paused",
+        "two and three resumed", "scale-down",
+    ]  # fmt: skip
+    delivery = doc["delivery"]
+    assert delivery["exactly_once"] and delivery["lost"] == delivery["duplicates"] == 0
+    assert delivery["sent"] > 0 and delivery["handled"] == delivery["sent"]
+    assert set(delivery["per_instance"]) == {"demo-1", "demo-2", "demo-3"}
+    assert doc["setup"]["exits"] == {"demo-1": 0, "demo-2": 0, "demo-3": 0}
+    svg = ET.parse(out / "demo.svg").getroot()
+    lines = svg.findall("{http://www.w3.org/2000/svg}polyline")
+    assert len(lines) >= 3  # one per instance at least (more where an instance was stopped)
+    assert "| 3. three instances" in stdout and "each handled exactly once" in stdout
+    return doc
+
+
+async def test_demo_on_the_embedded_platform(tmp_path: Path) -> None:
+    code, stdout, stderr = await run_demo(tmp_path, "--duration", "15", "--rate", "80")
+    assert code == 0, f"{stdout}\n{stderr}"
+    doc = check_results(tmp_path, stdout)
+    three = doc["phases"][2]["measured"]
+    assert all(abs(share - 1 / 3) <= 0.10 for share in three.values())
+    assert "A:demo01:demo" in stdout
+
+
+@pytest.mark.mosquitto
+async def test_demo_on_mosquitto(tmp_path: Path) -> None:
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed (make test installs it: scripts/system-deps.sh)")
+    args = ("--broker", "mosquitto", "--duration", "15", "--rate", "80")
+    code, stdout, stderr = await run_demo(tmp_path, *args)
+    assert code == 0, f"{stdout}\n{stderr}"
+    check_results(tmp_path, stdout)
+    assert "$share/demo01:demo" in stdout
+
+
+async def test_demo_refuses_a_bad_broker_url(tmp_path: Path) -> None:
+    code, _, stderr = await run_demo(tmp_path, "--broker", "http://example.invalid")
+    assert code == 2
+    assert "accepted are mqtt[s]://" in stderr
