@@ -564,25 +564,20 @@ def demo(
     than 10 points, or an event was lost or handled twice.
     """
     import asyncio
-    import logging
 
-    from worker.demo import DemoConfig, run_demo
+    from worker.demo import DemoConfig, log_to, run_demo
     from worker.demo_procs import DemoError
     from worker.errors import ConnectError
     from worker.simulate import Mode
 
     out.mkdir(parents=True, exist_ok=True)
-    # The embedded platform and the fleet log here, not over the live view.
-    logging.basicConfig(
-        filename=out / "demo.log",
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     mode: Mode | None = "device" if sim_as == "device" else "app" if sim_as == "app" else None
     live = not no_live and sys.stdout.isatty()
     config = DemoConfig(broker, duration, rate, devices, mode, live, out, drain_timeout)
     try:
-        outcome = asyncio.run(run_demo(config, sys.stdout))
+        # The embedded platform and the fleet log to a file, not over the live view.
+        with log_to(out / "demo.log"):
+            outcome = asyncio.run(run_demo(config, sys.stdout))
     except ConfigError as exc:
         fail(EXIT_USAGE, *exc.problems)
     except ConnectError as exc:

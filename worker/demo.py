@@ -21,10 +21,12 @@ exactly once. Results go to ``demo.json`` and ``demo.svg`` (:mod:`worker.demo_re
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, TextIO
@@ -341,6 +343,23 @@ class Demo:
                   enumerate(self.results[: number - 1], start=1)]  # fmt: skip
         self.out.write(CLEAR + "\n".join(lines) + "\n")
         self.out.flush()
+
+
+@contextlib.contextmanager
+def log_to(path: Path) -> Iterator[None]:
+    """Send this process's log records (INFO and up) to ``path`` for the block only."""
+    root = logging.getLogger()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
 
 
 async def run_demo(config: DemoConfig, out: TextIO) -> Outcome:

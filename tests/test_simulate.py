@@ -1,0 +1,86 @@
+"""``worker simulate``: a fleet on the local platform, as devices or as an application."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.e2e.procs import run_cli
+from tests.tools import KEY, TOKEN, listening
+from worker.config import Settings, load_settings
+from worker.platform import Platform, PlatformConfig
+from worker.simulate import SimConfig, Simulator, fleet
+
+EVENTS = "iot-2/type/+/id/+/evt/+/fmt/+"
+STATUS = "iot-2/type/+/id/+/mon"
+
+
+@pytest.fixture
+async def platform() -> AsyncIterator[Platform]:
+    config = PlatformConfig(host="127.0.0.1", port=0, api_keys={KEY: TOKEN}, accept_any_key=True)
+    async with Platform(config) as p:
+        yield p
+
+
+def settings(platform: Platform) -> Settings:
+    flags = {"host": "127.0.0.1", "port": str(platform.port), "api_key": KEY, "api_token": TOKEN}
+    return load_settings(env={}, flags=flags | {"identity": "standalone"})
+
+
+def test_the_fleet_spreads_over_the_types() -> None:
+    import random
+
+    devices = fleet(SimConfig(devices=5, types=("a", "b")), random.Random(1))
+    assert [(d.device_type, d.device_id) for d in devices] == [
+        ("a", "a-001"), ("b", "b-001"), ("a", "a-002"), ("b", "b-002"), ("a", "a-003"),
+    ]  # fmt: skip
+
+
+async def test_devices_send_numbered_readings_and_churn(platform: Platform) -> None:
+    config = SimConfig(devices=4, rate=200, count=150, churn=0.1, seed=1)
+    async with listening(platform.port, EVENTS, STATUS) as listener:
+        stats = await Simulator(config, settings(platform)).run()
+        await listener.until(lambda got: sum("/evt/" in m.topic for m in got) == 150, "every event")
+    assert sorted(stats.acked) == list(range(150)) and stats.errors == 0
+    events = [m for m in listener.got if "/evt/" in m.topic]
+    readings = [json.loads(m.payload) for m in events]
+    assert sorted(r["seq"] for r in readings) == list(range(150))
+    assert all(isinstance(r["temp"], float) and r["ts"] > 0 for r in readings)
+    assert {m.topic.split("/")[2] for m in events} == {"sensor", "thermostat", "meter"}
+    # The platform's own status messages: every device connected, and some came and went.
+    actions = [json.loads(m.payload)["Action"] for m in listener.got if m.topic.endswith("/mon")]
+    assert actions.count("Connect") >= 4 + stats.churned and stats.churned >= 1
+    assert "Disconnect" in actions
+
+
+async def test_an_application_publishes_for_the_devices(platform: Platform) -> None:
+    config = SimConfig(devices=3, rate=0, count=30, mode="app", churn=0)
+    async with listening(platform.port, EVENTS) as listener:
+        stats = await Simulator(config, settings(platform)).run()
+        await listener.until(lambda got: len(got) == 30, "every event")
+    assert stats.sent == 30
+    assert {m.topic for m in listener.got} == {
+        f"iot-2/type/{t}/id/{t}-001/evt/reading/fmt/json" for t in ("sensor", "thermostat", "meter")
+    }
+
+
+async def test_the_command_prints_progress_and_a_summary(platform: Platform) -> None:
+    code, out, err = await run_cli(
+        "simulate", "--host", "127.0.0.1", "--port", str(platform.port), "--auth-key", KEY,
+        "--auth-token", TOKEN, "--devices", "3", "--count", "120", "--rate", "80",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "sent 120 events" in out and "0 errors" in out
+    assert "sent " in err and "/s) · errors 0" in err  # the progress line, about every second
+
+
+async def test_an_unregistered_device_exits_4() -> None:
+    async with Platform(PlatformConfig(host="127.0.0.1", port=0, api_keys={KEY: TOKEN})) as strict:
+        code, _, err = await run_cli(
+            "simulate", "--host", "127.0.0.1", "--port", str(strict.port), "--auth-key", KEY,
+            "--auth-token", TOKEN, "--count", "1",
+        )  # fmt: skip
+    assert code == 4, err
+    assert "d:abc123:" in err or "refused" in err
