@@ -584,7 +584,7 @@ def demo(
         fail(EXIT_CONNECT, str(exc))
     except DemoError as exc:
         fail(EXIT_FAILED, str(exc))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM
         sys.exit(EXIT_INTERRUPTED)
     click.echo(f"\n{outcome.table}\n\n{outcome.delivery.summary()}")
     bad_exits = {name: code for name, code in outcome.exits.items() if code != 0}

@@ -366,10 +366,19 @@ async def run_demo(config: DemoConfig, out: TextIO) -> Outcome:
     """Run the whole scenario; DemoError, ConfigError or ConnectError when it cannot."""
     folder = config.out.resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    async with open_broker(config.broker, folder) as broker:
-        demo = Demo(config, broker, folder, out)
-        try:
-            return await demo.run()
-        except BaseException:
-            await asyncio.shield(demo.abort())
-            raise
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    # SIGTERM ends the demo as Ctrl-C does: the worker processes live in sessions of their
+    # own, so without this they would outlive a demo that was terminated.
+    loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    try:
+        async with open_broker(config.broker, folder) as broker:
+            demo = Demo(config, broker, folder, out)
+            try:
+                return await demo.run()
+            except BaseException:
+                await asyncio.shield(demo.abort())
+                raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

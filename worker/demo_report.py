@@ -211,8 +211,8 @@ def results_json(
 
 # --- the chart -----------------------------------------------------------------------------------
 
-_W, _H = 760, 340
-_LEFT, _RIGHT, _TOP, _BOTTOM = 52, 16, 44, 48
+_W, _H = 760, 352
+_LEFT, _RIGHT, _TOP, _BOTTOM = 52, 16, 58, 48
 
 
 def _x(t: float, span: float) -> float:
@@ -233,9 +233,10 @@ def _bands(phases: Sequence[PhaseResult], span: float) -> list[str]:
             f'<rect x="{x0:.1f}" y="{_TOP}" width="{max(0.0, x1 - x0):.1f}" '
             f'height="{_H - _TOP - _BOTTOM}" fill="{shade}"/>'
         )
+        # Labels alternate between two rows: a name may be wider than its band.
         parts.append(
-            f'<text x="{(x0 + x1) / 2:.1f}" y="{_TOP - 6}" text-anchor="middle" '
-            f'font-size="11">{number}. {escape(phase.name)}</text>'
+            f'<text x="{(x0 + x1) / 2:.1f}" y="{_TOP - 19 + 12 * (number % 2 == 0)}" '
+            f'text-anchor="middle" font-size="11">{number}. {escape(phase.name)}</text>'
         )
     return parts
 
@@ -277,9 +278,12 @@ def _lines(
                 runs.append([])
             else:
                 runs[-1].append(f"{_x(t, span):.1f},{_y(share):.1f}")
+        # Equal shares draw on top of each other: each line is narrower than the one before,
+        # so all of them stay visible as stripes.
+        width = max(1.5, 6.0 - 2.0 * index)
         parts.extend(
             f'<polyline points="{" ".join(run)}" fill="none" stroke="{colour}" '
-            f'stroke-width="2.5" stroke-linejoin="round"/>'
+            f'stroke-width="{width:g}" stroke-linejoin="round"/>'
             for run in runs
             if run
         )

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import pytest
 
-from tests.e2e.procs import ROOT, clean_env
+from tests.e2e.procs import ROOT, clean_env, until
 from tests.mosquitto import mosquitto_binary
 
 #: the whole run: six short phases, three worker processes starting, the drains
@@ -78,3 +78,40 @@ async def test_demo_refuses_a_bad_broker_url(tmp_path: Path) -> None:
     code, _, stderr = await run_demo(tmp_path, "--broker", "http://example.invalid")
     assert code == 2
     assert "accepted are mqtt[s]://" in stderr
+
+
+def workers_of(out: Path) -> list[int]:
+    """PIDs of live processes whose environment names a ledger in ``out``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if f"EXAMPLE_LEDGER={out}".encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+async def test_sigterm_ends_the_demo_and_its_workers(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker.cli", "demo", "--no-live", "--duration", "60",
+        "--out", str(tmp_path), cwd=ROOT, env=clean_env(), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(DEMO_DEADLINE):
+            # Phase 1 runs for 10 s: the worker and the fleet are up as soon as it is announced.
+            while b"phase 1/6" not in await proc.stdout.readline():
+                pass
+            # The ledger is opened by the app's startup hook: the worker is up.
+            ledger = tmp_path / "demo-1.ledger"
+            await until(lambda: ledger.exists() and bool(workers_of(tmp_path)), "demo-1")
+            proc.terminate()
+            assert await proc.wait() == 130
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert workers_of(tmp_path) == []
