@@ -12,7 +12,7 @@ help:
 	@echo "make demo   - set up and run the local horizontal-scaling demo"
 	@echo "make test   - set up and run lint, type checks and the test suite"
 	@echo "make lint   - ruff check and format check"
-	@echo "make bench  - benchmarks (results in BENCHMARKS.md)"
+	@echo "make bench  - benchmarks (results in BENCHMARKS.md; BENCH_ARGS=--quick for a short run)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,7 @@ demo: $(INSTALLED) $(if $(findstring mosquitto,$(DEMO_ARGS)),$(SYSDEPS))
 	$(VENV)/bin/worker demo $(DEMO_ARGS)
 
 bench: $(INSTALLED) $(SYSDEPS)
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests use, only when they are missing:
-# mosquitto (the third-party broker of the interoperability tests) and prometheus (promtool,
+# mosquitto (the third-party broker of the interoperability tests and of make bench),
+# mosquitto-clients (make bench) and prometheus (promtool,
 # and the server that scrapes live workers in the observability tests).
 set -euo pipefail
 
 need=()
-[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto mosquitto-clients)
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+# mosquitto_sub: the subscribers of make bench's platform-vs-Mosquitto comparison
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 [ ${#need[@]} -eq 0 ] && exit 0
 

@@ -1,0 +1,16 @@
+"""Benchmarks of the worker, run by ``make bench`` (``python -m bench``); results in BENCHMARKS.md.
+
+Benchmarks are not tests (DESIGN.md section 9): every figure is printed as a ratio to a
+baseline measured in the same invocation against the same Mosquitto, and nothing asserts a
+timing. Modules:
+
+- :mod:`bench.publisher`   the raw-socket publisher (worker.mqtt encoders, pipelined, windowed)
+- :mod:`bench.baseline`    the baseline consumer: bare aiomqtt + orjson on uvloop
+- :mod:`bench.apps`        the Apps that ``worker run`` serves in the benchmarks
+- :mod:`bench.procs`       consumer processes: start, pause, resume, count, stop
+- :mod:`bench.throughput`  consumer throughput (fill the broker while paused, drain, time it)
+- :mod:`bench.scenarios`   latency, overload RSS, shared-group scaling
+- :mod:`bench.routing`     routing cost with 1 and 10,000 routes, in-process
+- :mod:`bench.brokers`     the local platform beside Mosquitto (one publisher, a group of three)
+- :mod:`bench.report`      the machine, the targets and BENCHMARKS.md
+"""

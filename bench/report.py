@@ -1,0 +1,159 @@
+"""The results of one invocation, the targets they are held against, and BENCHMARKS.md.
+
+Targets are ratios to figures measured in the same invocation (issues 3, 4 and 5). A target is
+"met", "not met", or "not measured" (its section did not run, or its consumer was skipped);
+nothing here asserts: a benchmark reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from bench.brokers import BrokerFigure
+from bench.machine import Load
+from bench.routing import Routing
+from bench.scenarios import Group, Latency, Overload
+from bench.throughput import Figure, is_baseline
+
+MB = 1024 * 1024
+
+
+@dataclass
+class Results:
+    """Everything one ``python -m bench`` measured."""
+
+    command: str
+    date: str
+    machine: dict[str, str]
+    settings: dict[str, str]
+    default_transport: str
+    loads: list[Load] = field(default_factory=list)
+    throughput: list[Figure] = field(default_factory=list)
+    latency: list[Latency] = field(default_factory=list)
+    overload: list[Overload] = field(default_factory=list)
+    routing: Routing | None = None
+    groups: list[Group] = field(default_factory=list)
+    brokers: list[BrokerFigure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def baseline(self, qos: int) -> float:
+        """The baseline's median rate at ``qos`` (0 when not measured)."""
+        found = [f.median for f in self.throughput if is_baseline(f) and f.qos == qos]
+        return found[0] if found else 0.0
+
+    def ratio(self, figure: Figure) -> float:
+        """``figure`` over the baseline of its QoS (0 when either is missing)."""
+        base = self.baseline(figure.qos)
+        return figure.median / base if base and figure.rates else 0.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One line of the targets table."""
+
+    what: str
+    goal: str
+    figure: str
+    status: str
+
+
+def _status(value: float | None, ok: Callable[[float], bool]) -> str:
+    if value is None:
+        return "not measured"
+    return "met" if ok(value) else "**not met**"
+
+
+def _at_least(need: float) -> Callable[[float], bool]:
+    return lambda value: value >= need
+
+
+def throughput_targets(r: Results) -> list[Target]:
+    """Issue 5 (2x, goals 4x / 2.5x) and issue 4 (0.85x) for every no-op worker figure."""
+    out: list[Target] = []
+    for f in r.throughput:
+        if "no-op" not in f.name:
+            continue
+        ratio = r.ratio(f) if not f.skipped else None
+        shown = f"{ratio:.2f}x" if ratio is not None else f.skipped or "-"
+        goal = 4.0 if f.qos == 0 else 2.5
+        for need, source in ((0.85, "issue 4"), (2.0, "issue 5"), (goal, "issue 5 goal")):
+            out.append(
+                Target(
+                    f"{f.name}, QoS {f.qos} ({source})",
+                    f">= {need:g}x baseline",
+                    shown,
+                    _status(ratio, _at_least(need)),
+                )
+            )
+    return out
+
+
+def other_targets(r: Results) -> list[Target]:
+    """Latency, RSS, routing, group scaling and the platform."""
+    out = [
+        Target(
+            f"latency p99 at 50% capacity, QoS {lat.qos} ({lat.transport})",
+            "< 5 ms",
+            f"{lat.summary.get('p99', 0) * 1000:.2f} ms",
+            _status(lat.summary.get("p99"), lambda v: v < 0.005),
+        )
+        for lat in r.latency
+    ]
+    out += [
+        Target(
+            "peak RSS under sustained QoS 0 overload",
+            "< 60 MB",
+            f"{o.peak_rss / MB:.1f} MB",
+            _status(o.peak_rss / MB, lambda v: v < 60),
+        )
+        for o in r.overload
+    ]
+    if r.routing is not None:
+        ratio = r.routing.median(r.routing.routes) / r.routing.median(1)
+        out.append(
+            Target(
+                f"pipeline with {r.routing.routes:,} routes vs 1",
+                ">= 0.90x",
+                f"{ratio:.2f}x",
+                _status(ratio, lambda v: v >= 0.9),
+            )
+        )
+    one = [g.median for g in r.groups if g.replicas == 1]
+    three = [g.median for g in r.groups if g.replicas == 3]
+    if one and three and one[0]:
+        ratio = three[0] / one[0]
+        out.append(
+            Target(
+                "3 replicas vs 1, I/O-bound handler",
+                ">= 2.7x",
+                f"{ratio:.2f}x",
+                _status(ratio, lambda v: v >= 2.7),
+            )
+        )
+    for qos in (0, 1):
+        plat = [b.median for b in r.brokers if b.qos == qos and b.server != "Mosquitto"]
+        mosq = [b.median for b in r.brokers if b.qos == qos and b.server == "Mosquitto"]
+        if plat and mosq and mosq[0]:
+            ratio = plat[0] / mosq[0]
+            out.append(
+                Target(
+                    f"platform vs Mosquitto, group of 3, QoS {qos}",
+                    ">= 0.25x",
+                    f"{ratio:.2f}x",
+                    _status(ratio, lambda v: v >= 0.25),
+                )
+            )
+    return out
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def rate(value: float) -> str:
+    """``123,456``."""
+    return f"{value:,.0f}"

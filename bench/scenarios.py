@@ -1,0 +1,194 @@
+"""Scenarios with a live publisher: latency at half capacity, RSS under overload, group scaling.
+
+- latency: ``worker run bench.apps:latency`` while the publisher sends at a steady rate (half
+  the no-op capacity measured in the same invocation) with its clock in every payload; the
+  handler takes the difference, so the figure is end to end (broker, transport, routing,
+  intake, lane) and not just the handler's own time.
+- overload: a QoS 0 publisher several times faster than the handler (1 ms sleep, 4 lanes), for
+  a sustained period; the worker's peak RSS (VmHWM from /proc) and the drops it counted.
+- group: 1, 2 and 3 ``worker run`` replicas in one ``$share`` group, each with one lane and a
+  5 ms I/O-bound handler, so a replica can do at most ~200 msg/s; the group's rate should grow
+  with the replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from bench import payloads
+from bench.procs import WorkerProc, poll_until
+from bench.publisher import Publisher
+from bench.throughput import worker_args
+
+#: the I/O-bound handler's sleep, and the ideal rate of one replica with one lane
+GROUP_SLEEP: Final = 0.005
+OVERLOAD_SLEEP: Final = 0.001
+OVERLOAD_LANES: Final = 4
+
+
+@dataclass
+class Latency:
+    """End-to-end latency of one run at a fixed rate."""
+
+    qos: int
+    transport: str
+    rate: float
+    sent: int
+    summary: dict[str, float]
+    command: str
+
+
+async def latency(
+    port: int, qos: int, rate: float, duration: float, transport: str, folder: Path
+) -> Latency:
+    """Publish at ``rate`` for ``duration`` s into the latency app; its summary."""
+    result = folder / f"latency-{transport}-q{qos}.json"
+    result.unlink(missing_ok=True)
+    warmup = int(rate * min(1.0, duration / 5))  # the first second: connections, caches
+    args = worker_args(port, qos, f"latency-{transport}", "--transport", transport)
+    proc = WorkerProc(
+        "latency",
+        folder / f"latency-{transport}-q{qos}.log",
+        "bench.apps:latency",
+        args,
+        BENCH_RESULT=str(result),
+        BENCH_WARMUP=str(warmup),
+    )
+    await proc.start()
+    try:
+        pub = await Publisher.connect("127.0.0.1", port, f"bench-lat-{qos}")
+        try:
+            sent = await pub.paced(rate, duration, qos)
+        finally:
+            await pub.close()
+        await proc.finished_at(sent, 30.0 + duration)
+    finally:
+        await proc.stop()  # the app writes its summary on shutdown
+    summary = json.loads(result.read_text()) if result.exists() else {}
+    return Latency(qos, transport, rate, sent, summary, proc.command)
+
+
+@dataclass
+class Overload:
+    """Memory and accounting of one sustained overload."""
+
+    rate: float
+    duration: float
+    sent: int
+    idle_rss: int
+    peak_rss: int
+    received: int
+    handled: int
+    dropped: int
+    command: str
+    rss_samples: list[int] = field(default_factory=list)
+
+
+async def overload(
+    port: int, rate: float, duration: float, transport: str, folder: Path
+) -> Overload:
+    """QoS 0 at ``rate`` for ``duration`` s into a handler that can take far less."""
+    extra = ["--transport", transport, "--concurrency", str(OVERLOAD_LANES)]
+    proc = WorkerProc(
+        "overload",
+        folder / f"overload-{transport}.log",
+        "bench.apps:sleepy",
+        worker_args(port, 0, f"overload-{transport}", *extra),
+        BENCH_SLEEP=str(OVERLOAD_SLEEP),
+    )
+    await proc.start()
+    try:
+        idle = proc.peak_rss()
+        samples: list[int] = []
+        sampler = asyncio.create_task(_sample_rss(proc, samples))
+        pub = await Publisher.connect("127.0.0.1", port, "bench-overload")
+        try:
+            sent = await pub.paced(rate, duration, 0)
+        finally:
+            await pub.close()
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        await proc.finished_at(sent, 30.0 + duration)  # everything handled or dropped
+        peak = proc.peak_rss()
+        s = await proc.samples()
+    finally:
+        await proc.stop()
+    return Overload(
+        rate,
+        duration,
+        sent,
+        idle,
+        peak,
+        received=int(s.get("worker_messages_received_total", 0)),
+        handled=int(s.get('worker_messages_handled_total{outcome="ok",route="sleepy"}', 0)),
+        dropped=int(s.get("worker_messages_dropped_total", 0)),
+        command=proc.command,
+        rss_samples=samples,
+    )
+
+
+async def _sample_rss(proc: WorkerProc, samples: list[int]) -> None:
+    """VmRSS every 100 ms, to show whether memory keeps growing or levels off."""
+    path = f"/proc/{proc.pid}/status"
+    while True:
+        # /proc is answered from memory by the kernel: this read does not block
+        with open(path) as status:  # noqa: ASYNC230
+            text = status.read()
+        for line in text.splitlines():
+            if line.startswith("VmRSS:"):
+                samples.append(int(line.split()[1]) * 1024)
+        await asyncio.sleep(0.1)
+
+
+@dataclass
+class Group:
+    """Throughput of a shared group of ``replicas`` I/O-bound workers."""
+
+    replicas: int
+    rates: list[float]
+    command: str
+
+    @property
+    def median(self) -> float:
+        """The median group rate (msg/s)."""
+        return statistics.median(self.rates) if self.rates else 0.0
+
+
+async def group(port: int, replicas: int, seconds: float, runs: int, folder: Path) -> Group:
+    """Start ``replicas`` workers in one group; time ``runs`` bursts of QoS 1 messages."""
+    count = max(20, int(seconds * replicas / GROUP_SLEEP))
+    packets = payloads.encode_many(count, 1)
+    procs = [
+        WorkerProc(
+            f"group{replicas}-{i}",
+            folder / f"group{replicas}-{i}.log",
+            "bench.apps:sleepy",
+            worker_args(port, 1, f"g{replicas}-{i}", "--concurrency", "1"),
+            BENCH_SLEEP=str(GROUP_SLEEP),
+        )
+        for i in range(replicas)
+    ]
+    rates: list[float] = []
+    try:
+        await asyncio.gather(*(p.start() for p in procs))
+        pub = await Publisher.connect("127.0.0.1", port, f"bench-group-{replicas}")
+        try:
+            for _ in range(runs):
+                before = sum([await p.counted() for p in procs])
+                started = time.monotonic()
+                await pub.send_all(packets, 1)
+                finished = await poll_until(procs, before + count, 30.0 + 2 * seconds)
+                rates.append(count / (finished - started))
+        finally:
+            await pub.close()
+    finally:
+        await asyncio.gather(*(p.stop() for p in procs))
+    return Group(replicas, rates, procs[0].command)

@@ -1,0 +1,203 @@
+"""One invocation: every selected section against one Mosquitto, in order, printing as it goes.
+
+Sections: ``throughput`` (baseline, no-op worker per transport, example app; QoS 0 and 1),
+``latency``, ``overload``, ``routing``, ``group`` and ``platform``. Later sections use what
+earlier ones measured (latency runs at half the no-op capacity); when run alone they measure
+that capacity first.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from bench import brokers, payloads, scenarios
+from bench.broker import BenchMosquitto
+from bench.machine import measure_load
+from bench.procs import ROOT, BenchError
+from bench.publisher import PublisherError
+from bench.report import Results, rate
+from bench.routing import routing
+from bench.throughput import Figure, Variant, baseline_variant, measure, worker_variant
+
+SECTIONS: Final = ("throughput", "latency", "overload", "routing", "group", "platform")
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of everything to do."""
+
+    sections: tuple[str, ...]
+    qos: tuple[int, ...]
+    messages: int
+    runs: int
+    #: seconds of latency and overload publishing, and per group burst
+    seconds: float
+    overload_rate: float
+    routing_messages: int
+    routes: int
+    compile_counts: tuple[int, ...]
+    inflight: int
+
+
+def native_problem() -> str | None:
+    """Why ``--transport native`` cannot run here, or None when it can."""
+    probe = "from worker.connection import transport_factory; transport_factory('native')"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    if done.returncode == 0:
+        return None
+    last = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
+    return f"--transport native is not available yet ({last})"
+
+
+def variants(plan: Plan, native: str | None) -> list[Variant]:
+    """The consumers of the throughput section, the baseline first."""
+    return [
+        baseline_variant(plan.messages),
+        worker_variant("worker no-op, aiomqtt", "bench.apps:noop", "--transport", "aiomqtt"),
+        worker_variant(
+            "worker no-op, native", "bench.apps:noop", "--transport", "native", skip=native
+        ),
+        worker_variant("worker handlers.example (default transport)", "handlers.example"),
+    ]
+
+
+class Suite:
+    """Runs the plan; ``results`` fills up section by section."""
+
+    def __init__(
+        self, plan: Plan, broker: BenchMosquitto, results: Results, folder: Path, say: Say
+    ) -> None:
+        self.plan, self.broker, self.results = plan, broker, results
+        self.folder, self.say = folder, say
+        self.native = native_problem()
+        if self.native:
+            say(f"native transport: skipped: {self.native}")
+            results.notes.append(f"No-op worker with the native transport: {self.native}.")
+
+    async def run(self) -> bool:
+        """Every selected section, each after a load reading; True when one failed."""
+        failed = False
+        for section in SECTIONS:
+            if section not in self.plan.sections:
+                continue
+            load = measure_load(section)
+            self.results.loads.append(load)
+            self.say(f"== {section} ({load.describe()})")
+            try:
+                await getattr(self, f"_{section}")()
+            except (BenchError, PublisherError, TimeoutError, OSError) as exc:
+                # One broken section should not cost the figures of the others.
+                failed = True
+                self.say(f"  FAILED: {exc}")
+                self.results.notes.append(f"Section {section} failed: {exc}")
+        return failed
+
+    async def _throughput(self) -> None:
+        port = self.broker.port
+        for qos in self.plan.qos:
+            packets = payloads.encode_many(self.plan.messages, qos)
+            for variant in variants(self.plan, self.native):
+                figure = await measure(variant, port, qos, packets, self.plan.runs, self.folder)
+                self.results.throughput.append(figure)
+                self._print(figure)
+
+    def _print(self, f: Figure) -> None:
+        if f.skipped:
+            self.say(f"  QoS {f.qos} {f.name}: skipped ({f.skipped})")
+            return
+        fill = rate(min(f.fill_rates)) if f.fill_rates else "-"
+        self.say(
+            f"  QoS {f.qos} {f.name}: {rate(f.median)} msg/s = {self.results.ratio(f):.2f}x "
+            f"baseline (runs {', '.join(rate(x) for x in f.rates)}; publisher >= {fill} msg/s;"
+            f" dropped {f.dropped})"
+        )
+
+    async def capacity(self, qos: int) -> float:
+        """The no-op worker's rate with the default transport (measured now if need be)."""
+        name = f"worker no-op, {self.results.default_transport}"
+        for f in self.results.throughput:
+            if f.name == name and f.qos == qos and f.rates:
+                return f.median
+        packets = payloads.encode_many(self.plan.messages, qos)
+        variant = next(v for v in variants(self.plan, self.native) if v.name == name)
+        figure = await measure(variant, self.broker.port, qos, packets, 1, self.folder)
+        self.say(f"  capacity, QoS {qos}: {rate(figure.median)} msg/s (one run)")
+        return figure.median
+
+    async def _latency(self) -> None:
+        transport = self.results.default_transport
+        for qos in self.plan.qos:
+            target = await self.capacity(qos) / 2
+            lat = await scenarios.latency(
+                self.broker.port, qos, target, self.plan.seconds, transport, self.folder
+            )
+            self.results.latency.append(lat)
+            s = lat.summary
+            self.say(
+                f"  QoS {qos} at {rate(target)} msg/s: p50 {s.get('p50', 0) * 1e3:.2f} ms, "
+                f"p99 {s.get('p99', 0) * 1e3:.2f} ms, max {s.get('max', 0) * 1e3:.2f} ms "
+                f"({rate(s.get('count', 0))} samples)"
+            )
+
+    async def _overload(self) -> None:
+        # Faster than the handler by far, but within what the receive path reads, so that the
+        # worker's intake (not the broker's queue) is what absorbs the excess.
+        publish = min(self.plan.overload_rate, 0.8 * await self.capacity(0))
+        o = await scenarios.overload(
+            self.broker.port,
+            publish,
+            self.plan.seconds,
+            self.results.default_transport,
+            self.folder,
+        )
+        self.results.overload.append(o)
+        self.say(
+            f"  {rate(o.sent)} sent at {rate(publish)} msg/s: peak RSS {o.peak_rss / 2**20:.1f} "
+            f"MB (idle {o.idle_rss / 2**20:.1f}); received {rate(o.received)}, handled "
+            f"{rate(o.handled)}, dropped {rate(o.dropped)}"
+        )
+
+    async def _routing(self) -> None:
+        p = self.plan
+        r = await routing(p.routing_messages, p.runs, p.routes, p.compile_counts)
+        self.results.routing = r
+        for n in (1, p.routes):
+            self.say(
+                f"  {n:,} routes: pipeline {rate(r.median(n))} msg/s, "
+                f"cold lookup {r.cold_us[n]:.1f} us"
+            )
+        for n, s in r.compile_s.items():
+            self.say(f"  App.compile with {n:,} routes: {s * 1000:.0f} ms")
+
+    async def _group(self) -> None:
+        for replicas in (1, 2, 3):
+            g = await scenarios.group(
+                self.broker.port, replicas, self.plan.seconds, self.plan.runs, self.folder
+            )
+            self.results.groups.append(g)
+            self.say(f"  {replicas} replica(s): {rate(g.median)} msg/s")
+
+    async def _platform(self) -> None:
+        server = brokers.PlatformProc(self.folder / "platform.log")
+        await server.start()
+        try:
+            for qos in self.plan.qos:
+                packets = payloads.encode_many(self.plan.messages, qos)
+                for target in (
+                    brokers.mosquitto_server(self.broker.port),
+                    brokers.platform_server(server.port),
+                ):
+                    rates = await brokers.server_rates(target, qos, packets, self.plan.runs)
+                    fig = brokers.BrokerFigure(target.name, qos, rates)
+                    self.results.brokers.append(fig)
+                    self.say(f"  QoS {qos} {target.name}: {rate(fig.median)} msg/s")
+        finally:
+            await server.stop()
