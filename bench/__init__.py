@@ -4,6 +4,9 @@ Benchmarks are not tests (DESIGN.md section 9): every figure is printed as a rat
 baseline measured in the same invocation against the same Mosquitto, and nothing asserts a
 timing. Modules:
 
+- :mod:`bench.suite`       one invocation: the plan and its sections, in order
+- :mod:`bench.broker`      the benchmarks' Mosquitto (the tests' helper, tuned for load)
+- :mod:`bench.payloads`    ~120-byte JSON readings on 100 device topics, timestamped
 - :mod:`bench.publisher`   the raw-socket publisher (worker.mqtt encoders, pipelined, windowed)
 - :mod:`bench.baseline`    the baseline consumer: bare aiomqtt + orjson on uvloop
 - :mod:`bench.apps`        the Apps that ``worker run`` serves in the benchmarks
@@ -12,5 +15,6 @@ timing. Modules:
 - :mod:`bench.scenarios`   latency, overload RSS, shared-group scaling
 - :mod:`bench.routing`     routing cost with 1 and 10,000 routes, in-process
 - :mod:`bench.brokers`     the local platform beside Mosquitto (one publisher, a group of three)
-- :mod:`bench.report`      the machine, the targets and BENCHMARKS.md
+- :mod:`bench.machine`     the machine, the versions and the load before each section
+- :mod:`bench.report`      the results and the targets; :mod:`bench.markdown` BENCHMARKS.md
 """

@@ -76,6 +76,8 @@ def throughput_targets(r: Results) -> list[Target]:
             continue
         ratio = r.ratio(f) if not f.skipped else None
         shown = f"{ratio:.2f}x" if ratio is not None else f.skipped or "-"
+        if f.dropped:
+            shown += f" ({f.dropped:,} dropped)"
         goal = 4.0 if f.qos == 0 else 2.5
         for need, source in ((0.85, "issue 4"), (2.0, "issue 5"), (goal, "issue 5 goal")):
             out.append(

@@ -22,7 +22,14 @@ from bench.procs import ROOT, BenchError
 from bench.publisher import PublisherError
 from bench.report import Results, rate
 from bench.routing import routing
-from bench.throughput import Figure, Variant, baseline_variant, measure, worker_variant
+from bench.throughput import (
+    Figure,
+    Variant,
+    baseline_variant,
+    c_client_variant,
+    measure,
+    worker_variant,
+)
 
 SECTIONS: Final = ("throughput", "latency", "overload", "routing", "group", "platform")
 Say = Callable[[str], None]
@@ -66,6 +73,7 @@ def variants(plan: Plan, native: str | None) -> list[Variant]:
             "worker no-op, native", "bench.apps:noop", "--transport", "native", skip=native
         ),
         worker_variant("worker handlers.example (default transport)", "handlers.example"),
+        c_client_variant(),
     ]
 
 

@@ -11,6 +11,7 @@ the consumer's capacity under saturation, which is what "msg/s" means in issue 5
 
 from __future__ import annotations
 
+import asyncio
 import re
 import statistics
 import time
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from bench.procs import BaselineProc, Consumer, WorkerProc
+from bench import payloads
+from bench.procs import START_DEADLINE, BaselineProc, CClientProc, Consumer, WorkerProc
 from bench.publisher import Publisher
 
 #: the slowest consumer we expect, for the drain deadline (msg/s)
@@ -109,6 +111,36 @@ def baseline_variant(every: int) -> Variant:
     return Variant("aiomqtt + orjson, uvloop (baseline)", start, command)
 
 
+def c_client_variant() -> Variant:
+    """``mosquitto_sub`` (C, libmosquitto): the practical limit of a consumer process."""
+    topic = f"$share/csub/{payloads.FILTER}"
+
+    async def start(port: int, qos: int, folder: Path) -> Consumer:
+        proc = CClientProc("mosquitto_sub", folder / f"csub-q{qos}.log", port, qos, topic)
+        await proc.start()
+        await _probe(proc, port)
+        return proc
+
+    def command(port: int, qos: int) -> str:
+        return f"mosquitto_sub -p {port} -q {qos} -t '{topic}' -F x -i bench-csub > pipe"
+
+    return Variant("mosquitto_sub (C client, reference)", start, command)
+
+
+async def _probe(proc: CClientProc, port: int) -> None:
+    """Publish a message every 50 ms until the subscriber has one: then it is subscribed."""
+    pub = await Publisher.connect("127.0.0.1", port, "bench-probe")
+    try:
+        async with asyncio.timeout(START_DEADLINE):
+            seq = 0
+            while not await proc.counted():
+                await pub.send_all([payloads.encode(seq, 0)], 0)
+                seq += 1
+                await asyncio.sleep(0.05)
+    finally:
+        await pub.close()
+
+
 async def drain_runs(
     consumer: Consumer, pub: Publisher, packets: Sequence[bytes], qos: int, runs: int
 ) -> tuple[list[float], list[float], int]:
@@ -128,11 +160,14 @@ async def drain_runs(
             started = time.monotonic()
             consumer.resume()
         finished = await consumer.finished_at(before + count, deadline)
+        lost = await _dropped(consumer) - drops_before
         if run == 0:
             continue  # warm-up: caches, the first broker queues, the CPU's clock
-        rates.append(count / (finished - started))
+        # Only handled messages count: a QoS 0 intake that overflows drops the oldest (and
+        # counts them), and dropping is not consuming.
+        rates.append((count - lost) / (finished - started))
         fills.append(count / fill)
-        dropped += await _dropped(consumer) - drops_before
+        dropped += lost
     return rates, fills, dropped
 
 
