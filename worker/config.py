@@ -54,7 +54,7 @@ class Settings:
     drain_timeout: float = 25.0
     dead_letter: str = "log"
     loop: str = "auto"
-    transport: str = "aiomqtt"
+    transport: str = "native"
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9100
 

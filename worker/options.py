@@ -463,8 +463,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "--transport",
         choice("aiomqtt", "native"),
         "aiomqtt, native",
-        "aiomqtt",
-        "MQTT client implementation",
+        "native",
+        "MQTT client implementation: native (the fast one) or aiomqtt; WebSockets use aiomqtt",
     ),
     _o(
         "metrics_host",

@@ -115,21 +115,9 @@ class NativeTransport(asyncio.Protocol):
             )
         self._started = True
         self._where = where = f"{options.host}:{options.port}"
-        loop = asyncio.get_running_loop()
-        self._connack = loop.create_future()
-        self._closed = loop.create_future()
         try:
-            context = await asyncio.to_thread(tls_context, options.cafile) if options.tls else None
             async with asyncio.timeout(options.connect_timeout):
-                await loop.create_connection(
-                    lambda: self,
-                    options.host,
-                    options.port,
-                    ssl=context,
-                    server_hostname=options.host if context else None,
-                )
-                self._write(encode(_connect_packet(options)))
-                connack = await self._connack
+                connack = await self._handshake(options)
         except TimeoutError:
             await self._abort()
             raise ConnectError(
@@ -147,6 +135,22 @@ class NativeTransport(asyncio.Protocol):
         self._live = True
         self._keepalive = float(options.keepalive)
         self._schedule_tick()
+
+    async def _handshake(self, options: ConnectOptions) -> Connack:
+        """Open the socket (TLS: verified, TLS 1.2+), send CONNECT, wait for its CONNACK."""
+        loop = asyncio.get_running_loop()
+        self._connack = loop.create_future()
+        self._closed = loop.create_future()
+        context = await asyncio.to_thread(tls_context, options.cafile) if options.tls else None
+        await loop.create_connection(
+            lambda: self,
+            options.host,
+            options.port,
+            ssl=context,
+            server_hostname=options.host if context else None,
+        )
+        self._write(encode(_connect_packet(options)))
+        return await self._connack
 
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> list[int]:
         """Subscribe in one SUBSCRIBE; the granted QoS per filter (0x80 = refused)."""
