@@ -43,6 +43,7 @@ from worker.demo_report import (
     results_json,
     table,
 )
+from worker.publish import connected, tool_options
 from worker.shares import InstanceShare, Reading, compute_shares, scrape_all
 from worker.shares_view import CLEAR, render
 from worker.simulate import Mode, SimConfig, SimStats, Simulator
@@ -374,6 +375,9 @@ async def run_demo(config: DemoConfig, out: TextIO) -> Outcome:
     loop.add_signal_handler(signal.SIGTERM, main.cancel)
     try:
         async with open_broker(config.broker, folder) as broker:
+            # Fail fast, as ConnectError, when the broker cannot be reached or refuses us.
+            async with connected(tool_options(broker.settings(), "demo")):
+                pass
             demo = Demo(config, broker, folder, out)
             try:
                 return await demo.run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -78,6 +79,15 @@ async def test_demo_refuses_a_bad_broker_url(tmp_path: Path) -> None:
     code, _, stderr = await run_demo(tmp_path, "--broker", "http://example.invalid")
     assert code == 2
     assert "accepted are mqtt[s]://" in stderr
+
+
+async def test_demo_exits_4_when_the_broker_is_unreachable(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port that nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        code, _, stderr = await run_demo(tmp_path, "--broker", f"mqtt://127.0.0.1:{port}")
+    assert code == 4
+    assert "cannot connect" in stderr
 
 
 def workers_of(out: Path) -> list[int]:
