@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import click
 
@@ -19,9 +19,12 @@ from worker.config import Settings, load_settings
 from worker.errors import ConfigError
 from worker.options import OPTIONS
 
+if TYPE_CHECKING:
+    from worker.demo import Outcome
+
 EXIT_OK: Final = 0
 #: ``worker demo`` saw a share off the expected split or an event lost or handled twice;
-#: ``worker simulate`` / ``worker publish replay`` could not publish some events
+#: ``worker simulate`` could not publish some events
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_APP: Final = 3
@@ -586,15 +589,19 @@ def demo(
         fail(EXIT_FAILED, str(exc))
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM
         sys.exit(EXIT_INTERRUPTED)
+    if not _demo_summary(outcome):
+        sys.exit(EXIT_FAILED)
+
+
+def _demo_summary(outcome: Outcome) -> bool:
+    """Print the demo's table, delivery check and files; whether the scenario held."""
     click.echo(f"\n{outcome.table}\n\n{outcome.delivery.summary()}")
     bad_exits = {name: code for name, code in outcome.exits.items() if code != 0}
     if bad_exits:
         click.echo(f"instances that did not exit cleanly: {bad_exits}")
     click.echo(f"results: {outcome.json_path}  chart: {outcome.svg_path}")
-    verdict = "the seed's scenario held" if outcome.ok else "the scenario did NOT hold"
-    click.echo(verdict)
-    if not outcome.ok:
-        sys.exit(EXIT_FAILED)
+    click.echo("the seed's scenario held" if outcome.ok else "the scenario did NOT hold")
+    return outcome.ok
 
 
 if __name__ == "__main__":  # pragma: no cover

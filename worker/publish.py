@@ -25,7 +25,7 @@ from worker import messages, topics
 from worker.app import MAX_PAYLOAD
 from worker.config import Settings
 from worker.connection import connect_options
-from worker.errors import TopicError, WorkerError
+from worker.errors import ConnectError, TopicError, WorkerError
 from worker.options import Profile
 from worker.transports.aiomqtt import AiomqttTransport
 from worker.transports.base import ConnectOptions, Transport
@@ -235,15 +235,22 @@ async def replay(
         finally:
             window.release()
 
-    async with connected(options) as transport, asyncio.TaskGroup() as tg:
-        for index, message in enumerate(items):
-            if rate > 0:
-                # The pace of the replay, not a synchronisation: message i leaves at i / rate.
-                await asyncio.sleep(max(0.0, progress.started + index / rate - time.monotonic()))
-            await window.acquire()
-            tg.create_task(send(transport, message))
-            if loop.time() >= next_report:
-                next_report = loop.time() + 1.0
-                report(progress)
+    try:
+        async with connected(options) as transport, asyncio.TaskGroup() as tg:
+            for index, message in enumerate(items):
+                if rate > 0:
+                    # The pace of the replay, not a synchronisation: message i leaves at i / rate.
+                    await asyncio.sleep(
+                        max(0.0, progress.started + index / rate - time.monotonic())
+                    )
+                await window.acquire()
+                tg.create_task(send(transport, message))
+                if loop.time() >= next_report:
+                    next_report = loop.time() + 1.0
+                    report(progress)
+    except* ConnectError as group:
+        # A lost connection stops the replay; say how far it got (the rest can be re-run).
+        report(progress)
+        raise ConnectError(f"{group.exceptions[0]} after {progress.sent} events") from None
     report(progress)
     return progress
