@@ -13,8 +13,10 @@ those of a complete run.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import shlex
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -78,6 +80,14 @@ def make_plan(args: argparse.Namespace) -> Plan:
     )
 
 
+async def _until_terminated(suite: Suite) -> bool:
+    """Run the suite; SIGTERM cancels it, so that every ``finally`` stops its processes."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await suite.run()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run, print, write; 1 when a section failed."""
     args = parse(sys.argv[1:] if argv is None else argv)
@@ -99,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             "loop": "uvloop (harness, baseline and workers)",
         },
         default_transport=Settings().transport,
+        messages=plan.messages,
     )
     for key, value in results.machine.items():
         print(f"{key}: {value}")
@@ -108,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         broker.start()
         try:
             suite = Suite(plan, broker, results, folder, lambda line: print(line, flush=True))
-            failed = loops.run(suite.run(), "uvloop")
+            failed = loops.run(_until_terminated(suite), "uvloop")
+        except asyncio.CancelledError:
+            print("terminated: every process the run started has been stopped")
+            return 1
         finally:
             broker.stop()
     if output is not None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Final
 
 from bench.payloads import FILTER, encode
-from bench.procs import ROOT, START_DEADLINE, BenchError, clean_env
+from bench.procs import ROOT, START_DEADLINE, BenchError, clean_env, die_with_parent
 from bench.publisher import Publisher
 
 SUBSCRIBERS: Final = 3
@@ -94,7 +94,12 @@ class PlatformProc:
         ]
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=ROOT, env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=log
+                *argv,
+                cwd=ROOT,
+                env=clean_env(),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                preexec_fn=die_with_parent,
             )
         assert self.proc.stdout is not None
         async with asyncio.timeout(START_DEADLINE):
@@ -145,6 +150,7 @@ class Group:
                 *args,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
             )
             self._procs.append(proc)
             self._readers.append(asyncio.create_task(self._count(i, proc)))

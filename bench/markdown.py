@@ -120,6 +120,19 @@ def _throughput(r: Results) -> list[str]:
     ]
 
 
+def _transports(r: Results) -> list[str]:
+    """Which transport is the default, and the two no-op figures side by side."""
+    lines = [f"Default transport (`worker.config.Settings`): `{r.default_transport}`."]
+    for qos in (0, 1):
+        by = {f.name.rsplit(", ", 1)[-1]: f for f in r.throughput
+              if f.qos == qos and "no-op" in f.name and f.rates}  # fmt: skip
+        if "native" in by and "aiomqtt" in by and by["aiomqtt"].median:
+            ratio = by["native"].median / by["aiomqtt"].median
+            lines.append(f"QoS {qos}: native {rate(by['native'].median)} msg/s vs aiomqtt "
+                         f"{rate(by['aiomqtt'].median)} msg/s ({ratio:.2f}x).")  # fmt: skip
+    return [" ".join(lines), ""]
+
+
 def _latency(r: Results) -> list[str]:
     if not r.latency:
         return []

@@ -107,32 +107,34 @@ async def overload(
     try:
         idle = proc.peak_rss()
         samples: list[int] = []
-        sampler = asyncio.create_task(_sample_rss(proc, samples))
-        pub = await Publisher.connect("127.0.0.1", port, "bench-overload")
-        try:
-            sent = await pub.paced(rate, duration, 0)
-        finally:
-            await pub.close()
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+        sent = await _publish_sampling(proc, port, rate, duration, samples)
         await proc.finished_at(sent, 30.0 + duration)  # everything handled or dropped
         peak = proc.peak_rss()
         s = await proc.samples()
     finally:
         await proc.stop()
     return Overload(
-        rate,
-        duration,
-        sent,
-        idle,
-        peak,
+        rate, duration, sent, idle, peak,
         received=int(s.get("worker_messages_received_total", 0)),
         handled=int(s.get('worker_messages_handled_total{outcome="ok",route="sleepy"}', 0)),
         dropped=int(s.get("worker_messages_dropped_total", 0)),
-        command=proc.command,
-        rss_samples=samples,
-    )
+        command=proc.command, rss_samples=samples,
+    )  # fmt: skip
+
+
+async def _publish_sampling(
+    proc: WorkerProc, port: int, rate: float, duration: float, samples: list[int]
+) -> int:
+    """Publish QoS 0 at ``rate`` while sampling the worker's RSS; how many were sent."""
+    sampler = asyncio.create_task(_sample_rss(proc, samples))
+    pub = await Publisher.connect("127.0.0.1", port, "bench-overload")
+    try:
+        return await pub.paced(rate, duration, 0)
+    finally:
+        await pub.close()
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
 
 
 async def _sample_rss(proc: WorkerProc, samples: list[int]) -> None:
