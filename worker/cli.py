@@ -473,6 +473,8 @@ def simulate(**flags: Any) -> None:
 
     sim = {k: flags.pop(k) for k in ("devices", "rate", "count", "duration", "churn", "seed")}
     types = tuple(t.strip() for t in flags.pop("types").split(",") if t.strip())
+    if not types:
+        fail(EXIT_USAGE, "--types: give at least one device type")
     mode, token, client_id = flags.pop("mode"), flags.pop("device_token"), flags.pop("client_id")
     settings = tool_settings(flags)
     chosen: Mode = "app" if settings.profile.value == "mqtt" else "device"
@@ -557,7 +559,7 @@ def demo(
     out: Path,
     drain_timeout: float,
 ) -> None:
-    """Horizontal scaling on one machine: the seed's scalable-application scenario, live.
+    """Horizontal scaling on one machine: the documented scalable-application scenario, live.
 
     Starts the broker, a simulated fleet and `worker run handlers.example` replicas, and
     replays: one instance takes 100%; a second joins (50/50); a third (a third each); two
@@ -600,7 +602,7 @@ def _demo_summary(outcome: Outcome) -> bool:
     if bad_exits:
         click.echo(f"instances that did not exit cleanly: {bad_exits}")
     click.echo(f"results: {outcome.json_path}  chart: {outcome.svg_path}")
-    click.echo("the seed's scenario held" if outcome.ok else "the scenario did NOT hold")
+    click.echo("the documented scenario held" if outcome.ok else "the scenario did NOT hold")
     return outcome.ok
 
 

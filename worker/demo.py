@@ -333,7 +333,7 @@ class Demo:
             f"worker demo · {self.broker.describe()}",
             "",
             f"PHASE {number}/{len(PHASES)}: {result.name.upper()}   (~{math.ceil(left)}s left)",
-            f"  the seed: {result.says}",
+            f"  the docs: {result.says}",
             f"  expected: {expected}",
             f"  fleet:    {self.sim_line()}",
             "",
