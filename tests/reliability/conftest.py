@@ -1,0 +1,60 @@
+"""Fixtures of the fault tests: a broker, a proxy in front of it, a group of three workers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MosquittoFactory
+from tests.e2e.procs import WorkerProcess
+from tests.mosquitto import Mosquitto
+from tests.reliability.group import APP, worker_args
+from tests.reliability.proxy import Proxy
+
+#: QoS 1 messages the broker has in flight per member: the bound of what a dropped member loses
+WINDOW = 20
+StartGroup = Callable[..., Awaitable[list[WorkerProcess]]]
+
+
+@pytest.fixture
+def broker(mosquitto_factory: MosquittoFactory) -> Mosquitto:
+    """Mosquitto with a known in-flight window per client."""
+    return mosquitto_factory(max_inflight=WINDOW)
+
+
+@pytest.fixture
+async def proxy(broker: Mosquitto) -> AsyncIterator[Proxy]:
+    """A TCP proxy in front of ``broker``, closed at teardown."""
+    proxy = await Proxy.start(broker.host, broker.port)
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+async def start_group(broker: Mosquitto, tmp_path: Path) -> AsyncIterator[StartGroup]:
+    """``await start_group(*args, port=..., env={instance: {...}}, **env)``: three workers.
+
+    ``port`` defaults to the broker's (pass the proxy's to put the proxy in between); ``env``
+    adds variables to one instance; every process is stopped at teardown.
+    """
+    made: list[WorkerProcess] = []
+
+    async def start(
+        *more: str, port: int | None = None, env: dict[str, dict[str, str]] | None = None,
+        **common: str,
+    ) -> list[WorkerProcess]:  # fmt: skip
+        workers = []
+        for name in ("w1", "w2", "w3"):
+            args = worker_args(broker.host, port or broker.port, name, *more)
+            extra = common | (env or {}).get(name, {})
+            workers.append(WorkerProcess(tmp_path, name, args, **extra))
+        made.extend(workers)
+        await asyncio.gather(*(w.start(APP) for w in workers))
+        return workers
+
+    yield start
+    for worker in made:
+        await worker.stop()
