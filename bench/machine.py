@@ -6,9 +6,11 @@ over the second before it started; BENCHMARKS.md shows both next to the figures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -45,6 +47,29 @@ def measure_load(section: str, window: float = 1.0) -> Load:
     except (OSError, ValueError, IndexError):
         busy = float("nan")
     return Load(section, os.getloadavg(), busy)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of a process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def cpu_shares(pids: dict[str, int]) -> Iterator[dict[str, float]]:
+    """Fills the yielded dict, on exit, with each process's share of one core meanwhile."""
+    shares: dict[str, float] = {}
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    started = time.monotonic()
+    try:
+        yield shares
+    finally:
+        elapsed = max(1e-9, time.monotonic() - started)
+        for name, pid in pids.items():
+            shares[name] = (cpu_seconds(pid) - before[name]) / elapsed
 
 
 def cpu_model() -> str:

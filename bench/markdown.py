@@ -146,8 +146,25 @@ def _latency(r: Results) -> list[str]:
         ]
         for x in r.latency
     ]
-    header = ["QoS", "transport", "rate msg/s", "samples", "p50 ms", "p99 ms", "p99.9 ms", "max ms"]
-    return ["## End-to-end latency at 50% capacity", "", *table(header, rows)]
+    header = [
+        "QoS",
+        "transport",
+        "rate msg/s",
+        "samples",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "CPU worker / broker / publisher",
+    ]
+    return [
+        "## End-to-end latency at 50% capacity",
+        "",
+        *table(header, rows),
+        "CPU is each process's share of one core while publishing: a process near 100% is",
+        "the one that sets the latency.",
+        "",
+    ]
 
 
 def _overload(r: Results) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Final
 
 from bench import payloads
+from bench.machine import cpu_shares
 from bench.procs import WorkerProc, poll_until
 from bench.publisher import Publisher
 from bench.throughput import worker_args
@@ -43,12 +45,25 @@ class Latency:
     sent: int
     summary: dict[str, float]
     command: str
+    #: share of one core each process used while publishing (worker, broker, publisher)
+    cpu: dict[str, float]
 
 
 async def latency(
-    port: int, qos: int, rate: float, duration: float, transport: str, folder: Path
+    port: int,
+    qos: int,
+    rate: float,
+    duration: float,
+    transport: str,
+    folder: Path,
+    broker_pid: int,
 ) -> Latency:
-    """Publish at ``rate`` for ``duration`` s into the latency app; its summary."""
+    """Publish at ``rate`` for ``duration`` s into the latency app; its summary.
+
+    Also the CPU share of the worker, the broker and the harness (the publisher) while
+    publishing: when one of them is near 100%, that process, not the worker's path, sets
+    the latency.
+    """
     result = folder / f"latency-{transport}-q{qos}.json"
     result.unlink(missing_ok=True)
     warmup = int(rate * min(1.0, duration / 5))  # the first second: connections, caches
@@ -64,15 +79,17 @@ async def latency(
     await proc.start()
     try:
         pub = await Publisher.connect("127.0.0.1", port, f"bench-lat-{qos}")
+        pids = {"worker": proc.pid, "broker": broker_pid, "publisher": os.getpid()}
         try:
-            sent = await pub.paced(rate, duration, qos)
+            with cpu_shares(pids) as shares:
+                sent = await pub.paced(rate, duration, qos)
         finally:
             await pub.close()
         await proc.finished_at(sent, 30.0 + duration)
     finally:
         await proc.stop()  # the app writes its summary on shutdown
     summary = json.loads(result.read_text()) if result.exists() else {}
-    return Latency(qos, transport, rate, sent, summary, proc.command)
+    return Latency(qos, transport, rate, sent, summary, proc.command, shares)
 
 
 @dataclass

@@ -72,6 +72,18 @@ def variants(plan: Plan, native: str | None) -> list[Variant]:
         worker_variant(
             "worker no-op, native", "bench.apps:noop", "--transport", "native", skip=native
         ),
+        # QoS 0 only: with --overflow block a full intake holds the socket back instead of
+        # dropping the oldest, so this is the pipeline's rate with nothing dropped
+        worker_variant(
+            "worker no-op, native, overflow block",
+            "bench.apps:noop",
+            "--transport",
+            "native",
+            "--overflow",
+            "block",
+            skip=native,
+            qos=0,
+        ),
         worker_variant("worker handlers.example (default transport)", "handlers.example"),
         c_client_variant(),
     ]
@@ -113,6 +125,8 @@ class Suite:
         for qos in self.plan.qos:
             packets = payloads.encode_many(self.plan.messages, qos)
             for variant in variants(self.plan, self.native):
+                if variant.qos not in (None, qos):
+                    continue
                 figure = await measure(variant, port, qos, packets, self.plan.runs, self.folder)
                 self.results.throughput.append(figure)
                 self._print(figure)
@@ -144,15 +158,24 @@ class Suite:
         transport = self.results.default_transport
         for qos in self.plan.qos:
             target = await self.capacity(qos) / 2
+            assert self.broker.process is not None
             lat = await scenarios.latency(
-                self.broker.port, qos, target, self.plan.seconds, transport, self.folder
+                self.broker.port,
+                qos,
+                target,
+                self.plan.seconds,
+                transport,
+                self.folder,
+                self.broker.process.pid,
             )
             self.results.latency.append(lat)
             s = lat.summary
             self.say(
                 f"  QoS {qos} at {rate(target)} msg/s: p50 {s.get('p50', 0) * 1e3:.2f} ms, "
                 f"p99 {s.get('p99', 0) * 1e3:.2f} ms, max {s.get('max', 0) * 1e3:.2f} ms "
-                f"({rate(s.get('count', 0))} samples)"
+                f"({rate(s.get('count', 0))} samples; CPU "
+                + ", ".join(f"{k} {v:.0%}" for k, v in lat.cpu.items())
+                + ")"
             )
 
     async def _overload(self) -> None:

@@ -57,6 +57,8 @@ class Variant:
     command: Callable[[int, int], str]
     #: why it cannot run (e.g. the native transport is not there yet); None when it can
     skip: str | None = None
+    #: the only QoS it is measured at (None: every QoS of the plan)
+    qos: int | None = None
 
 
 def worker_args(port: int, qos: int, instance: str, *extra: str) -> list[str]:
@@ -80,7 +82,9 @@ def worker_args(port: int, qos: int, instance: str, *extra: str) -> list[str]:
     ]
 
 
-def worker_variant(name: str, target: str, *extra: str, skip: str | None = None) -> Variant:
+def worker_variant(
+    name: str, target: str, *extra: str, skip: str | None = None, qos: int | None = None
+) -> Variant:
     """``worker run TARGET`` with ``extra`` flags."""
 
     async def start(port: int, qos: int, folder: Path) -> Consumer:
@@ -94,7 +98,7 @@ def worker_variant(name: str, target: str, *extra: str, skip: str | None = None)
     def command(port: int, qos: int) -> str:
         return " ".join(["worker run", target, *worker_args(port, qos, "ID", *extra)])
 
-    return Variant(name, start, command, skip)
+    return Variant(name, start, command, skip, qos)
 
 
 def baseline_variant(every: int) -> Variant:
