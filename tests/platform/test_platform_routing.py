@@ -27,7 +27,7 @@ from tests.platform.conftest import (
     raw,
     status_where,
 )
-from worker.mqtt import MQTT_5, Disconnect, Puback, Publish, Will
+from worker.mqtt import MQTT_5, Disconnect, Pingreq, Pingresp, Properties, Puback, Publish, Will
 from worker.platform import Platform
 
 ALL_EVENTS = "iot-2/type/+/id/+/evt/+/fmt/+"
@@ -244,3 +244,24 @@ async def test_many_messages_arrive_in_order(platform: Platform, clients: AsyncE
             if packet.packet_id is not None:
                 app.send(Puback(packet.packet_id))
     assert got == list(range(500))
+
+
+async def test_mqtt5_receive_maximum_bounds_unacknowledged_deliveries(
+    platform: Platform, clients: AsyncExitStack
+) -> None:
+    app = await raw(platform.port, clients)
+    props = Properties(receive_maximum=2)
+    await app.connect(f"a:{ORG}:narrow", API_KEY, TOKEN, level=MQTT_5, properties=props)
+    await app.subscribe(ALL_EVENTS, qos=1)
+    device = await raw(platform.port, clients)
+    await device.connect(DEVICE, "use-token-auth", DEVICE_TOKEN)
+    for i in range(1, 6):
+        device.send(Publish("iot-2/evt/n/fmt/text", b"%d" % i, qos=1, packet_id=i))
+    assert [await device.recv() for _ in range(5)] == [Puback(i) for i in range(1, 6)]
+    first, second = await app.publication(), await app.publication()
+    app.send(Pingreq())
+    assert await app.recv() == Pingresp()  # nothing more while two are unacknowledged
+    assert first.packet_id is not None
+    app.send(Puback(first.packet_id))
+    third = await app.publication()
+    assert [p.payload for p in (first, second, third)] == [b"1", b"2", b"3"]

@@ -60,7 +60,7 @@ class Hub:
         router: Router,
         max_qos: int = 2,
         max_payload: int = MAX_PAYLOAD,
-        max_inflight: int = 64,
+        max_inflight: int = 1000,
         connect_timeout: float = 10.0,
         max_keepalive: int | None = None,
         write_buffer_high: int = 256 * 1024,
@@ -115,6 +115,8 @@ class Hub:
         conn.principal = principal
         conn.will = will
         session, present = self._session(conn, principal, packet)
+        # MQTT 5 3.1.2.11.3: never more unacknowledged QoS 1/2 messages than the client allows.
+        session.window = min(self.max_inflight, packet.properties.receive_maximum or 0xFFFF)
         if self.metrics is not None:
             conn.metrics = self.metrics.client(client.cls)
             conn.metrics.connected()

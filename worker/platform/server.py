@@ -66,8 +66,9 @@ class PlatformConfig:
     max_payload: int = MAX_PAYLOAD
     #: messages kept per subscription while its client cannot take them (W21)
     buffer_size: int = BUFFER_SIZE
-    #: unacknowledged QoS 1/2 messages per client before the rest wait in the buffer
-    max_inflight: int = 64
+    #: unacknowledged QoS 1/2 messages per client before the rest wait in the buffer; a
+    #: window this wide keeps QoS 1 delivery from waiting on every round trip
+    max_inflight: int = 1000
     #: seconds a new socket has to send CONNECT
     connect_timeout: float = 10.0
     #: keepalive cap for clients other than ``A:org:app`` (which is capped at 3600, W23)

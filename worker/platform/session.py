@@ -84,7 +84,7 @@ class Session:
         *,
         durable: bool,
         share: tuple[str, bool] | None = None,
-        window: int = 64,
+        window: int = 1000,
         buffer_size: int = BUFFER_SIZE,
     ) -> None:
         self.client_id = client_id
