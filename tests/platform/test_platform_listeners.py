@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.platform.conftest import ORG, app_client, config, device_client, status_where
+from worker.errors import ConfigError
 from worker.platform import Platform
 from worker.platform.metrics import PlatformMetrics
 from worker.platform.tls import dev_server_context
@@ -78,3 +79,20 @@ async def test_metrics_hooks_count_connections_messages_and_groups() -> None:
             async with app_client(p.port, f"a:{ORG}:bad", password="wrong"):
                 pass
         assert value("connects_refused_total", reason="not_authorized") == 1
+
+
+def test_bad_configuration_is_one_clear_error_naming_each_value() -> None:
+    with pytest.raises(ConfigError) as info:
+        Platform(config(strategy="fastest", max_qos=3, port=70000, tls_port=0))
+    problems = info.value.problems
+    assert len(problems) == 4
+    assert any("strategy 'fastest'" in p and "round-robin" in p for p in problems)
+    assert any("ssl_context" in p for p in problems)
+
+
+async def test_a_port_in_use_is_a_config_error_and_nothing_stays_open() -> None:
+    async with Platform(config()) as first:
+        second = Platform(config(port=first.port))
+        with pytest.raises(ConfigError, match="cannot listen"):
+            await second.start()
+        assert not second.ready.is_set()
