@@ -5,8 +5,10 @@ from memory, so ``asyncio.start_server`` with one read per request is enough. Ev
 closes its connection, which keeps the server free of keep-alive state.
 
 - ``/metrics``: the injected Prometheus registry in the text exposition format.
-- ``/livez``: 200 as long as the loop answers, with how long one turn of it took (the lag a
-  blocking handler causes shows up here).
+- ``/livez``: 200 as long as the loop answers, with how long one turn of it took and the
+  longest block the watchdog saw since the previous probe. A loop blocked by a handler
+  cannot answer at all: the probe's timeout is the failure, and ``worker.watchdog`` logs
+  why (how long, and the blocking call's stack).
 - ``/readyz``: 200 only when the readiness callback has no objection, 503 with its reason.
 """
 
@@ -22,6 +24,7 @@ from typing import Final
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from worker.errors import ConfigError
+from worker.watchdog import LoopWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +49,19 @@ class HttpServer:
     """Serves the three endpoints; ``start`` binds (port 0: any free port), ``close`` stops."""
 
     def __init__(
-        self, host: str, port: int, *, registry: CollectorRegistry, readiness: Readiness
+        self,
+        host: str,
+        port: int,
+        *,
+        registry: CollectorRegistry,
+        readiness: Readiness,
+        watchdog: LoopWatchdog | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self._registry = registry
         self._readiness = readiness
+        self._watchdog = watchdog
         self._server: asyncio.Server | None = None
 
     @property
@@ -107,7 +117,11 @@ class HttpServer:
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
         if path == "/livez":
-            return 200, _JSON, _json(status="ok", loop_lag_seconds=await _loop_lag())
+            lag = await _loop_lag()
+            if self._watchdog is None:
+                return 200, _JSON, _json(status="ok", loop_lag_seconds=lag)
+            blocked = self._watchdog.take_longest()
+            return 200, _JSON, _json(status="ok", loop_lag_seconds=lag, blocked_seconds=blocked)
         reason = self._readiness()
         if reason is None:
             return 200, _JSON, _json(status="ready")

@@ -37,6 +37,7 @@ from worker.http import HttpServer
 from worker.loops import loop_name
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
+from worker.watchdog import LoopWatchdog
 
 log = logging.getLogger("worker")
 
@@ -71,7 +72,11 @@ class Worker:
             settings, self.filters, self.pipeline, self.metrics, transport_factory=factory
         )
         host, port = settings.metrics_host, settings.metrics_port
-        self.http = HttpServer(host, port, registry=self.registry, readiness=self.readiness)
+        #: reports a blocked event loop (a blocked loop cannot answer /livez, so it logs why)
+        self.watchdog = LoopWatchdog()
+        self.http = HttpServer(
+            host, port, registry=self.registry, readiness=self.readiness, watchdog=self.watchdog
+        )
         self._startup_timeout = startup_timeout
         self._on_ready = on_ready
         self._handle_signals = handle_signals
@@ -145,6 +150,7 @@ class Worker:
     async def serve(self) -> None:
         """Run until stopped; raises NotAuthorized, ConnectError or ConfigError on failure."""
         await self.http.start()
+        self.watchdog.start()
         self._install_signals()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -154,6 +160,7 @@ class Worker:
         except BaseExceptionGroup as group:
             raise _single(group) from None
         finally:
+            self.watchdog.stop()
             self._remove_signals()
             self.app.bind_publisher(None)
             await self.http.close()

@@ -35,20 +35,23 @@ async def proxy(broker: Mosquitto) -> AsyncIterator[Proxy]:
 
 @pytest.fixture
 async def start_group(broker: Mosquitto, tmp_path: Path) -> AsyncIterator[StartGroup]:
-    """``await start_group(*args, port=..., env={instance: {...}}, **env)``: three workers.
+    """``await start_group(*args, ports={"w2": ...}, env={"w2": {...}}, **env)``: w1, w2, w3.
 
-    ``port`` defaults to the broker's (pass the proxy's to put the proxy in between); ``env``
-    adds variables to one instance; every process is stopped at teardown.
+    ``ports`` sends an instance elsewhere than the broker (the proxy's port puts the proxy in
+    between); ``env`` adds variables to one instance. Every process is stopped at teardown.
     """
     made: list[WorkerProcess] = []
 
     async def start(
-        *more: str, port: int | None = None, env: dict[str, dict[str, str]] | None = None,
+        *more: str,
+        ports: dict[str, int] | None = None,
+        env: dict[str, dict[str, str]] | None = None,
         **common: str,
     ) -> list[WorkerProcess]:  # fmt: skip
         workers = []
         for name in ("w1", "w2", "w3"):
-            args = worker_args(broker.host, port or broker.port, name, *more)
+            port = (ports or {}).get(name, broker.port)
+            args = worker_args(broker.host, port, name, *more)
             extra = common | (env or {}).get(name, {})
             workers.append(WorkerProcess(tmp_path, name, args, **extra))
         made.extend(workers)

@@ -41,6 +41,7 @@ class Proxy:
         self._flowing.set()
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
+        self._pumps: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
     @classmethod
@@ -71,12 +72,14 @@ class Proxy:
         """Close every current connection, both sides, and wait until their pumps ended."""
         for writer in list(self._writers):
             writer.transport.abort()  # RST, like a network that dropped the path
+        for pump in list(self._pumps):
+            pump.cancel()  # a paused pump would not notice the abort
+        # the links are the server's own tasks: they end by themselves once their pumps did
         links = list(self._links)
-        for link in links:
-            link.cancel()
         if links:
-            async with asyncio.timeout(DEADLINE):
-                await asyncio.gather(*links, return_exceptions=True)
+            await asyncio.wait(links, timeout=DEADLINE)
+        if any(not link.done() for link in links):
+            raise TimeoutError(f"the proxy's links did not close within {DEADLINE}s")
 
     async def close(self) -> None:
         """Stop listening and cut everything."""
@@ -113,10 +116,11 @@ class Proxy:
             return  # the broker is down: the client sees its connection closed
         self._writers.add(up_writer)
         try:
-            pumps = [
+            pumps = {
                 asyncio.create_task(self._pump(reader, up_writer)),
                 asyncio.create_task(self._pump(up_reader, writer)),
-            ]
+            }
+            self._pumps |= pumps
             try:
                 # either side closing ends the link, as a TCP path does
                 await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
@@ -124,6 +128,7 @@ class Proxy:
                 for pump in pumps:
                     pump.cancel()
                 await asyncio.gather(*pumps, return_exceptions=True)
+                self._pumps -= pumps
         finally:
             self._writers.discard(up_writer)
             up_writer.transport.abort()
