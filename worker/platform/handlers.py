@@ -201,6 +201,9 @@ def _on_subscribe(conn: MqttConnection, packet: Subscribe) -> None:
     fresh = []
     refused: list[tuple[str, Denied]] = []
     for request in packet.subscriptions:
+        if _over_quota(conn, session, request.topic_filter):
+            codes.append(0x97 if conn.protocol_level == MQTT_5 else 0x80)
+            continue
         try:
             internal, rewrite = subscribe_target(principal, request.topic_filter)
         except Denied as exc:
@@ -222,6 +225,18 @@ def _on_subscribe(conn: MqttConnection, packet: Subscribe) -> None:
     for sub in fresh:
         for msg in conn.hub.router.retained(sub.internal):
             session.deliver(sub, msg)
+
+
+def _over_quota(conn: MqttConnection, session: Session, topic_filter: str) -> bool:
+    """A new filter beyond ``max_subscriptions`` (replacing an existing one is always fine).
+
+    Each subscription costs a few kilobytes and buffers up to the buffer size, so without a
+    cap one client's subscription storm could take the memory of the whole platform. The
+    filter is refused like a standard broker refuses one (SUBACK 0x80, on 5.0 0x97 "Quota
+    exceeded") and the connection stays up: the client asked for too much, not for a topic it
+    may not see (W38 is about those).
+    """
+    return topic_filter not in session.subs and len(session.subs) >= conn.hub.max_subscriptions
 
 
 def _subscribe_refused(conn: MqttConnection, principal: Principal, exc: Denied) -> int | None:

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from worker.platform.connection import MqttConnection
     from worker.platform.metrics import PlatformMetrics
 
+MAX_SUBSCRIPTIONS = 1000
+"""Filters one session may hold; more are refused in the SUBACK [INF: AWS IoT allows 50]."""
 SHARED_MAX_KEEPALIVE = 3600
 """W23: keepalive of ``A:org:app`` (no instance) is 1-3600 s; 0 or more becomes 3600."""
 
@@ -61,6 +63,7 @@ class Hub:
         max_qos: int = 2,
         max_payload: int = MAX_PAYLOAD,
         max_inflight: int = 1000,
+        max_subscriptions: int = MAX_SUBSCRIPTIONS,
         connect_timeout: float = 10.0,
         max_keepalive: int | None = None,
         write_buffer_high: int = 256 * 1024,
@@ -74,6 +77,7 @@ class Hub:
         # is refused by the reader before a byte of it is buffered, with close code 287.
         self.max_packet_size = max_payload + 0xFFFF + 4096
         self.max_inflight = max_inflight
+        self.max_subscriptions = max_subscriptions
         self.connect_timeout = connect_timeout
         self.max_keepalive = max_keepalive
         self.write_buffer_high = write_buffer_high

@@ -20,8 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final, Protocol
 
+from worker.platform.retained import RetainedStore
 from worker.routing import TopicTrie
-from worker.topics import matches
 
 BUFFER_SIZE: Final = 5000
 """Messages kept per subscription (and per ownerless shared group) before the oldest drops (W21)."""
@@ -201,7 +201,7 @@ class Router:
     ) -> None:
         self._trie: TopicTrie[Subscription | SharedGroup] = TopicTrie()
         self._groups: dict[GroupKey, SharedGroup] = {}
-        self._retained: dict[str, Message] = {}
+        self._retained = RetainedStore()
         self.strategy = strategy
         self.buffer_size = buffer_size
         self._group_observer = group_observer
@@ -329,10 +329,10 @@ class Router:
     def retain(self, msg: Message) -> None:
         """Keep ``msg`` as the retained message of its topic; an empty payload clears it."""
         if msg.payload:
-            self._retained[msg.topic] = msg
+            self._retained.put(msg)
         else:
-            self._retained.pop(msg.topic, None)
+            self._retained.remove(msg.topic)
 
     def retained(self, internal_filter: str) -> list[Message]:
         """The retained messages a new subscription to ``internal_filter`` receives."""
-        return [m for topic, m in self._retained.items() if matches(internal_filter, topic)]
+        return self._retained.match(internal_filter)

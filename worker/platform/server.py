@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Self
 from worker.errors import ConfigError
 from worker.platform.auth import Credentials
 from worker.platform.connection import MqttConnection
-from worker.platform.hub import Hub
+from worker.platform.hub import MAX_SUBSCRIPTIONS, Hub
 from worker.platform.router import BUFFER_SIZE, Router, make_strategy
 from worker.platform.rules import MAX_PAYLOAD, Authenticator
 
@@ -69,6 +69,8 @@ class PlatformConfig:
     #: unacknowledged QoS 1/2 messages per client before the rest wait in the buffer; a
     #: window this wide keeps QoS 1 delivery from waiting on every round trip
     max_inflight: int = 1000
+    #: filters one client may hold; further new filters get SUBACK 0x80 (5.0: 0x97)
+    max_subscriptions: int = MAX_SUBSCRIPTIONS
     #: seconds a new socket has to send CONNECT
     connect_timeout: float = 10.0
     #: keepalive cap for clients other than ``A:org:app`` (which is capped at 3600, W23)
@@ -98,7 +100,7 @@ class PlatformConfig:
                 problems.append(f"{name} {value!r}: accepted is 0-65535 (0 picks a free port)")
         if (self.tls_port is not None or self.wss_port is not None) and self.ssl_context is None:
             problems.append("tls_port and wss_port need an ssl_context")
-        for name in ("buffer_size", "max_inflight", "max_payload"):
+        for name in ("buffer_size", "max_inflight", "max_payload", "max_subscriptions"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
         if problems:
@@ -135,6 +137,7 @@ class Platform:
             max_qos=self.config.max_qos,
             max_payload=self.config.max_payload,
             max_inflight=self.config.max_inflight,
+            max_subscriptions=self.config.max_subscriptions,
             connect_timeout=self.config.connect_timeout,
             max_keepalive=self.config.max_keepalive,
             write_buffer_high=self.config.write_buffer_high,
@@ -186,7 +189,13 @@ class Platform:
         if websocket:
             wrap = self.config.websocket or _default_websocket()
             factory = lambda: wrap(mqtt)  # noqa: E731
-        return await loop.create_server(factory, self.config.host, port, ssl=context)
+        # The CONNECT deadline starts when the protocol is made, which for TLS is after the
+        # handshake; without this, a socket that never says hello would hold on for asyncio's
+        # default of 60 s, so a slow-loris on the TLS port would outlast the connect timeout.
+        timeout = self.config.connect_timeout if context is not None else None
+        return await loop.create_server(
+            factory, self.config.host, port, ssl=context, ssl_handshake_timeout=timeout
+        )
 
     async def close(self) -> None:
         """Stop listening, close every connection, wait for their sockets (idempotent)."""

@@ -1,0 +1,115 @@
+"""The retained status messages, stored as a tree of topic levels (W30).
+
+A new subscription is answered with the retained messages its filter matches. Checking the
+filter against every stored topic made each SUBSCRIBE cost O(retained messages) of string
+work on the event loop, so a client sending thousands of filters on a platform with
+thousands of connected devices stalled every other client for tens of seconds. The tree is
+split by topic depth first (a filter without ``#`` can only match topics of its own depth,
+and every event filter is deeper than every status topic), then walked level by level: a
+concrete level is one dict lookup, ``+`` visits the children, ``#`` everything below. The
+cost of a lookup is the path plus what it returns.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from worker.topics import MULTI, SINGLE
+
+if TYPE_CHECKING:
+    from worker.platform.router import Message
+
+
+class _Node:
+    __slots__ = ("children", "message")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.message: Message | None = None
+
+
+class RetainedStore:
+    """Retained messages by internal topic; ``match`` finds those a filter matches."""
+
+    __slots__ = ("_roots", "_size")
+
+    def __init__(self) -> None:
+        #: topic depth -> the tree of the topics with that many levels
+        self._roots: dict[int, _Node] = {}
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def put(self, msg: Message) -> None:
+        """Keep ``msg`` as its topic's retained message (replacing the previous one)."""
+        levels = msg.topic.split("/")
+        node = self._roots.setdefault(len(levels), _Node())
+        for level in levels:
+            node = node.children.setdefault(level, _Node())
+        if node.message is None:
+            self._size += 1
+        node.message = msg
+
+    def remove(self, topic: str) -> None:
+        """Forget the retained message of ``topic``; empty branches go with it."""
+        levels = topic.split("/")
+        root = self._roots.get(len(levels))
+        path: list[tuple[_Node, str]] = []
+        node = root
+        for level in levels:
+            if node is None:
+                return
+            path.append((node, level))
+            node = node.children.get(level)
+        if node is None or node.message is None:
+            return
+        node.message = None
+        self._size -= 1
+        # Prune so that a churn of client IDs leaves no empty nodes behind.
+        for parent, level in reversed(path):
+            child = parent.children[level]
+            if child.children or child.message is not None:
+                break
+            del parent.children[level]
+        if root is not None and not root.children:
+            del self._roots[len(levels)]
+
+    def match(self, topic_filter: str) -> list[Message]:
+        """The retained messages whose topics ``topic_filter`` matches (MQTT rules)."""
+        levels = topic_filter.split("/")
+        found: list[Message] = []
+        if MULTI in levels:
+            # ``a/#`` also matches ``a``, so every depth from the parent's up can match.
+            for depth, root in self._roots.items():
+                if depth >= len(levels) - 1:
+                    _walk(root, levels, 0, found)
+        else:
+            same_depth = self._roots.get(len(levels))
+            if same_depth is not None:
+                _walk(same_depth, levels, 0, found)
+        return found
+
+
+def _walk(node: _Node, levels: list[str], index: int, found: list[Message]) -> None:
+    if index == len(levels):
+        if node.message is not None:
+            found.append(node.message)
+        return
+    level = levels[index]
+    if level == MULTI:
+        _collect(node, found)
+    elif level == SINGLE:
+        for child in node.children.values():
+            _walk(child, levels, index + 1, found)
+    else:
+        exact = node.children.get(level)
+        if exact is not None:
+            _walk(exact, levels, index + 1, found)
+
+
+def _collect(node: _Node, found: list[Message]) -> None:
+    if node.message is not None:
+        found.append(node.message)
+    for child in node.children.values():
+        _collect(child, found)
