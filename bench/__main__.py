@@ -55,6 +55,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="Mosquitto's max_inflight_messages per client (100)",
     )
     p.add_argument("--output", type=Path, help="write the report here")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each section and figure, wait up to this long for other work "
+        "on the machine to calm down (0: do not wait)",
+    )
     args = p.parse_args(argv)
     unknown = set(args.only.split(",")) - set(SECTIONS)
     if unknown:
@@ -77,6 +85,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         routes=10_000,
         compile_counts=(1, 100, 200, 400) if quick else (1, 250, 500, 1000),
         inflight=args.inflight,
+        quiet_wait=args.quiet_wait,
     )
 
 

@@ -89,7 +89,7 @@ def _throughput(r: Results) -> list[str]:
     rows = []
     for f in r.throughput:
         if f.skipped:
-            rows.append([f.name, str(f.qos), "skipped", "-", "-", "-", f.skipped])
+            rows.append([f.name, str(f.qos), "skipped", "-", "-", "-", "-", f.skipped])
             continue
         runs = ", ".join(rate(x) for x in f.rates)
         fills = rate(min(f.fill_rates)) if f.fill_rates else "-"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Final
 
 from bench import brokers, payloads, scenarios
 from bench.broker import BenchMosquitto
-from bench.machine import measure_load
+from bench.machine import Load, measure_load
 from bench.procs import ROOT, BenchError
 from bench.publisher import PublisherError
 from bench.report import Results, rate
@@ -31,6 +32,8 @@ from bench.throughput import (
     worker_variant,
 )
 
+#: busy share of the cores (other people's work) below which the machine counts as quiet
+QUIET: Final = 0.2
 SECTIONS: Final = ("throughput", "latency", "overload", "routing", "group", "platform")
 Say = Callable[[str], None]
 
@@ -50,6 +53,8 @@ class Plan:
     routes: int
     compile_counts: tuple[int, ...]
     inflight: int
+    #: seconds to wait, before each section and figure, for the machine to be quiet
+    quiet_wait: float = 0.0
 
 
 def native_problem() -> str | None:
@@ -108,7 +113,7 @@ class Suite:
         for section in SECTIONS:
             if section not in self.plan.sections:
                 continue
-            load = measure_load(section)
+            load = self._quiet(section)
             self.results.loads.append(load)
             self.say(f"== {section} ({load.describe()})")
             try:
@@ -120,6 +125,21 @@ class Suite:
                 self.results.notes.append(f"Section {section} failed: {exc}")
         return failed
 
+    def _quiet(self, section: str) -> Load:
+        """The load before ``section``, after waiting (up to ``plan.quiet_wait``) for calm.
+
+        On a shared machine other people's work comes and goes; waiting a little for it to
+        pass makes the figures less noisy, and the reading that is recorded says how it went.
+        """
+        deadline = time.monotonic() + self.plan.quiet_wait
+        load = measure_load(section)
+        while load.busy > QUIET and time.monotonic() < deadline:
+            self.say(f"   waiting for a quieter machine before {section} ({load.describe()})")
+            # blocking on purpose: between sections none of our processes is running
+            time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
+            load = measure_load(section)
+        return load
+
     async def _throughput(self) -> None:
         port = self.broker.port
         for qos in self.plan.qos:
@@ -127,7 +147,9 @@ class Suite:
             for variant in variants(self.plan, self.native):
                 if variant.qos not in (None, qos):
                     continue
+                load = self._quiet(f"throughput: {variant.name}, QoS {qos}")
                 figure = await measure(variant, port, qos, packets, self.plan.runs, self.folder)
+                figure.load = load.describe()
                 self.results.throughput.append(figure)
                 self._print(figure)
 

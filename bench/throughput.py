@@ -41,6 +41,8 @@ class Figure:
     #: messages the consumer counted as dropped (QoS 0 intake overflow), over all runs
     dropped: int = 0
     skipped: str | None = None
+    #: the machine's load just before this figure was measured
+    load: str = ""
 
     @property
     def median(self) -> float:
