@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 SYSDEPS := $(VENV)/.system-deps
 
-.PHONY: help install test lint typecheck pytest demo bench clean
+.PHONY: help install test lint typecheck pytest demo bench soak clean
 
 help:
 	@echo "make demo   - set up and run the local horizontal-scaling demo"
 	@echo "make test   - set up and run lint, type checks and the test suite"
 	@echo "make lint   - ruff check and format check"
 	@echo "make bench  - benchmarks (results in BENCHMARKS.md; BENCH_ARGS=--quick for a short run)"
+	@echo "make soak   - one hour at half capacity (SOAK_ARGS=\"--minutes 5\" for a short run)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,11 @@ demo: $(INSTALLED) $(if $(findstring mosquitto,$(DEMO_ARGS)),$(SYSDEPS))
 
 bench: $(INSTALLED) $(SYSDEPS)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Not in CI: an hour of load (result in BENCHMARKS.md); SOAK_ARGS="--minutes 5" for a short run.
+SOAK_ARGS ?=
+soak: $(INSTALLED) $(SYSDEPS)
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
