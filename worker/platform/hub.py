@@ -24,7 +24,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from worker.errors import IdentityError
-from worker.identity import ClientId, parse_client_id
+from worker.identity import QUICKSTART_ORG, ClientId, parse_client_id
 from worker.mqtt import MQTT_5, Connect, Properties, Will
 from worker.platform.metrics import DropReason, RefusalReason
 from worker.platform.router import Message, Router
@@ -240,12 +240,14 @@ class Hub:
 
     def failed(self, conn: MqttConnection, packet: Connect, exc: Denied) -> None:
         """A CONNECT was refused: non-retained FailedConnect when the client ID is valid (W30)."""
-        if self.metrics is not None:
-            self.metrics.refused(_refusal_reason(exc))
         try:
-            client = parse_client_id(packet.client_id)
+            client: ClientId | None = parse_client_id(packet.client_id)
         except IdentityError:
-            return
+            client = None
+        if self.metrics is not None:
+            self.metrics.refused(_refusal_reason(client))
+        if client is None:
+            return  # no status topic exists for an ID outside every class
         assert conn.info is not None
         payload = status_payload(Action.FAILED_CONNECT, conn.info, exc.close_code)
         self._status(principal_for(client).status_topic, payload, retain=False)
@@ -314,9 +316,9 @@ class Hub:
                 conn.abort()
 
 
-def _refusal_reason(exc: Denied) -> RefusalReason:
-    if exc.close_code == CloseCode.CLIENT_ID_NOT_VALID:
+def _refusal_reason(client: ClientId | None) -> RefusalReason:
+    if client is None:
         return RefusalReason.CLIENT_ID_NOT_VALID
-    if "quickstart" in str(exc):
+    if client.org == QUICKSTART_ORG:
         return RefusalReason.QUICKSTART
     return RefusalReason.NOT_AUTHORIZED
