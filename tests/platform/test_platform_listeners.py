@@ -14,8 +14,18 @@ import aiomqtt
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.platform.conftest import ORG, app_client, config, device_client, status_where
+from tests.platform.conftest import (
+    GATEWAY,
+    GATEWAY_TOKEN,
+    ORG,
+    app_client,
+    config,
+    device_client,
+    raw,
+    status_where,
+)
 from worker.errors import ConfigError
+from worker.mqtt import Publish
 from worker.platform import Platform
 from worker.platform.metrics import PlatformMetrics
 from worker.platform.tls import dev_server_context
@@ -79,6 +89,11 @@ async def test_metrics_hooks_count_connections_messages_and_groups() -> None:
             async with app_client(p.port, f"a:{ORG}:bad", password="wrong"):
                 pass
         assert value("connects_refused_total", reason="not_authorized") == 1
+        big = await raw(p.port, s)
+        await big.connect(GATEWAY, "use-token-auth", GATEWAY_TOKEN)
+        big.send(Publish("iot-2/type/gw/id/g1/evt/e/fmt/bin", b"x" * 131073))
+        assert await big.until_closed() == []  # W17: closed, and the message counted
+        assert value("messages_dropped_total", reason="too_large") == 1
 
 
 def test_bad_configuration_is_one_clear_error_naming_each_value() -> None:

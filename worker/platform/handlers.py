@@ -176,6 +176,7 @@ def _publish_refused(conn: MqttConnection, packet: Publish, exc: Denied) -> None
     """Close (W37); gateways get a notify and v5 a negative ack instead (W37, W39)."""
     code = exc.close_code
     fatal = code in (CloseCode.MESSAGE_TOO_LARGE, CloseCode.MAX_QOS, CloseCode.DATA_NOT_VALID)
+    conn.hub.refused_message(exc)
     principal = conn.principal
     if not fatal and principal is not None and principal.client.cls.value == _GATEWAY:
         conn.hub.notify_gateway(principal, "publish", packet.topic, exc)

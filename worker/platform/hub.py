@@ -264,6 +264,11 @@ class Hub:
         if not self.router.publish(msg) and self.metrics is not None:
             self.metrics.dropped(DropReason.NO_SUBSCRIBERS)
 
+    def refused_message(self, exc: Denied) -> None:
+        """Count a client's message the platform would not route (W17, W37)."""
+        if self.metrics is not None:
+            self.metrics.dropped(_DROP_REASONS.get(exc.close_code, DropReason.NOT_AUTHORIZED))
+
     def notify_gateway(self, p: Principal, request: str, topic: str, exc: Denied) -> None:
         """A gateway's refused request goes to its ``notify`` topic; it stays connected (W39)."""
         payload = gateway_notification(
@@ -314,6 +319,13 @@ class Hub:
         except TimeoutError:
             for conn in list(self.connections):
                 conn.abort()
+
+
+_DROP_REASONS = {
+    CloseCode.MESSAGE_TOO_LARGE: DropReason.TOO_LARGE,
+    CloseCode.TOPIC_NOT_VALID: DropReason.TOPIC_NOT_VALID,
+    CloseCode.DATA_NOT_VALID: DropReason.TOPIC_NOT_VALID,
+}
 
 
 def _refusal_reason(client: ClientId | None) -> RefusalReason:
