@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.broker import BenchMosquitto, mosquitto_binary, mosquitto_version
 from bench.machine import describe
-from bench.markdown import render
+from bench.markdown import render, with_foreign_sections
 from bench.procs import ROOT
 from bench.report import Results
 from bench.suite import SECTIONS, Plan, Suite
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             broker.stop()
     if output is not None:
-        output.write_text(render(results))
+        previous = output.read_text() if output.exists() else ""
+        output.write_text(with_foreign_sections(render(results), previous))
         print(f"wrote {output}")
     else:
         print("quick or partial run: BENCHMARKS.md left as it is (use --output to write)")

@@ -30,6 +30,8 @@ from bench.procs import ROOT, START_DEADLINE, BenchError, clean_env, die_with_pa
 from bench.publisher import Publisher
 
 SUBSCRIBERS: Final = 3
+NODELAY: Final = "Mosquitto, set_tcp_nodelay true"
+STOCK: Final = "Mosquitto, default (Nagle on)"
 #: messages published and not yet delivered, at most: the platform keeps 5,000 per subscriber
 #: and drops the oldest beyond (W21), Mosquitto queues without a bound here; end-to-end flow
 #: control keeps both lossless, so the figure is delivered messages, not accepted ones
@@ -50,10 +52,10 @@ class Server:
     subscriber: tuple[str, ...]
 
 
-def mosquitto_server(port: int) -> Server:
+def mosquitto_server(port: int, name: str) -> Server:
     """Mosquitto: plain clients, a ``$share`` group."""
     return Server(
-        "Mosquitto",
+        name,
         port,
         ("bench-brokers-pub", None, None),
         ("-i", "bench-sub-{i}", "-t", f"$share/benchsub/{FILTER}"),
@@ -246,3 +248,13 @@ class BrokerFigure:
     def median(self) -> float:
         """The median rate (msg/s)."""
         return statistics.median(self.rates) if self.rates else 0.0
+
+    @property
+    def is_mosquitto(self) -> bool:
+        """Whether this is one of the Mosquitto figures."""
+        return self.server.startswith("Mosquitto")
+
+
+def best_mosquitto(figures: Sequence[BrokerFigure], qos: int) -> float:
+    """The faster Mosquitto's median at ``qos`` (0 when none was measured)."""
+    return max((f.median for f in figures if f.qos == qos and f.is_mosquitto), default=0.0)

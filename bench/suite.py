@@ -240,12 +240,19 @@ class Suite:
 
     async def _platform(self) -> None:
         server = brokers.PlatformProc(self.folder / "platform.log")
+        # Mosquitto twice: as configured for the whole run (Nagle off) and with its default
+        # (Nagle on, which coalesces its many small writes); the platform is held against
+        # the faster of the two.
+        stock = BenchMosquitto(self.broker.binary, self.folder / "stock", nodelay=False)
+        stock.folder.mkdir(exist_ok=True)
         await server.start()
+        stock.start()
         try:
             for qos in self.plan.qos:
                 packets = payloads.encode_many(self.plan.messages, qos)
                 for target in (
-                    brokers.mosquitto_server(self.broker.port),
+                    brokers.mosquitto_server(self.broker.port, brokers.NODELAY),
+                    brokers.mosquitto_server(stock.port, brokers.STOCK),
                     brokers.platform_server(server.port),
                 ):
                     rates = await brokers.server_rates(target, qos, packets, self.plan.runs)
@@ -253,4 +260,5 @@ class Suite:
                     self.results.brokers.append(fig)
                     self.say(f"  QoS {qos} {target.name}: {rate(fig.median)} msg/s")
         finally:
+            stock.stop()
             await server.stop()
