@@ -8,6 +8,7 @@ that capacity first.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -113,7 +114,7 @@ class Suite:
         for section in SECTIONS:
             if section not in self.plan.sections:
                 continue
-            load = self._quiet(section)
+            load = await self._quiet(section)
             self.results.loads.append(load)
             self.say(f"== {section} ({load.describe()})")
             try:
@@ -125,7 +126,7 @@ class Suite:
                 self.results.notes.append(f"Section {section} failed: {exc}")
         return failed
 
-    def _quiet(self, section: str) -> Load:
+    async def _quiet(self, section: str) -> Load:
         """The load before ``section``, after waiting (up to ``plan.quiet_wait``) for calm.
 
         On a shared machine other people's work comes and goes; waiting a little for it to
@@ -135,8 +136,7 @@ class Suite:
         load = measure_load(section)
         while load.busy > QUIET and time.monotonic() < deadline:
             self.say(f"   waiting for a quieter machine before {section} ({load.describe()})")
-            # blocking on purpose: between sections none of our processes is running
-            time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
             load = measure_load(section)
         return load
 
@@ -147,7 +147,7 @@ class Suite:
             for variant in variants(self.plan, self.native):
                 if variant.qos not in (None, qos):
                     continue
-                load = self._quiet(f"throughput: {variant.name}, QoS {qos}")
+                load = await self._quiet(f"throughput: {variant.name}, QoS {qos}")
                 figure = await measure(variant, port, qos, packets, self.plan.runs, self.folder)
                 figure.load = load.describe()
                 self.results.throughput.append(figure)
