@@ -500,6 +500,11 @@ def paho_round_trip(port: int, ca: Path | None) -> list[tuple[str, bytes]]:
         for client in (app, device):
             client.disconnect()
             pump(client, disconnected(client))
+            # paho does not always close a WebSocket's socket itself; an unclosed one would
+            # surface later as a ResourceWarning (an error under filterwarnings=error).
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
     return received
 
 
