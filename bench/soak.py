@@ -205,7 +205,7 @@ def section(args: argparse.Namespace, capacity: float, rate: float, samples: lis
     ]
     if args.minutes < 60:
         lines.append("The one-hour run is still pending; this short run only shows the trend.")
-    lines += ["", "| at | RSS of the three (MiB) | p99 handler latency (ms) | handled msg/s |",
+    lines += ["", "| at | RSS of the three (MiB) | p99 handler latency (ms, upper bound of its bucket; the lowest is 0.1) | handled msg/s |",
               "|---|---|---|---|"]  # fmt: skip
     step = max(1, len(samples) // 12)
     for s in samples[::step]:
