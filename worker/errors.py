@@ -9,13 +9,23 @@ Foreign errors (OSError, paho's, aiomqtt's, orjson's) are translated at the boun
     ├── IdentityError          a bad org, app ID, client ID or API key
     │   └── QuickstartError    allowed on a real org, refused by quickstart's restrictions
     ├── RegistrationError      a handler cannot be registered (caught at import time)
-    ├── AppLoadError           the handlers module cannot be imported or has no App
+    ├── AppLoadError           the handlers module cannot be imported, has no App, or its
+    │                          startup hook failed
     ├── CodecError             a payload cannot be encoded or decoded for its format
     ├── PayloadTooLarge        a payload above the platform's 131072-byte limit
     ├── ProtocolError          bytes that are not valid MQTT (the sans-IO codec)
-    │   └── PacketTooLarge     a packet whose announced length exceeds the reader's bound
-    └── ConnectError           could not reach or stay on the platform
-        └── NotAuthorized      the platform refused the credentials or client ID (CONNACK)
+    │   ├── PacketTooLarge     a packet whose announced length exceeds the reader's bound
+    │   ├── mqtt.decode.UnsupportedProtocolVersion   a CONNECT of a level we do not speak
+    │   ├── platform.wsproto.HandshakeError          a bad WebSocket upgrade request
+    │   └── platform.wsframes.FrameError             a bad WebSocket frame
+    ├── ConnectError           could not reach or stay on the platform
+    │   └── NotAuthorized      the platform refused the credentials or client ID (CONNACK)
+    ├── platform.rules.Denied  a client may not do this on the local platform (has a close code)
+    ├── publish.PublishError   `worker publish`: a bad message or replay file
+    ├── shares.SharesError     `worker shares`: bad URLs, or Prometheus cannot be queried
+    └── demo_procs.DemoError   `worker demo`: a process or phase that failed
+
+The subclasses outside this module live beside the one piece of code that raises them.
 """
 
 from __future__ import annotations
