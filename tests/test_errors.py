@@ -10,7 +10,7 @@ from worker import errors
 
 
 def all_subclasses(cls: type) -> set[type]:
-    found = set(cls.__subclasses__())
+    found: set[type] = set(cls.__subclasses__())
     for sub in list(found):
         found |= all_subclasses(sub)
     return found
