@@ -1,6 +1,6 @@
 """Running the platform as a program: from flag values to listeners, a banner and a clean stop.
 
-``worker platform`` (in :mod:`worker.cli`) parses the flags into a :class:`Launch`, and
+``worker platform`` (in :mod:`worker.cli.platform`) parses the flags into a :class:`Launch`, and
 :func:`prepare` checks them together (every problem names its flag and what is accepted) and
 builds the :class:`~worker.platform.PlatformConfig`. :func:`serve` runs it until SIGTERM or
 SIGINT: listeners, the optional ``/metrics`` server, then a banner that ends with a line

@@ -1,0 +1,79 @@
+"""The ``worker`` command group, and its exit codes: they live here and only here.
+
+0 ok · 1 the demo's check failed, or events could not be published · 2 usage or configuration
+· 3 cannot import the handlers module · 4 could not connect or not authorised · 130 a second
+Ctrl-C cut ``worker run``'s drain short.
+
+Each command family is a module of this package that registers its commands on ``main``:
+``run`` (run, check), ``platform``, ``shares``, ``tools`` (publish, simulate) and ``demo``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, Final, NoReturn, TypeVar
+
+import click
+
+from worker import __version__
+from worker.config import Settings, load_settings
+from worker.errors import ConfigError
+from worker.options import OPTIONS
+
+EXIT_OK: Final = 0
+#: ``worker demo`` saw a share off the expected split or an event lost or handled twice;
+#: ``worker simulate`` could not publish some events
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_APP: Final = 3
+EXIT_CONNECT: Final = 4
+#: a second Ctrl-C gave up the drain (128 + SIGINT, as shells report it)
+EXIT_INTERRUPTED: Final = 130
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settings_options(func: F) -> F:
+    """Add one flag per setting (the same table as the environment variables)."""
+    for option in reversed(OPTIONS):
+        env_names = " / ".join(option.envs)
+        help_text = (
+            f"{option.help}. Accepted: {option.accepted}. Default: {option.default}. "
+            f"[env: {env_names}]"
+        )
+        if option.is_flag:
+            decorator = click.option(option.flag, option.field, default=None, help=help_text)
+        else:
+            metavar = option.field.upper()
+            decorator = click.option(
+                option.flag, option.field, default=None, metavar=metavar, help=help_text
+            )
+        func = decorator(func)
+    return func
+
+
+def resolve_settings(flags: dict[str, Any]) -> Settings:
+    """Settings from the environment and these flags, or a clean exit 2 naming each problem."""
+    try:
+        return load_settings(flags=flags)
+    except ConfigError as exc:
+        fail(EXIT_USAGE, *exc.problems)
+
+
+def fail(code: int, *lines: str) -> NoReturn:
+    """Print each line as an error and exit with ``code`` (no traceback for user errors)."""
+    for line in lines:
+        click.echo(f"error: {line}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="worker")
+def main() -> None:
+    """Scalable IoT event workers for Watson IoT Platform and standard MQTT brokers."""
+
+
+# Importing the command modules registers their commands on ``main``; they import the names
+# above, so this comes last. ``worker.cli:main`` is then the whole command wherever it is used.
+from worker.cli import demo, platform, run, shares, tools  # noqa: E402, F401
