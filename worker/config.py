@@ -20,7 +20,8 @@ from worker import identity as ids
 from worker import topics
 from worker.errors import ConfigError, IdentityError
 from worker.identity import ClientId, IdentityMode
-from worker.options import OPTIONS, Option, Profile, Secret, by_field
+from worker.options import OPTIONS, Option, Profile, by_field
+from worker.parsers import Secret
 
 DEFAULT_DOMAIN: Final = "internetofthings.ibmcloud.com"
 _INSTANCE_BAD = re.compile(r"[^A-Za-z0-9._-]")

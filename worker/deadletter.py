@@ -32,7 +32,7 @@ from typing import IO, Any, Final, Protocol, runtime_checkable
 import orjson
 
 from worker.errors import PayloadTooLarge
-from worker.options import dead_letter as _parse_spec
+from worker.parsers import dead_letter as _parse_spec
 
 log = logging.getLogger("worker.deadletter")
 
