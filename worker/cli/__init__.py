@@ -11,7 +11,7 @@ Each command family is a module of this package that registers its commands on `
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, NoReturn, TypeVar
 
 import click
@@ -19,7 +19,7 @@ import click
 from worker import __version__
 from worker.config import Settings, load_settings
 from worker.errors import ConfigError
-from worker.options import OPTIONS
+from worker.options import OPTIONS, Option
 
 EXIT_OK: Final = 0
 #: ``worker demo`` saw a share off the expected split or an event lost or handled twice;
@@ -36,19 +36,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def settings_options(func: F) -> F:
     """Add one flag per setting (the same table as the environment variables)."""
-    for option in reversed(OPTIONS):
-        env_names = " / ".join(option.envs)
+    return setting_flags(func, OPTIONS, accepted=True)
+
+
+def setting_flags(func: F, options: Iterable[Option], *, accepted: bool) -> F:
+    """One flag per option, in table order; its help names the default and the variables."""
+    for option in reversed(tuple(options)):
+        shown = f" Accepted: {option.accepted}." if accepted else ""
         help_text = (
-            f"{option.help}. Accepted: {option.accepted}. Default: {option.default}. "
-            f"[env: {env_names}]"
+            f"{option.help}.{shown} Default: {option.default}. [env: {' / '.join(option.envs)}]"
         )
-        if option.is_flag:
-            decorator = click.option(option.flag, option.field, default=None, help=help_text)
-        else:
-            metavar = option.field.upper()
-            decorator = click.option(
-                option.flag, option.field, default=None, metavar=metavar, help=help_text
-            )
+        metavar = None if option.is_flag else option.field.upper()
+        decorator = click.option(
+            option.flag, option.field, default=None, metavar=metavar, help=help_text
+        )
         func = decorator(func)
     return func
 

@@ -17,6 +17,7 @@ from worker.cli import (
     fail,
     main,
     resolve_settings,
+    setting_flags,
 )
 from worker.config import Settings
 from worker.options import OPTIONS
@@ -32,19 +33,7 @@ _TOOL_FIELDS: Final = frozenset(
 
 def tool_options(func: F) -> F:
     """The connection flags of ``settings_options`` (same names, same variables), no others."""
-    for option in reversed(OPTIONS):
-        if option.field not in _TOOL_FIELDS:
-            continue
-        help_text = f"{option.help}. Default: {option.default}. [env: {' / '.join(option.envs)}]"
-        if option.is_flag:
-            func = click.option(option.flag, option.field, default=None, help=help_text)(func)
-        else:
-            metavar = option.field.upper()
-            decorator = click.option(
-                option.flag, option.field, default=None, metavar=metavar, help=help_text
-            )
-            func = decorator(func)
-    return func
+    return setting_flags(func, (o for o in OPTIONS if o.field in _TOOL_FIELDS), accepted=False)
 
 
 def tool_settings(flags: dict[str, Any]) -> Settings:
