@@ -66,6 +66,13 @@ _DATA = click.option("--data", metavar="TEXT", help="The payload as it is (e.g. 
 _CLIENT_ID = click.option("--client-id", help="Client ID to publish as. Default: a:ORG:publish-…")
 
 
+def _message_options(func: F) -> F:
+    """The flags of one published message: payload, format, client ID, connection."""
+    for decorator in (tool_options, _CLIENT_ID, _FORMAT, _DATA, _JSON):
+        func = decorator(func)
+    return func
+
+
 @main.group()
 def publish() -> None:
     """Publish events or commands as an application, from the shell or a JSON-lines file.
@@ -97,11 +104,7 @@ def _publish_one(kind: str, parts: tuple[str, str, str], flags: dict[str, Any]) 
 @click.argument("device_type", metavar="TYPE")
 @click.argument("device_id", metavar="ID")
 @click.argument("event", metavar="EVENT")
-@_JSON
-@_DATA
-@_FORMAT
-@_CLIENT_ID
-@tool_options
+@_message_options
 def publish_event(device_type: str, device_id: str, event: str, **flags: Any) -> None:
     """Publish EVENT as if device TYPE/ID had sent it (iot-2/type/T/id/D/evt/E/fmt/F)."""
     _publish_one("event", (device_type, device_id, event), flags)
@@ -111,11 +114,7 @@ def publish_event(device_type: str, device_id: str, event: str, **flags: Any) ->
 @click.argument("device_type", metavar="TYPE")
 @click.argument("device_id", metavar="ID")
 @click.argument("command", metavar="CMD")
-@_JSON
-@_DATA
-@_FORMAT
-@_CLIENT_ID
-@tool_options
+@_message_options
 def publish_command(device_type: str, device_id: str, command: str, **flags: Any) -> None:
     """Send command CMD to device TYPE/ID (iot-2/type/T/id/D/cmd/C/fmt/F)."""
     _publish_one("command", (device_type, device_id, command), flags)
