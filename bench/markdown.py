@@ -109,25 +109,21 @@ def _throughput(r: Results) -> list[str]:
             continue
         runs = ", ".join(rate(x) for x in f.rates)
         fills = rate(min(f.fill_rates)) if f.fill_rates else "-"
+        ratio = f"{r.ratio(f):.2f}x"
         rows.append(
-            [f.name, str(f.qos), rate(f.median), f"{r.ratio(f):.2f}x", runs, fills, str(f.dropped)]
+            [f.name, str(f.qos), rate(f.median), ratio, runs, fills, f"{f.dropped:,}", f.load]
         )
-    header = [
-        "consumer",
-        "QoS",
-        "msg/s (median)",
-        "x baseline",
-        "runs",
-        "publisher msg/s",
-        "dropped",
-    ]
+    header = ["consumer", "QoS", "msg/s (median)", "x baseline", "runs", "publisher msg/s"]
+    header += ["dropped", "load before it"]
     commands = sorted({f"    {f.command}" for f in r.throughput if not f.skipped})
     return [
         "## Consumer throughput",
         "",
-        f'Default transport: `{r.default_transport}`. "publisher msg/s" is the slowest fill',
-        "of the runs (the publisher alone into the broker, consumer stopped).",
+        f"{r.messages:,} JSON events of ~120 bytes on 100 device topics per run. "
+        '"publisher msg/s" is the',
+        "slowest fill of the runs: the publisher alone into the broker (the consumer stopped).",
         "",
+        *_transports(r),
         *table(header, rows),
         "Commands (port and instance vary):",
         "",
@@ -159,6 +155,7 @@ def _latency(r: Results) -> list[str]:
             rate(x.rate),
             rate(x.summary.get("count", 0)),
             *(f"{x.summary.get(k, 0) * 1000:.2f}" for k in ("p50", "p99", "p999", "max")),
+            " / ".join(f"{x.cpu.get(k, 0):.0%}" for k in ("worker", "broker", "publisher")),
         ]
         for x in r.latency
     ]
@@ -177,8 +174,9 @@ def _latency(r: Results) -> list[str]:
         "## End-to-end latency at 50% capacity",
         "",
         *table(header, rows),
-        "CPU is each process's share of one core while publishing: a process near 100% is",
-        "the one that sets the latency.",
+        "Unlike the throughput runs, publisher, broker and worker all run at once here, on two",
+        "cores. CPU is each process's share of one core while publishing; when their sum nears",
+        "200%, the machine, not one process, sets the latency.",
         "",
     ]
 

@@ -56,6 +56,8 @@ class Plan:
     inflight: int
     #: seconds to wait, before each section and figure, for the machine to be quiet
     quiet_wait: float = 0.0
+    #: seconds over which the machine's busy share is sampled before each section and figure
+    load_window: float = 1.0
 
 
 def native_problem() -> str | None:
@@ -133,11 +135,11 @@ class Suite:
         pass makes the figures less noisy, and the reading that is recorded says how it went.
         """
         deadline = time.monotonic() + self.plan.quiet_wait
-        load = measure_load(section)
+        load = measure_load(section, self.plan.load_window)
         while load.busy > QUIET and time.monotonic() < deadline:
             self.say(f"   waiting for a quieter machine before {section} ({load.describe()})")
             await asyncio.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
-            load = measure_load(section)
+            load = measure_load(section, self.plan.load_window)
         return load
 
     async def _throughput(self) -> None:
