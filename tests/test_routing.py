@@ -70,3 +70,45 @@ def test_trie_agrees_with_matches(filters: list[list[str]], levels: list[str]) -
         valid.add(f)
     topic = "/".join(levels)
     assert set(trie.match(topic)) == {f for f in valid if topics.matches(f, topic)}
+
+
+def _levels_universe() -> list[str]:
+    """Every topic of 1-5 levels over {a, b}: enough to tell any two small filters apart."""
+    out: list[str] = []
+    frontier = [""]
+    for _ in range(5):
+        frontier = [f"{p}/{x}" if p else x for p in frontier for x in "ab"]
+        out.extend(frontier)
+    return out
+
+
+UNIVERSE = _levels_universe()
+small_filters = st.lists(st.sampled_from(["a", "b", "+", "#"]), min_size=1, max_size=4).map(
+    "/".join
+)
+
+
+def _matched(f: str) -> set[str]:
+    return {t for t in UNIVERSE if topics.matches(f, t)}
+
+
+@given(st.lists(small_filters, max_size=6), small_filters)
+def test_covering_and_overlapping_agree_with_the_topics_they_match(
+    stored: list[str], probe: str
+) -> None:
+    """covering: every topic the probe matches is matched; overlapping: some topic is."""
+    trie: TopicTrie[str] = TopicTrie()
+    valid = []
+    for f in stored:
+        try:
+            trie.add(f, f)
+        except TopicError:
+            continue
+        valid.append(f)
+    try:
+        topics.validate_filter(probe)
+    except TopicError:
+        return
+    probe_topics = _matched(probe)
+    assert set(trie.covering(probe)) == {f for f in valid if probe_topics <= _matched(f)}
+    assert set(trie.overlapping(probe)) == {f for f in valid if probe_topics & _matched(f)}

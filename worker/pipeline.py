@@ -118,6 +118,8 @@ class Pipeline:
         self._acks: dict[Acker, AckQueue] = {}
         self._ready: list[AckQueue] = []
         self._flush_pending = False
+        #: runners whose ``ok`` count is not yet in the metrics (so 10,000 routes cost nothing)
+        self._counted: list[RouteRunner] = []
         self._stopping = False
         self._abandoned = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -318,6 +320,8 @@ class Pipeline:
         finally:
             self._in_flight -= 1
         if outcome is Outcome.OK:
+            if not run.ok:
+                self._counted.append(run)  # the flush visits only routes with counts to add
             run.ok += 1
         else:
             run.metrics.outcome[outcome].inc()
@@ -349,10 +353,10 @@ class Pipeline:
             queue.release()
             if not queue.pending and self._acks.get(queue.ack) is queue:
                 del self._acks[queue.ack]
-        for run in self._runs:
-            if run.ok:
-                run.metrics.outcome[Outcome.OK].inc(run.ok)
-                run.ok = 0
+        counted, self._counted = self._counted, []
+        for run in counted:
+            run.metrics.outcome[Outcome.OK].inc(run.ok)
+            run.ok = 0
         if not self._queued and not self._in_flight:
             self._idle_now.set()
 

@@ -106,6 +106,60 @@ class TopicTrie(Generic[V]):
             if single is not None:
                 self._walk(single, levels, i + 1, found, False)
 
+    def covering(self, topic_filter: str) -> list[V]:
+        """Every value whose filter matches every topic that ``topic_filter`` matches.
+
+        ``a/+`` covers ``a/b`` and ``a/+``; ``a/#`` covers ``a`` and ``a/+/c``. (Topics that
+        start with ``$`` are not special here: filters of this project never match them.)
+        """
+        found: dict[V, None] = {}
+        self._cover(self._root, topic_filter.split("/"), 0, found)
+        return list(found)
+
+    def _cover(self, node: _Node[V], levels: list[str], i: int, found: dict[V, None]) -> None:
+        multi = node.children.get(MULTI)
+        if multi is not None:
+            found.update(multi.values)  # '#' here covers whatever the rest of the filter is
+        if i == len(levels):
+            found.update(node.values)
+            return
+        level = levels[i]
+        if level == MULTI:
+            return  # only a '#' at the same place (above) covers a '#'
+        for key in (SINGLE,) if level == SINGLE else (level, SINGLE):
+            child = node.children.get(key)
+            if child is not None:
+                self._cover(child, levels, i + 1, found)
+
+    def overlapping(self, topic_filter: str) -> list[V]:
+        """Every value whose filter matches at least one topic that ``topic_filter`` matches."""
+        found: dict[V, None] = {}
+        self._overlap(self._root, topic_filter.split("/"), 0, found)
+        return list(found)
+
+    def _overlap(self, node: _Node[V], levels: list[str], i: int, found: dict[V, None]) -> None:
+        multi = node.children.get(MULTI)
+        if multi is not None:
+            found.update(multi.values)
+        if i == len(levels):
+            found.update(node.values)
+            return
+        level = levels[i]
+        if level == MULTI:
+            # 'a/#' matches 'a' itself and everything below it
+            stack = [node]
+            while stack:
+                below = stack.pop()
+                found.update(below.values)
+                stack.extend(below.children.values())
+            return
+        if level == SINGLE:
+            children = [c for key, c in node.children.items() if key != MULTI]
+        else:
+            children = [c for c in (node.children.get(level), node.children.get(SINGLE)) if c]
+        for child in children:
+            self._overlap(child, levels, i + 1, found)
+
     def filters(self) -> Iterator[tuple[str, list[V]]]:
         """Every stored filter with its values, depth first."""
         stack: list[tuple[_Node[V], tuple[str, ...]]] = [(self._root, ())]
