@@ -83,7 +83,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         overload_rate=10_000 if quick else 20_000,
         routing_messages=min(messages, 100_000),
         routes=10_000,
-        compile_counts=(1, 50, 100, 200) if quick else (1, 250, 500, 1000),
+        compile_counts=(1, 100, 1000) if quick else (1, 1000, 10_000),
         inflight=args.inflight,
         quiet_wait=args.quiet_wait,
         load_window=0.2 if quick else 1.0,

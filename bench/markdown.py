@@ -229,7 +229,7 @@ def _routing(r: Results) -> list[str]:
         "## Routing cost",
         "",
         *table(["routes", "pipeline msg/s", "x 1 route", "cold lookup us"], rows),
-        "`App.compile` (once at start-up; it checks every pair of filters for overlaps):",
+        "`App.compile` (once at start-up; covering and overlapping filters found by trie walks):",
         "",
         *table(["routes", "ms"], compile_rows),
     ]
