@@ -44,8 +44,9 @@ from worker.routes import Entry, InboundLike
 
 log = logging.getLogger("worker.pipeline")
 
-#: a lane gives the loop a turn after this many messages without waiting (no-op handlers)
-YIELD_EVERY: Final = 256
+#: seconds the lanes awake may run handlers back to back (shared among them) before they give
+#: the loop a turn to read, acknowledge and answer; see ``Pipeline._lane``
+TURN: Final = 0.02
 #: seconds the ok counts may wait before they are added to the metrics while work flows
 COUNT_INTERVAL: Final = 0.1
 #: after the drain timeout, how long cancelled lanes get to unwind
@@ -69,7 +70,7 @@ class _Work:
 
 
 class _Lane:
-    __slots__ = ("index", "listed", "queue", "waiter")
+    __slots__ = ("index", "listed", "queue", "summoned", "waiter")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -77,6 +78,8 @@ class _Lane:
         self.waiter: asyncio.Future[None] | None = None
         #: in the idle list already (listed once, however often it idles)
         self.listed = False
+        #: woken for shared work and not yet running (counted in ``Pipeline._summoned``)
+        self.summoned = False
 
 
 def _wake(future: asyncio.Future[None] | None) -> None:
@@ -108,6 +111,10 @@ class Pipeline:
         self._lanes = [_Lane(i) for i in range(settings.concurrency)]
         self._shared: deque[_Work] = deque()
         self._idle: deque[_Lane] = deque()
+        #: idle lanes woken for shared work that have not run yet; see ``_summon``
+        self._summoned = 0
+        #: lanes not waiting for work: they share one TURN
+        self._awake = len(self._lanes)
         self._qos0: deque[_Work] = deque()
         self._qos0_queued = 0
         self._limit = settings.intake_size
@@ -231,13 +238,8 @@ class Pipeline:
             _wake(lane.waiter)
         else:
             self._shared.append(work)
-            idle = self._idle
-            while idle:
-                lane = idle.popleft()
-                lane.listed = False
-                if lane.waiter is not None and not lane.waiter.done():
-                    lane.waiter.set_result(None)
-                    break
+            if not self._summoned:
+                self._summon()
         self._queued += 1
         self._idle_now.clear()
         if work.slot is None:
@@ -249,6 +251,24 @@ class Pipeline:
             if len(q) > 2 * self._limit + 64:
                 # work taken out of order (other lanes) piles up behind a slow head; sweep it
                 self._qos0 = deque(w for w in q if w.state == _QUEUED)
+
+    def _summon(self) -> None:
+        """Wake one idle lane for the shared queue.
+
+        One at a time: a woken lane takes shared work until the queue is empty, and when it
+        takes some while more waits, it summons the next (``_lane``). A batch of quick handlers
+        so wakes one or two lanes, not one per message (each wake is a future, a task step and
+        a loop turn); handlers that wait on I/O still fan out over every lane, one per turn.
+        """
+        idle = self._idle
+        while idle:
+            lane = idle.popleft()
+            lane.listed = False
+            if lane.waiter is not None and not lane.waiter.done():
+                lane.waiter.set_result(None)
+                lane.summoned = True
+                self._summoned += 1
+                return
 
     # --- lanes -------------------------------------------------------------------------
 
@@ -268,8 +288,17 @@ class Pipeline:
             self._finished.set()
 
     async def _lane(self, lane: _Lane) -> None:
+        """Take work until stopped; handlers that never wait get a share of one ``TURN``.
+
+        The turn is a balance, not just fairness: under a QoS 0 backlog, every loop turn also
+        reads a socket buffer's worth of messages (hundreds to thousands), so short turns
+        would make the lanes drop most of what was read instead of handling it, and long
+        ones would hold back acks, pings and ``/metrics``. 20 ms over all lanes keeps the
+        lanes ahead of the reads and bounds the loop's stall whatever a handler costs.
+        """
         own, shared = lane.queue, self._shared
-        streak = 0
+        clock = time.monotonic
+        turn_ends = clock() + TURN / self._awake
         while True:
             if own:
                 work = own.popleft()
@@ -279,26 +308,32 @@ class Pipeline:
                 return
             else:
                 await self._idle_wait(lane)
-                streak = 0
+                turn_ends = clock() + TURN / self._awake
                 continue
+            if shared and not self._summoned:
+                self._summon()  # more waits: the next lane, in case this handler waits
             if work.state != _QUEUED:
                 continue
             self._take(work)
             await self._handle(work)
-            streak += 1
-            if streak >= YIELD_EVERY:
-                streak = 0
+            if clock() >= turn_ends:
                 await asyncio.sleep(0)
+                turn_ends = clock() + TURN / self._awake
 
     async def _idle_wait(self, lane: _Lane) -> None:
         lane.waiter = asyncio.get_running_loop().create_future()
         if not lane.listed:
             lane.listed = True
             self._idle.append(lane)
+        self._awake -= 1
         try:
             await lane.waiter
         finally:
+            self._awake += 1
             lane.waiter = None
+            if lane.summoned:
+                lane.summoned = False
+                self._summoned -= 1
 
     def _take(self, work: _Work) -> None:
         work.state = _TAKEN
