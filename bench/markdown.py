@@ -24,8 +24,13 @@ METHOD = """\
   less work than the baseline.
 - **Latency** is the publisher's monotonic timestamp in the payload subtracted from the
   handler's clock at its start (`bench.apps:latency`): broker, transport, routing, intake and
-  lane, at a steady rate of half the no-op capacity measured in the same invocation. The first
-  second (at most a fifth of the run) is left out.
+  lane, at a steady rate of half the *live capacity* measured just before it: the no-op
+  worker's handled rate while the same publisher sends flat out into the same broker (read
+  from `/metrics` over the middle three fifths of the run). The throughput section's
+  capacity is the worker's alone, with the publisher stopped; here publisher, broker and
+  worker share the two cores, so that set-up's capacity is lower, and half of the worker's
+  own capacity would already saturate the machine. The first second (at most a fifth of the
+  run) is left out.
 - **Overload**: QoS 0 faster than the handler (1 ms sleep, 4 lanes) for the whole period; peak
   RSS is VmHWM of the worker process from /proc; drops are the worker's own counters.
 - **Routing** is in-process: the same 100 topics, each matching exactly one route, with 1 route
@@ -152,6 +157,7 @@ def _latency(r: Results) -> list[str]:
         [
             str(x.qos),
             x.transport,
+            rate(x.capacity),
             rate(x.rate),
             rate(x.summary.get("count", 0)),
             *(f"{x.summary.get(k, 0) * 1000:.2f}" for k in ("p50", "p99", "p999", "max")),
@@ -162,6 +168,7 @@ def _latency(r: Results) -> list[str]:
     header = [
         "QoS",
         "transport",
+        "live capacity msg/s",
         "rate msg/s",
         "samples",
         "p50 ms",

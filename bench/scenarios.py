@@ -1,7 +1,10 @@
 """Scenarios with a live publisher: latency at half capacity, RSS under overload, group scaling.
 
+- live capacity: the no-op worker while the publisher sends flat out, so publisher, broker and
+  worker share the two cores as they do in the latency run; the worker's handled rate over
+  the middle of the run is the capacity of that whole set-up.
 - latency: ``worker run bench.apps:latency`` while the publisher sends at a steady rate (half
-  the no-op capacity measured in the same invocation) with its clock in every payload; the
+  the live capacity measured in the same invocation) with its clock in every payload; the
   handler takes the difference, so the figure is end to end (broker, transport, routing,
   intake, lane) and not just the handler's own time.
 - overload: a QoS 0 publisher several times faster than the handler (1 ms sleep, 4 lanes), for
@@ -35,6 +38,43 @@ OVERLOAD_SLEEP: Final = 0.001
 OVERLOAD_LANES: Final = 4
 
 
+async def live_capacity(
+    port: int, qos: int, flat_out: float, duration: float, transport: str, folder: Path
+) -> float:
+    """The no-op worker's handled rate (ok outcomes) while the publisher sends flat out.
+
+    The rate is read from ``/metrics`` over the middle three fifths of ``duration``: the first
+    fifth is start-up (connections, caches, the broker's queue filling), and the last fifth
+    is left out so that the publisher is still sending throughout the window.
+    """
+    args = worker_args(port, qos, f"capacity-{transport}", "--transport", transport)
+    proc = WorkerProc("capacity", folder / f"capacity-{transport}-q{qos}.log",
+                      "bench.apps:noop", args)  # fmt: skip
+    await proc.start()
+    try:
+        pub = await Publisher.connect("127.0.0.1", port, f"bench-cap-{qos}")
+        try:
+            sending = asyncio.ensure_future(pub.paced(flat_out, duration, qos))
+            # a measuring window, not a synchronisation: the publisher runs for ``duration``
+            await asyncio.sleep(duration / 5)
+            t0, n0 = time.monotonic(), await _handled_ok(proc)
+            await asyncio.sleep(duration * 3 / 5)
+            t1, n1 = time.monotonic(), await _handled_ok(proc)
+            # to its end, barrier included: the broker then has dispatched everything to this
+            # worker, and none of it can reach the latency run's worker with an old timestamp
+            await sending
+        finally:
+            await pub.close()
+    finally:
+        await proc.stop()
+    return (n1 - n0) / (t1 - t0)
+
+
+async def _handled_ok(proc: WorkerProc) -> float:
+    samples = await proc.samples()
+    return sum(v for k, v in samples.items() if 'outcome="ok"' in k)
+
+
 @dataclass
 class Latency:
     """End-to-end latency of one run at a fixed rate."""
@@ -42,6 +82,8 @@ class Latency:
     qos: int
     transport: str
     rate: float
+    #: the capacity it is half of: the no-op worker's rate with the publisher sending flat out
+    capacity: float
     sent: int
     summary: dict[str, float]
     command: str
@@ -52,18 +94,19 @@ class Latency:
 async def latency(
     port: int,
     qos: int,
-    rate: float,
+    capacity: float,
     duration: float,
     transport: str,
     folder: Path,
     broker_pid: int,
 ) -> Latency:
-    """Publish at ``rate`` for ``duration`` s into the latency app; its summary.
+    """Publish at half ``capacity`` for ``duration`` s into the latency app; its summary.
 
     Also the CPU share of the worker, the broker and the harness (the publisher) while
     publishing: when one of them is near 100%, that process, not the worker's path, sets
     the latency.
     """
+    rate = capacity / 2
     result = folder / f"latency-{transport}-q{qos}.json"
     result.unlink(missing_ok=True)
     warmup = int(rate * min(1.0, duration / 5))  # the first second: connections, caches
@@ -89,7 +132,7 @@ async def latency(
     finally:
         await proc.stop()  # the app writes its summary on shutdown
     summary = json.loads(result.read_text()) if result.exists() else {}
-    return Latency(qos, transport, rate, sent, summary, proc.command, shares)
+    return Latency(qos, transport, rate, capacity, sent, summary, proc.command, shares)
 
 
 @dataclass
