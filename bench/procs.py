@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import re
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from tests.fetch import fetch
+from worker.children import die_with_parent
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 START_DEADLINE: Final = 30.0
@@ -38,22 +38,8 @@ _READY = re.compile(r"metrics (http://[^ ]+:(\d+)/metrics)")
 _SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
 
 
-_PR_SET_PDEATHSIG: Final = 1
-
-
 class BenchError(Exception):
     """A consumer did not start, or did not finish within its deadline."""
-
-
-def die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the harness dies, even by SIGKILL.
-
-    Without it an interrupted run would leave workers and subscribers behind on a shared
-    machine. Linux only (prctl); elsewhere nothing is done.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

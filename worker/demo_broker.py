@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
+from worker.children import die_with_parent
 from worker.config import Settings, load_settings
 from worker.errors import ConfigError, ConnectError
 from worker.platform import Platform, PlatformConfig
@@ -206,7 +207,7 @@ async def mosquitto(folder: Path) -> AsyncIterator[Broker]:
         process = await asyncio.create_subprocess_exec(
             binary, "-c", str(_mosquitto_config(folder, port)),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=die_with_parent,
         )  # fmt: skip
         try:
             if await _accepting(port, process):

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
+from worker.children import die_with_parent
 from worker.demo_broker import Broker
 from worker.errors import WorkerError
 
@@ -74,7 +75,7 @@ class Instance:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "worker.cli", "run", APP, *args,
                 cwd=project_root(), env=env, stdout=asyncio.subprocess.PIPE, stderr=log,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=die_with_parent,
             )  # fmt: skip
         assert self._proc.stdout is not None
         try:

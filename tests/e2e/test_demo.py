@@ -125,3 +125,47 @@ async def test_sigterm_ends_the_demo_and_its_workers(tmp_path: Path) -> None:
             proc.kill()
             await proc.wait()
     assert workers_of(tmp_path) == []
+
+
+def processes_of(out: Path) -> list[int]:
+    """Workers (by their ledger) and the demo's Mosquitto (by its config) for ``out``."""
+    found = workers_of(out)
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        is_mosquitto = cmdline.startswith(b"mosquitto\0") or b"/mosquitto\0" in cmdline
+        if is_mosquitto and str(out).encode() in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.parametrize("broker", ["embedded", "mosquitto"])
+async def test_sigkill_of_the_demo_leaves_no_worker_or_broker_behind(
+    tmp_path: Path, broker: str
+) -> None:
+    if broker == "mosquitto" and mosquitto_binary() is None:
+        pytest.skip("mosquitto is needed (scripts/system-deps.sh)")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker.cli", "demo", "--no-live", "--duration", "60",
+        "--broker", broker, "--out", str(tmp_path), cwd=ROOT, env=clean_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(DEMO_DEADLINE):
+            while b"phase 1/6" not in await proc.stdout.readline():
+                pass
+            ledger = tmp_path / "demo-1.ledger"
+            await until(lambda: ledger.exists() and bool(workers_of(tmp_path)), "demo-1")
+            if broker == "mosquitto":
+                assert len(processes_of(tmp_path)) == 2  # the worker and the broker
+            proc.kill()  # no chance to stop anything itself
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    # the kernel sends each child SIGTERM as its parent dies: they drain and exit
+    await until(lambda: processes_of(tmp_path) == [], "the demo's children to exit")
