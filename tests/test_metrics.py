@@ -127,3 +127,58 @@ async def test_real_messages_move_the_counters_and_labels_stay_bounded() -> None
     assert value(metrics, "worker_messages_dropped_total", reason="unrouted") == 1
     exposition = generate_latest(metrics.registry).decode()
     assert "dev1" not in exposition and "iot-2" not in exposition
+
+
+def test_handler_seconds_is_written_as_prometheus_clients_own_histogram_would_be() -> None:
+    """The hot path keeps plain counts; the scrape must not tell the difference."""
+    from prometheus_client import Histogram
+
+    from worker.metrics import HANDLER_BUCKETS
+
+    runs = [0.0, 0.00005, 0.0001, 0.0003, 0.001, 0.02, 1.0, 59.0, 60.0, 61.0, 1e9]
+    ours = new_metrics()
+    route = ours.route("on_reading")
+    reference_registry = CollectorRegistry()
+    reference = Histogram(
+        "worker_handler_seconds", "Time spent in each handler run, by route", ["route"],
+        buckets=HANDLER_BUCKETS, registry=reference_registry,
+    ).labels(route="on_reading")  # fmt: skip
+    for seconds in runs:
+        route.seconds.observe(seconds)
+        reference.observe(seconds)
+
+    def lines(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return [line for line in text.splitlines() if line.startswith("worker_handler_seconds_")
+                and "_created" not in line]  # fmt: skip
+
+    assert lines(ours.registry) == lines(reference_registry)
+    assert len(lines(ours.registry)) == len(HANDLER_BUCKETS) + 3  # buckets, +Inf, count, sum
+
+
+def test_handled_total_is_written_as_prometheus_clients_own_counter_would_be() -> None:
+    from prometheus_client import Counter
+
+    from worker.metrics import Outcome
+
+    ours = new_metrics()
+    reference_registry = CollectorRegistry()
+    reference = Counter(
+        "worker_messages_handled", "Messages handled, by route and outcome",
+        ["route", "outcome"], registry=reference_registry,
+    )  # fmt: skip
+    for route, n in (("on_reading", 3), ("on_status", 1)):
+        counts = ours.route(route).outcome
+        for outcome in Outcome:
+            reference.labels(route=route, outcome=outcome.value)  # exists at 0, as ours do
+        counts[Outcome.OK].inc(n)
+        counts[Outcome.ERROR].inc()
+        reference.labels(route=route, outcome="ok").inc(n)
+        reference.labels(route=route, outcome="error").inc()
+
+    def lines(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return [line for line in text.splitlines()
+                if "worker_messages_handled" in line and "_created" not in line]  # fmt: skip
+
+    assert lines(ours.registry) == lines(reference_registry)

@@ -58,7 +58,7 @@ class RouteRunner:
     """One route with its bound metrics and its dead-letter sink."""
 
     __slots__ = (
-        "dead_letter_failed", "dead_letters", "metrics", "observer", "ok", "route", "sink",
+        "dead_letter_failed", "dead_letters", "metrics", "observer", "route", "sink",
     )  # fmt: skip
 
     def __init__(
@@ -75,8 +75,6 @@ class RouteRunner:
         self.sink: DeadLetterSink | None = dead_letters.sink_for(route.dead_letter)
         self.dead_letter_failed = dead_letter_failed
         self.observer = observer
-        #: ok outcomes the pipeline has not yet added to the counter (it adds them in bulk)
-        self.ok = 0
 
     async def handle(self, entry: Entry, inbound: InboundLike, received_at: float) -> Outcome:
         """Handle one message for this route; the final outcome (never raises but cancel)."""

@@ -27,10 +27,13 @@ Outcomes (``worker_messages_handled_total``), one per message and matching route
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 
 class Kind(enum.StrEnum):
@@ -75,6 +78,91 @@ HANDLER_BUCKETS: Final = (
 )  # fmt: skip
 
 
+#: the ``le`` labels of the buckets as prometheus_client's Histogram writes them (``repr`` for
+#: these bounds; a test compares), with +Inf last
+_LE: Final = (*(repr(b) for b in HANDLER_BUCKETS), "+Inf")
+
+
+class Count:
+    """One series of ``worker_messages_handled_total`` kept as a plain int.
+
+    The two per-message families (this one and ``worker_handler_seconds``) are not
+    prometheus_client's metrics: those take a lock per increment and check their state, about
+    1 µs an update, a fifth of a no-op message's whole path. The loop is their only writer
+    and ``/metrics`` is served on the loop, so plain numbers suffice; collectors write them
+    out at scrape time, exactly as prometheus_client would (tests compare the two).
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: int = 1) -> None:
+        """Add ``amount`` (one message by default)."""
+        self.value += amount
+
+
+class _HandledCollector(Collector):
+    """``worker_messages_handled_total{route,outcome}`` from every route's :class:`Count`."""
+
+    NAME: Final = "worker_messages_handled"
+    DOC: Final = "Messages handled, by route and outcome"
+
+    def __init__(self) -> None:
+        self.routes: dict[str, dict[Outcome, Count]] = {}
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(self.NAME, self.DOC, labels=["route", "outcome"])]
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self.NAME, self.DOC, labels=["route", "outcome"])
+        for route, outcomes in list(self.routes.items()):
+            for outcome, count in outcomes.items():
+                family.add_metric([route, outcome.value], float(count.value))
+        return [family]
+
+
+class Durations:
+    """One route's handler run times: ``worker_handler_seconds`` as plain bucket counts (see
+    :class:`Count` for why)."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        #: per bucket (not cumulative), the last one for +Inf
+        self.counts = [0] * len(_LE)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one run of ``seconds`` (in the first bucket whose bound is >= it)."""
+        self.counts[bisect_left(HANDLER_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
+class _DurationsCollector(Collector):
+    """``worker_handler_seconds{route}``: every route's :class:`Durations` as a histogram."""
+
+    NAME: Final = "worker_handler_seconds"
+    DOC: Final = "Time spent in each handler run, by route"
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Durations] = {}
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily(self.NAME, self.DOC, labels=["route"])]
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(self.NAME, self.DOC, labels=["route"])
+        for route, durations in list(self.routes.items()):
+            cumulative, buckets = 0, []
+            for le, count in zip(_LE, durations.counts, strict=True):
+                cumulative += count
+                buckets.append((le, float(cumulative)))
+            family.add_metric([route], buckets, durations.total)
+        return [family]
+
+
 class RouteMetrics:
     """The children of one route, bound once; the pipeline keeps one per route."""
 
@@ -82,11 +170,11 @@ class RouteMetrics:
 
     def __init__(self, metrics: Metrics, name: str) -> None:
         self.name = name
-        #: one bound counter per outcome; all exist (at 0) from the start so rates are defined
-        self.outcome: dict[Outcome, Counter] = {
-            o: metrics.handled.labels(route=name, outcome=o.value) for o in Outcome
-        }
-        self.seconds: Histogram = metrics.handler_seconds.labels(route=name)
+        #: one count per outcome; all exist (at 0) from the start so rates are defined
+        self.outcome: dict[Outcome, Count] = metrics.handled.routes.setdefault(
+            name, {o: Count() for o in Outcome}
+        )
+        self.seconds: Durations = metrics.handler_seconds.routes.setdefault(name, Durations())
         self.dead_letters: Counter = metrics.dead_letters_total.labels(route=name)
 
 
@@ -119,19 +207,10 @@ class Metrics:
         received = Counter(
             "worker_messages_received", "Messages received, by kind", ["kind"], registry=r
         )
-        self.handled = Counter(
-            "worker_messages_handled",
-            "Messages handled, by route and outcome",
-            ["route", "outcome"],
-            registry=r,
-        )
-        self.handler_seconds = Histogram(
-            "worker_handler_seconds",
-            "Time spent in each handler run, by route",
-            ["route"],
-            buckets=HANDLER_BUCKETS,
-            registry=r,
-        )
+        self.handled = _HandledCollector()
+        r.register(self.handled)
+        self.handler_seconds = _DurationsCollector()
+        r.register(self.handler_seconds)
         dropped = Counter(
             "worker_messages_dropped", "Messages not handled, by reason", ["reason"], registry=r
         )

@@ -47,8 +47,6 @@ log = logging.getLogger("worker.pipeline")
 #: seconds the lanes awake may run handlers back to back (shared among them) before they give
 #: the loop a turn to read, acknowledge and answer; see ``Pipeline._lane``
 TURN: Final = 0.02
-#: seconds the ok counts may wait before they are added to the metrics while work flows
-COUNT_INTERVAL: Final = 0.1
 #: after the drain timeout, how long cancelled lanes get to unwind
 CANCEL_GRACE: Final = 1.0
 
@@ -127,9 +125,6 @@ class Pipeline:
         self._acks: dict[Acker, AckQueue] = {}
         self._ready: list[AckQueue] = []
         self._flush_pending = False
-        #: runners whose ``ok`` count is not yet in the metrics (so 10,000 routes cost nothing)
-        self._counted: list[RouteRunner] = []
-        self._count_due = 0.0
         self._stopping = False
         self._abandoned = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -357,12 +352,7 @@ class Pipeline:
             raise
         finally:
             self._in_flight -= 1
-        if outcome is Outcome.OK:
-            if not run.ok:
-                self._counted.append(run)  # the flush visits only routes with counts to add
-            run.ok += 1
-        else:
-            run.metrics.outcome[outcome].inc()
+        run.metrics.outcome[outcome].inc()
         slot = work.slot
         if slot is not None:
             slot.remaining -= 1
@@ -372,7 +362,7 @@ class Pipeline:
         if not self._flush_pending:
             self._schedule(None)
 
-    # --- acks and counters, once per loop turn ----------------------------------------
+    # --- acks, once per loop turn ----------------------------------------
 
     def _schedule(self, queue: AckQueue | None) -> None:
         if queue is not None and not queue.ready:
@@ -383,7 +373,7 @@ class Pipeline:
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Release finished acks (one call per connection) and add up the ok counts."""
+        """Release finished acks (one call per connection); note when all is done."""
         self._flush_pending = False
         ready, self._ready = self._ready, []
         for queue in ready:
@@ -391,17 +381,7 @@ class Pipeline:
             queue.release()
             if not queue.pending and self._acks.get(queue.ack) is queue:
                 del self._acks[queue.ack]
-        idle = not self._queued and not self._in_flight
-        now = time.monotonic()
-        # Counting in the metrics costs a locked increment per route, so under a steady stream
-        # the ok counts are added at most every COUNT_INTERVAL; at idle they are added at once.
-        if self._counted and (idle or now >= self._count_due):
-            self._count_due = now + COUNT_INTERVAL
-            counted, self._counted = self._counted, []
-            for run in counted:
-                run.metrics.outcome[Outcome.OK].inc(run.ok)
-                run.ok = 0
-        if idle:
+        if not self._queued and not self._in_flight:
             self._idle_now.set()
 
     # --- stopping ----------------------------------------------------------------------
