@@ -187,6 +187,9 @@ class NativeTransport(InboundProtocol):
                     ConnectError(f"{what} at {self._where} failed: the connection was lost")
                 )
 
+    def _answer_awaited(self) -> bool:
+        return bool(self._pending)
+
     def _on_resume(self) -> None:
         if self._ping_at is not None:
             # A PINGRESP may be queued behind what was not read meanwhile: restart its clock.
@@ -215,6 +218,8 @@ class NativeTransport(InboundProtocol):
         self._require(what)
         future: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
         self._pending[packet_id] = (what, future)
+        if self._paused:
+            self._resume()  # the answer is behind what was not read: read on until it arrives
         try:
             self._write(data)
             return await future

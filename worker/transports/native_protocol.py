@@ -8,7 +8,10 @@ with ONE ``transport.write``. Nothing on that path allocates a task or a future 
 Flow control: batches wait in a deque for the consumer (the connection supervisor feeding the
 pipeline). When ``max_pending`` reads are waiting, the socket stops being read until the consumer
 takes them; then the kernel's receive buffer, TCP and, for QoS 1, the broker's in-flight window
-hold the publisher back, so memory stays bounded however slow the handlers are.
+hold the publisher back, so memory stays bounded however slow the handlers are. The one
+exception: while one of our requests (a QoS 1 PUBLISH, a SUBSCRIBE) waits for its answer, the
+socket is read, because that answer is behind the unread messages, and the handler waiting for
+it may be what the consumer waits for (``--overflow block``).
 
 Packets other than PUBLISH go to ``_control``, and a lost connection to ``_on_lost``: the
 requests, the handshake and the keepalive that answer them are ``worker.transports.native``'s.
@@ -130,7 +133,12 @@ class InboundProtocol(asyncio.Protocol):
             self._received += len(batch)
             self._ready.append(batch)
             self._wake()
-            if len(self._ready) >= self._max_pending and not self._paused and self._transport:
+            if (
+                len(self._ready) >= self._max_pending
+                and not self._paused
+                and not self._answer_awaited()
+                and self._transport
+            ):
                 self._paused = True
                 self._transport.pause_reading()
 
@@ -174,6 +182,10 @@ class InboundProtocol(asyncio.Protocol):
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _answer_awaited(self) -> bool:
+        """Whether a request waits for its answer (then reads go on; see ``native``)."""
+        return False
 
     def _resume(self) -> None:
         self._paused = False
