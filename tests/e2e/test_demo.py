@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -103,10 +105,12 @@ def workers_of(out: Path) -> list[int]:
     return found
 
 
-async def test_sigterm_ends_the_demo_and_its_workers(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def demo_in_phase_one(out: Path, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``worker demo`` (60 s), once its first worker is up; killed on the way out if need be."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "worker.cli", "demo", "--no-live", "--duration", "60",
-        "--out", str(tmp_path), cwd=ROOT, env=clean_env(), stdout=asyncio.subprocess.PIPE,
+        "--out", str(out), *args, cwd=ROOT, env=clean_env(), stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -116,14 +120,19 @@ async def test_sigterm_ends_the_demo_and_its_workers(tmp_path: Path) -> None:
             while b"phase 1/6" not in await proc.stdout.readline():
                 pass
             # The ledger is opened by the app's startup hook: the worker is up.
-            ledger = tmp_path / "demo-1.ledger"
-            await until(lambda: ledger.exists() and bool(workers_of(tmp_path)), "demo-1")
-            proc.terminate()
-            assert await proc.wait() == 130
+            ledger = out / "demo-1.ledger"
+            await until(lambda: ledger.exists() and bool(workers_of(out)), "demo-1")
+            yield proc
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_sigterm_ends_the_demo_and_its_workers(tmp_path: Path) -> None:
+    async with demo_in_phase_one(tmp_path) as proc:
+        proc.terminate()
+        assert await proc.wait() == 130
     assert workers_of(tmp_path) == []
 
 
@@ -147,25 +156,10 @@ async def test_sigkill_of_the_demo_leaves_no_worker_or_broker_behind(
 ) -> None:
     if broker == "mosquitto" and mosquitto_binary() is None:
         pytest.skip("mosquitto is needed (scripts/system-deps.sh)")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker.cli", "demo", "--no-live", "--duration", "60",
-        "--broker", broker, "--out", str(tmp_path), cwd=ROOT, env=clean_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    try:
-        async with asyncio.timeout(DEMO_DEADLINE):
-            while b"phase 1/6" not in await proc.stdout.readline():
-                pass
-            ledger = tmp_path / "demo-1.ledger"
-            await until(lambda: ledger.exists() and bool(workers_of(tmp_path)), "demo-1")
-            if broker == "mosquitto":
-                assert len(processes_of(tmp_path)) == 2  # the worker and the broker
-            proc.kill()  # no chance to stop anything itself
-            await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    async with demo_in_phase_one(tmp_path, "--broker", broker) as proc:
+        if broker == "mosquitto":
+            assert len(processes_of(tmp_path)) == 2  # the worker and the broker
+        proc.kill()  # no chance to stop anything itself
+        await proc.wait()
     # the kernel sends each child SIGTERM as its parent dies: they drain and exit
     await until(lambda: processes_of(tmp_path) == [], "the demo's children to exit")
