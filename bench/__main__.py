@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import datetime
 import shlex
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 from bench.broker import BenchMosquitto, mosquitto_binary, mosquitto_version
 from bench.machine import describe
 from bench.markdown import render, with_foreign_sections
-from bench.procs import ROOT
+from bench.procs import ROOT, until_terminated
 from bench.report import Results
 from bench.suite import SECTIONS, Plan, Suite
 from worker import loops
@@ -90,14 +89,6 @@ def make_plan(args: argparse.Namespace) -> Plan:
     )
 
 
-async def _until_terminated(suite: Suite) -> bool:
-    """Run the suite; SIGTERM cancels it, so that every ``finally`` stops its processes."""
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    return await suite.run()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run, print, write; 1 when a section failed."""
     args = parse(sys.argv[1:] if argv is None else argv)
@@ -129,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         broker.start()
         try:
             suite = Suite(plan, broker, results, folder, lambda line: print(line, flush=True))
-            failed = loops.run(_until_terminated(suite), "uvloop")
+            failed = loops.run(until_terminated(suite.run()), "uvloop")
         except asyncio.CancelledError:
             print("terminated: every process the run started has been stopped")
             return 1

@@ -21,9 +21,9 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 from tests.fetch import fetch
 from worker.children import die_with_parent
@@ -40,6 +40,17 @@ _SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
 
 class BenchError(Exception):
     """A consumer did not start, or did not finish within its deadline."""
+
+
+T = TypeVar("T")
+
+
+async def until_terminated(main: Awaitable[T]) -> T:
+    """Await ``main``; SIGTERM cancels it, so that every ``finally`` stops its processes."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await main
 
 
 def clean_env(**extra: str) -> dict[str, str]:
