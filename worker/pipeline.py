@@ -362,7 +362,7 @@ class Pipeline:
         if not self._flush_pending:
             self._schedule(None)
 
-    # --- acks, once per loop turn ----------------------------------------
+    # --- acks, once per loop turn ------------------------------------------------------
 
     def _schedule(self, queue: AckQueue | None) -> None:
         if queue is not None and not queue.ready:
