@@ -53,8 +53,8 @@ async def live_capacity(
     await proc.start()
     try:
         pub = await Publisher.connect("127.0.0.1", port, f"bench-cap-{qos}")
+        sending = asyncio.ensure_future(pub.paced(flat_out, duration, qos))
         try:
-            sending = asyncio.ensure_future(pub.paced(flat_out, duration, qos))
             # a measuring window, not a synchronisation: the publisher runs for ``duration``
             await asyncio.sleep(duration / 5)
             t0, n0 = time.monotonic(), await _handled_ok(proc)
@@ -64,6 +64,8 @@ async def live_capacity(
             # worker, and none of it can reach the latency run's worker with an old timestamp
             await sending
         finally:
+            if not sending.done():
+                sending.cancel()  # the window failed; the run is lost anyway
             await pub.close()
     finally:
         await proc.stop()
