@@ -118,14 +118,12 @@ def p99_ms(before: dict[float, int], after: dict[float, int]) -> float:
     if not window or window[-1] == 0:
         return 0.0
     target = 0.99 * window[-1]
-    lower, below = 0.0, 0
-    for bound, count in zip(bounds, window, strict=True):
-        if count >= target:
-            if math.isinf(bound):
-                return lower * 1000  # beyond the last finite bound: say that bound
-            return (lower + (bound - lower) * (target - below) / (count - below)) * 1000
-        lower, below = bound, count
-    return lower * 1000
+    # the first bucket that holds the target (the last, +Inf, always does)
+    i = next(i for i, count in enumerate(window) if count >= target)
+    lower, below = (bounds[i - 1], window[i - 1]) if i else (0.0, 0)
+    if math.isinf(bounds[i]):
+        return lower * 1000  # beyond the last finite bound: say that bound
+    return (lower + (bounds[i] - lower) * (target - below) / (window[i] - below)) * 1000
 
 
 async def measure(workers: list[WorkerProcess], publisher: Publisher, seconds: float) -> float:

@@ -90,7 +90,8 @@ class Count:
     prometheus_client's metrics: those take a lock per increment and check their state, about
     1 µs an update, a fifth of a no-op message's whole path. The loop is their only writer
     and ``/metrics`` is served on the loop, so plain numbers suffice; collectors write them
-    out at scrape time, exactly as prometheus_client would (tests compare the two).
+    out at scrape time as prometheus_client would, line for line (tests compare), except for
+    its ``_created`` series, which nothing here reads.
     """
 
     __slots__ = ("value",)
