@@ -125,7 +125,14 @@ class TopicTrie(Generic[V]):
             return
         level = levels[i]
         if level == MULTI:
-            return  # only a '#' at the same place (above) covers a '#'
+            # Only a '#' at the same place (above) covers a '#' - and, for a leading '#', '+/#':
+            # a topic has at least one level, so '+/#' matches every topic '#' matches.
+            if i == 0:
+                single = node.children.get(SINGLE)
+                below = single.children.get(MULTI) if single is not None else None
+                if below is not None:
+                    found.update(below.values)
+            return
         for key in (SINGLE,) if level == SINGLE else (level, SINGLE):
             child = node.children.get(key)
             if child is not None:
