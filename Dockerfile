@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The worker image: `worker run handlers.example` by default; `worker platform`, `worker check`
+# The worker image: `worker run worker.examples.fleet` by default; `worker platform`, `worker check`
 # and the other commands with another CMD. Build from the repository root:
 #   docker build -t worker:dev .
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
@@ -25,13 +25,14 @@ COPY worker/ worker/
 RUN pip install --no-deps . \
  && python -m compileall -q /opt/venv
 
-# ---- runtime: the virtual environment, the handlers and nothing else ----
+# ---- runtime: the virtual environment and nothing else ----
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 worker \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin worker
 COPY --from=build /opt/venv /opt/venv
-COPY handlers/ /app/handlers/
+# An image of your own adds its handlers module here, e.g.
+#   COPY handlers/ /app/handlers/   and   CMD ["run", "handlers.mymod"]
 # Bytecode is compiled at build time, so a read-only root filesystem needs no writes.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
@@ -47,4 +48,4 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/livez' % (os.environ.get('WORKER_METRICS_PORT') or '9100'), timeout=2)"]
 ENTRYPOINT ["worker"]
-CMD ["run", "handlers.example"]
+CMD ["run", "worker.examples.fleet"]

@@ -11,7 +11,7 @@ SYSDEPS := $(VENV)/.system-deps
 help:
 	@echo "make demo   - set up and run the local horizontal-scaling demo"
 	@echo "make test   - set up and run lint, type checks and the test suite"
-	@echo "make lint   - ruff check and format check"
+	@echo "make lint   - ruff check, format check and the import layer contracts"
 	@echo "make bench  - benchmarks (results in BENCHMARKS.md; BENCH_ARGS=--quick for a short run)"
 	@echo "make soak   - one hour at half capacity (SOAK_ARGS=\"--minutes 5\" for a short run)"
 
@@ -32,9 +32,10 @@ install: $(INSTALLED)
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(INSTALLED)
-	$(VENV)/bin/mypy $(wildcard worker tests handlers bench)
+	$(VENV)/bin/mypy worker tests bench
 
 pytest: $(INSTALLED) $(SYSDEPS)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -28,7 +28,7 @@ from typing import Final
 from bench.payloads import FILTER, encode
 from bench.procs import ROOT, START_DEADLINE, BenchError, clean_env
 from bench.publisher import Publisher
-from worker.children import die_with_parent
+from worker.tools.children import die_with_parent
 
 SUBSCRIBERS: Final = 3
 NODELAY: Final = "Mosquitto, set_tcp_nodelay true"

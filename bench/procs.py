@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
 from tests.fetch import fetch
-from worker.children import die_with_parent
+from worker.tools.children import die_with_parent
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 START_DEADLINE: Final = 30.0

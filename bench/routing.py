@@ -28,7 +28,7 @@ from worker import App
 from worker.config import Settings
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
-from worker.routes import Router
+from worker.routes import RouteTable
 from worker.transports.base import Inbound
 
 BATCH: Final = 64
@@ -91,7 +91,7 @@ def _no_ack(packet_ids: Any) -> None:
 
 def cold_lookup_us(app: App, count: int) -> float:
     """Microseconds per router lookup of a topic never seen before."""
-    router = Router(app.routes)
+    router = RouteTable(app.routes)
     topics = [_TOPIC.format(n % TOPICS, f"x{n}") for n in range(count)]
     started = time.perf_counter()
     for topic in topics:

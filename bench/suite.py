@@ -92,7 +92,7 @@ def variants(plan: Plan, native: str | None) -> list[Variant]:
             skip=native,
             qos=0,
         ),
-        worker_variant("worker handlers.example (default transport)", "handlers.example"),
+        worker_variant("worker worker.examples.fleet (default transport)", "worker.examples.fleet"),
         c_client_variant(),
     ]
 

@@ -21,7 +21,7 @@ from worker import (
     TopicError,
 )
 from worker.metrics import Kind
-from worker.routes import Router
+from worker.routes import RouteTable
 
 
 async def on_event(e: Event) -> None:
@@ -184,7 +184,7 @@ def test_router_cache_is_bounded_and_lookup_does_not_scan_routes() -> None:
         async def handler(e: Event) -> None: ...
 
         app.event(device_id=f"d{n}", name=f"h{n}")(handler)
-    router = Router(app.routes, cache_size=3)
+    router = RouteTable(app.routes, cache_size=3)
     for n in range(10):
         entry = router.lookup(f"iot-2/type/t/id/d{n}/evt/e/fmt/json")
         assert [r.name for r in entry.routes] == [f"h{n}"]

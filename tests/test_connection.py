@@ -17,7 +17,7 @@ from worker.config import Settings, load_settings
 from worker.connection import Backoff, Connection, transport_factory
 from worker.errors import ConfigError, NotAuthorized
 from worker.metrics import Metrics
-from worker.transports.aiomqtt import AiomqttTransport
+from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions, Inbound
 
 pytestmark = pytest.mark.mosquitto

@@ -10,9 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from worker import cli
-from worker.demo import PHASES, DemoConfig, Outcome
-from worker.demo_broker import from_url
-from worker.demo_report import (
+from worker.errors import ConfigError
+from worker.tools.demo import PHASES, DemoConfig, DemoResult
+from worker.tools.demo_broker import from_url
+from worker.tools.demo_report import (
     PhaseResult,
     Shares,
     chart_svg,
@@ -21,7 +22,6 @@ from worker.demo_report import (
     results_json,
     table,
 )
-from worker.errors import ConfigError
 
 NAMES = ["demo-1", "demo-2", "demo-3"]
 SVG = "{http://www.w3.org/2000/svg}"
@@ -130,7 +130,7 @@ def test_demo_exits_1_when_the_scenario_did_not_hold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     missed = phase([1 / 3] * 3, [0.6, 0.2, 0.2])
-    outcome = Outcome(
+    outcome = DemoResult(
         [missed],
         check_delivery(range(2), [], {"demo-1": [0, 1]}),
         {"demo-1": 0},
@@ -139,10 +139,10 @@ def test_demo_exits_1_when_the_scenario_did_not_hold(
         tmp_path / "demo.svg",
     )
 
-    async def fake(config: DemoConfig, out: object) -> Outcome:
+    async def fake(config: DemoConfig, out: object) -> DemoResult:
         return outcome
 
-    monkeypatch.setattr("worker.demo.run_demo", fake)
+    monkeypatch.setattr("worker.tools.demo.run_demo", fake)
     result = CliRunner().invoke(cli.main, ["demo", "--no-live", "--out", str(tmp_path)])
     assert result.exit_code == 1, result.output
     assert "MISSED" in result.output and "did NOT hold" in result.output

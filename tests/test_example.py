@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import orjson
 
-from handlers import example
 from tests.pipeline_kit import Acks, Published, event, new_metrics, running, value
 from worker import DeviceStatus, Event
 from worker.deadletter import DeadLetters
+from worker.examples import fleet as example
 
 
 def test_the_example_app_registers_its_routes() -> None:

@@ -1,4 +1,4 @@
-"""handlers/example.py, tested as its users would: in memory, then on the local platform."""
+"""worker/examples/fleet.py, tested as its users would: in memory, then on the local platform."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 import aiomqtt
 import orjson
 
-from handlers import example
 from worker.config import Settings
+from worker.examples import fleet as example
 from worker.testing import TestClient
 from worker.testing.fixtures import DEADLINE, LocalPlatform, RunApp, publish_event
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from handlers import example
 from tests.pipeline_kit import Published
 from worker import Event
+from worker.examples import fleet as example
 
 
 async def test_the_ledger_holds_each_finished_reading_once(

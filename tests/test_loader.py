@@ -62,4 +62,4 @@ def test_import_errors_carry_their_message(modules: Path) -> None:
 
 def test_malformed_target() -> None:
     with pytest.raises(AppLoadError, match="expected MODULE or MODULE:ATTR"):
-        load_app("handlers.example:")
+        load_app("worker.examples.fleet:")

@@ -14,7 +14,7 @@ import pytest
 
 from tests.prometheus import needs_prometheus, prometheus_server
 from tests.test_shares import FakeInstance, metrics_endpoint, run_command, serve
-from worker.shares import InstanceShare, SharesError, prometheus_shares
+from worker.tools.shares import InstanceShare, SharesError, prometheus_shares
 
 DEADLINE = 45.0
 EXPECTED = (0.2, 0.3, 0.5)

@@ -11,7 +11,7 @@ import pytest
 from tests.e2e.procs import run_cli
 from tests.tools import KEY, TOKEN, listening
 from worker.platform import Platform, PlatformConfig
-from worker.publish import (
+from worker.tools.publish import (
     PublishError,
     event_message,
     payload_of,

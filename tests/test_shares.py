@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from worker.shares import (
+from worker.tools.shares import (
     InstanceShare,
     Reading,
     SharesError,
@@ -23,7 +23,7 @@ from worker.shares import (
     normalize_url,
     prometheus_shares,
 )
-from worker.shares_view import BAR_WIDTH, render, run_shares
+from worker.tools.shares_view import BAR_WIDTH, render, run_shares
 
 DEADLINE = 30.0
 

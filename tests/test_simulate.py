@@ -11,7 +11,7 @@ from tests.e2e.procs import run_cli
 from tests.tools import KEY, TOKEN, listening
 from worker.config import Settings, load_settings
 from worker.platform import Platform, PlatformConfig
-from worker.simulate import SimConfig, Simulator, fleet
+from worker.tools.simulate import SimConfig, Simulator, fleet
 
 EVENTS = "iot-2/type/+/id/+/evt/+/fmt/+"
 STATUS = "iot-2/type/+/id/+/mon"

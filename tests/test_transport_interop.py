@@ -24,7 +24,7 @@ from tests.mosquitto import Mosquitto, free_port
 from worker.errors import ConnectError, NotAuthorized
 from worker.platform import Platform, PlatformConfig
 from worker.platform.tls import dev_server_context, ensure_dev_certificates
-from worker.transports.aiomqtt import AiomqttTransport
+from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions, Inbound, Transport
 from worker.transports.native import NativeTransport
 

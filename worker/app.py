@@ -46,7 +46,7 @@ from worker.errors import (
     TopicError,
 )
 from worker.metrics import Kind
-from worker.routes import BACKOFF_CAP, Route, Router, partial_overlaps, subscription_filters
+from worker.routes import BACKOFF_CAP, Route, RouteTable, partial_overlaps, subscription_filters
 
 log = logging.getLogger("worker.app")
 
@@ -71,7 +71,7 @@ class App:
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._publisher: Publisher | None = None
-        self._router: Router | None = None
+        self._router: RouteTable | None = None
 
     # --- registration ----------------------------------------------------------------
 
@@ -240,7 +240,7 @@ class App:
         """
         return subscription_filters(self._routes)
 
-    def compile(self) -> Router:
+    def compile(self) -> RouteTable:
         """Build the router (once; later calls return it). No registration after this."""
         if self._router is None:
             for a, b in partial_overlaps(self._routes):
@@ -254,11 +254,11 @@ class App:
                     "%d subscriptions; Watson IoT allows a scalable application %d shared "
                     "subscriptions (merge routes with '+')", count, SHARED_SUBSCRIPTION_QUOTA,
                 )  # fmt: skip
-            self._router = Router(self._routes)
+            self._router = RouteTable(self._routes)
         return self._router
 
     @property
-    def router(self) -> Router:
+    def router(self) -> RouteTable:
         """The compiled router (compiled on first use)."""
         return self._router or self.compile()
 

@@ -93,7 +93,7 @@ def transport_factory(name: str, *, websockets: bool = False) -> TransportFactor
     only, and a default should not turn a working WebSocket deployment into a config error.
     """
     if name == "aiomqtt" or (name == "native" and websockets):
-        from worker.transports.aiomqtt import AiomqttTransport
+        from worker.transports.aiomqtt_transport import AiomqttTransport
 
         return AiomqttTransport
     if name == "native":

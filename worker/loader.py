@@ -20,7 +20,9 @@ def load_app(target: str) -> App:
     """The App of ``MODULE[:ATTR]``; AppLoadError when it does not import or holds no App."""
     module_name, _, attr = target.partition(":")
     if not module_name or (":" in target and not attr):
-        raise AppLoadError(f"{target!r}: expected MODULE or MODULE:ATTR, e.g. handlers.example")
+        raise AppLoadError(
+            f"{target!r}: expected MODULE or MODULE:ATTR, e.g. worker.examples.fleet"
+        )
     module = _import(module_name)
     if attr:
         found = getattr(module, attr, None)

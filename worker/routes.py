@@ -1,6 +1,6 @@
 """Routes and the compiled router: which handlers a received topic goes to, in one dict lookup.
 
-A :class:`Router` is built once from an App's routes. Its :class:`~worker.routing.TopicTrie`
+A :class:`RouteTable` is built once from an App's routes. Its :class:`~worker.routing.TopicTrie`
 answers a topic it has not seen (cost: the topic's depth, never the number of routes); the
 answer is kept in a bounded per-topic cache, so the steady state is one dict lookup per
 message. The answer carries the parsed topic too, so messages are built without re-parsing.
@@ -123,7 +123,7 @@ def parse_topic(topic: str) -> tuple[Kind, tuple[str, ...], Builder]:
     return Kind.APP_STATUS, (parsed.app_id,), _app_status
 
 
-class Router:
+class RouteTable:
     """Routes compiled into a trie, with a bounded per-topic answer cache."""
 
     __slots__ = ("_cache", "_cache_size", "_trie", "routes")

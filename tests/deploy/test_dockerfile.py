@@ -92,7 +92,7 @@ def test_runs_as_a_numeric_non_root_user() -> None:
 
 def test_entrypoint_cmd_signal_and_port() -> None:
     assert [json.loads(a) for a in FINAL.args("ENTRYPOINT")] == [["worker"]]
-    assert [json.loads(a) for a in FINAL.args("CMD")] == [["run", "handlers.example"]]
+    assert [json.loads(a) for a in FINAL.args("CMD")] == [["run", "worker.examples.fleet"]]
     assert FINAL.args("STOPSIGNAL") == ["SIGTERM"]
     assert FINAL.args("EXPOSE") == [str(DEFAULT_METRICS_PORT)]
     (check,) = FINAL.args("HEALTHCHECK")

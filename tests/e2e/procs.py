@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from tests.fetch import fetch
-from worker.transports.aiomqtt import AiomqttTransport
+from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions
 
 ROOT: Final = Path(__file__).resolve().parents[2]

@@ -19,8 +19,8 @@ from tests.e2e.procs import WorkerProcess, event_topic, run_cli
 from tests.e2e.test_run_platform import KEY, TOKEN, wiotp_args
 from tests.prometheus import needs_prometheus, prometheus_server
 from worker.platform import Platform, PlatformConfig
-from worker.shares import InstanceShare, SharesError, prometheus_shares
-from worker.transports.aiomqtt import AiomqttTransport
+from worker.tools.shares import InstanceShare, SharesError, prometheus_shares
+from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions
 
 pytestmark = [pytest.mark.promtool, needs_prometheus]

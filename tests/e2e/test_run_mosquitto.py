@@ -11,7 +11,7 @@ from tests.conftest import MosquittoFactory
 from tests.e2e.conftest import Spawn
 from tests.e2e.procs import WorkerProcess, event_topic, exactly_once, publish_events, until
 from tests.mosquitto import Mosquitto
-from worker.transports.aiomqtt import AiomqttTransport
+from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions
 
 pytestmark = pytest.mark.mosquitto

@@ -127,7 +127,7 @@ async def test_w1_w5_the_platform_serves_tcp_tls_and_metrics_and_stops_on_sigter
     assert TOKEN not in banner
     assert f"api key {KEY}  token MP******" in banner
     assert f"CA file {tmp_path / 'tls' / 'ca.pem'}" in banner
-    assert "worker run handlers.example --host 127.0.0.1 --port" in banner
+    assert "worker run worker.examples.fleet --host 127.0.0.1 --port" in banner
     try:
         tcp, tls_port = running.url("mqtt"), running.url("mqtts")
         assert await connect(tcp, "a:abc123:cli", KEY, TOKEN) == 0

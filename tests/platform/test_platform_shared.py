@@ -15,7 +15,7 @@ import pytest
 
 from tests.platform.conftest import API_KEY, ORG, TOKEN, app_client, device_client, raw
 from worker.platform import Platform
-from worker.platform.router import Message, RandomChoice, RoundRobin, Router
+from worker.platform.router import Envelope, RandomChoice, RoundRobin, Router
 from worker.platform.session import Session
 
 ALL_EVENTS = "iot-2/type/+/id/+/evt/+/fmt/+"
@@ -179,7 +179,7 @@ def group_of(router: Router, n: int) -> list[tuple[Session, Outlet]]:
 
 def publish(router: Router, count: int) -> None:
     for _ in range(count):
-        router.publish(Message(f"{ORG}/type/t/id/d/evt/e/fmt/f", b"x", 0))
+        router.publish(Envelope(f"{ORG}/type/t/id/d/evt/e/fmt/f", b"x", 0))
 
 
 def test_w28_random_strategy_shares_and_is_reproducible_with_a_seed() -> None:

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from worker.platform import Platform, PlatformConfig, auth, tls, websocket, wsproto
+from worker.platform import Platform, PlatformConfig, auth, tls, websocket, ws_handshake
 from worker.platform.wsframes import Opcode, encode_frame
 
 DEADLINE = 5.0
@@ -59,8 +59,8 @@ def parse_server_frames(data: bytes) -> list[tuple[int, bytes]]:
     return frames
 
 
-def opened(max_frame: int = wsproto.DEFAULT_MAX_FRAME) -> wsproto.ServerConnection:
-    connection = wsproto.ServerConnection(max_frame)
+def opened(max_frame: int = ws_handshake.DEFAULT_MAX_FRAME) -> ws_handshake.ServerConnection:
+    connection = ws_handshake.ServerConnection(max_frame)
     assert connection.receive(upgrade()).opened
     return connection
 
@@ -69,7 +69,7 @@ def opened(max_frame: int = wsproto.DEFAULT_MAX_FRAME) -> wsproto.ServerConnecti
 
 
 def test_the_handshake_answers_101_with_the_rfc_accept_value() -> None:
-    result = wsproto.ServerConnection().receive(upgrade())
+    result = ws_handshake.ServerConnection().receive(upgrade())
     assert result.opened and not result.closed
     head = result.reply.decode()
     assert head.startswith("HTTP/1.1 101 Switching Protocols\r\n")
@@ -83,7 +83,7 @@ def test_the_handshake_answers_101_with_the_rfc_accept_value() -> None:
     [("mqtt", "mqtt"), ("mqttv3.1", "mqttv3.1"), ("wamp, mqttv3.1, mqtt", "mqttv3.1")],
 )
 def test_the_clients_first_mqtt_subprotocol_is_echoed(offered: str, chosen: str) -> None:
-    connection = wsproto.ServerConnection()
+    connection = ws_handshake.ServerConnection()
     result = connection.receive(upgrade(offered))
     assert f"Sec-WebSocket-Protocol: {chosen}\r\n" in result.reply.decode()
     assert connection.subprotocol == chosen
@@ -92,7 +92,7 @@ def test_the_clients_first_mqtt_subprotocol_is_echoed(offered: str, chosen: str)
 def test_header_names_are_case_insensitive_and_repeats_are_joined() -> None:
     request = upgrade(None).replace(b"\r\n\r\n", b"\r\nsec-websocket-protocol: x\r\n")
     request += b"SEC-WEBSOCKET-PROTOCOL: mqtt\r\n\r\n"
-    assert wsproto.ServerConnection().receive(request).opened
+    assert ws_handshake.ServerConnection().receive(request).opened
 
 
 @pytest.mark.parametrize(
@@ -108,38 +108,38 @@ def test_header_names_are_case_insensitive_and_repeats_are_joined() -> None:
         (upgrade(Host=None), "the Host header is missing"),
         (upgrade().replace(b"GET", b"POST", 1), "expected a 'GET {path} HTTP/1.1'"),
         (b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n", "the request head is not ASCII"),
-        (b"\x10\x0c\x00\x04MQTT\x04\x02\x00<\x00\x00", wsproto.PLAIN_MQTT),
+        (b"\x10\x0c\x00\x04MQTT\x04\x02\x00<\x00\x00", ws_handshake.PLAIN_MQTT),
         (b"GET / HTTP/1.1\r\nbad header\r\n\r\n", "malformed header line 'bad header'"),
     ],
 )
 def test_a_bad_handshake_gets_400_with_the_reason(request_bytes: bytes, reason: str) -> None:
-    connection = wsproto.ServerConnection()
+    connection = ws_handshake.ServerConnection()
     result = connection.receive(request_bytes)
     assert result.closed and not result.opened
     head, _, body = result.reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert body.decode().startswith(reason)
     assert f"Content-Length: {len(body)}".encode() in head
-    assert connection.receive(frame(Opcode.BINARY, b"x")) == wsproto.Received()
+    assert connection.receive(frame(Opcode.BINARY, b"x")) == ws_handshake.Received()
 
 
 def test_a_version_mismatch_says_which_version_is_spoken() -> None:
-    result = wsproto.ServerConnection().receive(upgrade(Sec_WebSocket_Version="8"))
+    result = ws_handshake.ServerConnection().receive(upgrade(Sec_WebSocket_Version="8"))
     assert b"\r\nSec-WebSocket-Version: 13\r\n" in result.reply
 
 
 def test_an_endless_request_head_is_refused() -> None:
-    connection = wsproto.ServerConnection()
-    assert connection.receive(b"GET / HTTP/1.1\r\n") == wsproto.Received()
-    result = connection.receive(b"X-Pad: " + b"x" * wsproto.MAX_REQUEST_HEAD)
+    connection = ws_handshake.ServerConnection()
+    assert connection.receive(b"GET / HTTP/1.1\r\n") == ws_handshake.Received()
+    result = connection.receive(b"X-Pad: " + b"x" * ws_handshake.MAX_REQUEST_HEAD)
     assert result.closed
     assert result.reply.endswith(b"the request head is too large\n")
 
 
 def test_the_handshake_may_arrive_in_pieces_with_a_frame_behind_it() -> None:
-    connection = wsproto.ServerConnection()
+    connection = ws_handshake.ServerConnection()
     data = upgrade() + frame(Opcode.BINARY, b"\x10\x0c")
-    assert connection.receive(data[:10]) == wsproto.Received()
+    assert connection.receive(data[:10]) == ws_handshake.Received()
     result = connection.receive(data[10:])
     assert result.opened
     assert result.data == b"\x10\x0c"
@@ -247,7 +247,7 @@ def test_after_the_servers_close_only_the_clients_close_matters() -> None:
     assert connection.close() == b""
     assert connection.send(b"x") == b""
     ignored = connection.receive(frame(Opcode.BINARY, b"x") + frame(Opcode.PING))
-    assert ignored == wsproto.Received()
+    assert ignored == ws_handshake.Received()
     done = connection.receive(frame(Opcode.CLOSE, struct.pack("!H", 1001)))
     assert done.closed and done.reply == b""
 
@@ -466,11 +466,11 @@ async def test_start_server_gives_plain_streams() -> None:
 
 def test_the_accept_key_follows_the_rfc_formula_for_any_key() -> None:
     key = base64.b64encode(os.urandom(16)).decode()
-    request = wsproto.parse_request(upgrade(Sec_WebSocket_Key=key))
+    request = ws_handshake.parse_request(upgrade(Sec_WebSocket_Key=key))
     expected = base64.b64encode(
         hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
     ).decode()
-    assert f"Sec-WebSocket-Accept: {expected}\r\n".encode() in wsproto.accept_response(request)
+    assert f"Sec-WebSocket-Accept: {expected}\r\n".encode() in ws_handshake.accept_response(request)
 
 
 # --- a real MQTT-over-WebSocket client against the platform ----------------------------------

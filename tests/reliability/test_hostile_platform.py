@@ -63,7 +63,7 @@ from worker.mqtt import (
 )
 from worker.platform import Platform, PlatformConfig, tls
 from worker.platform.retained import RetainedStore
-from worker.platform.router import Message
+from worker.platform.router import Envelope
 from worker.platform.websocket import WebSocketProtocol
 from worker.topics import matches
 
@@ -311,9 +311,9 @@ def test_the_retained_index_matches_like_the_mqtt_rules(
     topics: list[str], removed: list[int], levels: list[str], hash_tail: bool
 ) -> None:
     store = RetainedStore()
-    kept: dict[str, Message] = {}
+    kept: dict[str, Envelope] = {}
     for topic in topics:
-        kept[topic] = Message(topic, b"x", 0, retain=True)
+        kept[topic] = Envelope(topic, b"x", 0, retain=True)
         store.put(kept[topic])
     for index in removed:
         if index < len(topics):

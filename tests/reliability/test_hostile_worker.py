@@ -28,7 +28,7 @@ from worker.metrics import Outcome
 from worker.mqtt import Connect, Disconnect, encode
 from worker.platform import Platform, PlatformConfig
 from worker.testing import TestClient
-from worker.transports.aiomqtt import AiomqttTransport
+from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions
 
 APP = "tests.reliability.hostile_app"

@@ -17,7 +17,7 @@ import pytest
 from worker.connection import transport_factory
 from worker.errors import ConfigError, ConnectError, NotAuthorized
 from worker.mqtt import encode_publish
-from worker.transports.aiomqtt import AiomqttTransport
+from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions
 from worker.transports.native import NativeTransport
 

@@ -12,7 +12,7 @@ from worker.cli import EXIT_CONNECT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, 
 from worker.errors import ConfigError
 
 if TYPE_CHECKING:
-    from worker.demo import Outcome
+    from worker.tools.demo import DemoResult
 
 
 @main.command()
@@ -73,7 +73,7 @@ def demo(
 ) -> None:
     """Horizontal scaling on one machine: the documented scalable-application scenario, live.
 
-    Starts the broker, a simulated fleet and `worker run handlers.example` replicas, and
+    Starts the broker, a simulated fleet and `worker run worker.examples.fleet` replicas, and
     replays: one instance takes 100%; a second joins (50/50); a third (a third each); two
     and three pause (one takes 100%); they resume; two and three scale down by SIGTERM. Shows
     each instance's share from its /metrics, then a summary table and the exactly-once check,
@@ -82,10 +82,10 @@ def demo(
     """
     import asyncio
 
-    from worker.demo import DemoConfig, log_to, run_demo
-    from worker.demo_procs import DemoError
     from worker.errors import ConnectError
-    from worker.simulate import Mode
+    from worker.tools.demo import DemoConfig, log_to, run_demo
+    from worker.tools.demo_procs import DemoError
+    from worker.tools.simulate import Mode
 
     out.mkdir(parents=True, exist_ok=True)
     mode: Mode | None = "device" if sim_as == "device" else "app" if sim_as == "app" else None
@@ -107,7 +107,7 @@ def demo(
         sys.exit(EXIT_FAILED)
 
 
-def _demo_summary(outcome: Outcome) -> bool:
+def _demo_summary(outcome: DemoResult) -> bool:
     """Print the demo's table, delivery check and files; whether the scenario held."""
     click.echo(f"\n{outcome.table}\n\n{outcome.delivery.summary()}")
     bad_exits = {name: code for name, code in outcome.exits.items() if code != 0}

@@ -57,8 +57,8 @@ def shares(
     # Imported here so that the other commands do not load the HTTP client at start-up.
     import asyncio
 
-    from worker.shares import SharesError
-    from worker.shares_view import run_shares
+    from worker.tools.shares import SharesError
+    from worker.tools.shares_view import run_shares
 
     view = run_shares(
         urls,

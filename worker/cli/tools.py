@@ -46,7 +46,7 @@ def run_tool(work: Any) -> Any:
     import asyncio
 
     from worker.errors import ConnectError
-    from worker.publish import PublishError
+    from worker.tools.publish import PublishError
 
     try:
         return asyncio.run(work)
@@ -83,7 +83,7 @@ def publish() -> None:
 
 
 def _publish_one(kind: str, parts: tuple[str, str, str], flags: dict[str, Any]) -> None:
-    from worker import publish as pub
+    from worker.tools import publish as pub
 
     fmt, json_text, data = flags.pop("fmt"), flags.pop("json_text"), flags.pop("data")
     client_id = flags.pop("client_id")
@@ -138,7 +138,7 @@ def publish_replay(file: Path, rate: float, client_id: str | None, **flags: Any)
     ("typeId", "deviceId", "eventId" and "format" are understood too). Every line is checked
     before the first is sent.
     """
-    from worker import publish as pub
+    from worker.tools import publish as pub
 
     settings = tool_settings(flags)
     try:
@@ -198,7 +198,7 @@ def simulate(**flags: Any) -> None:
     until --count or --duration, or Ctrl-C. Exit 1 when some events could not be published,
     4 when the fleet cannot connect.
     """
-    from worker.simulate import Mode, SimConfig, SimStats, Simulator
+    from worker.tools.simulate import Mode, SimConfig, SimStats, Simulator
 
     sim = {k: flags.pop(k) for k in ("devices", "rate", "count", "duration", "churn", "seed")}
     types = tuple(t.strip() for t in flags.pop("types").split(",") if t.strip())

@@ -37,7 +37,7 @@ shared groups, retained status), :mod:`.session` (per-client delivery state), :m
 durable sessions, status publishing), :mod:`.server` (config, listeners, lifecycle).
 """
 
-from worker.platform.router import Message, RandomChoice, RoundRobin, Strategy
+from worker.platform.router import Envelope, RandomChoice, RoundRobin, Strategy
 from worker.platform.rules import Authenticator, Denied
 from worker.platform.server import Platform, PlatformConfig, ProtocolFactory, WebSocketWrapper
 from worker.platform.status import CloseCode
@@ -46,7 +46,7 @@ __all__ = [
     "Authenticator",
     "CloseCode",
     "Denied",
-    "Message",
+    "Envelope",
     "Platform",
     "PlatformConfig",
     "ProtocolFactory",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final
 from worker.errors import PacketTooLarge, ProtocolError
 from worker.mqtt import MQTT_5, Disconnect, PacketReader, UnsupportedProtocolVersion, encode
 from worker.platform.handlers import handle, refuse_version
-from worker.platform.router import Message
+from worker.platform.router import Envelope
 from worker.platform.rules import Principal
 from worker.platform.session import Session
 from worker.platform.status import REASONS, CloseCode, ConnectionInfo, Counters
@@ -62,7 +62,7 @@ class MqttConnection(asyncio.Protocol):
         self.session: Session | None = None
         self.principal: Principal | None = None
         self.info: ConnectionInfo | None = None
-        self.will: Message | None = None
+        self.will: Envelope | None = None
         #: the retained Connect status payload of this connection (W30)
         self.connect_status = b""
         self.metrics: ClientMetrics | None = None

@@ -33,7 +33,7 @@ from worker.mqtt import (
     encode,
     encode_puback,
 )
-from worker.platform.router import Message
+from worker.platform.router import Envelope
 from worker.platform.rules import Denied, Principal, check_size, publish_target, subscribe_target
 from worker.platform.session import Session
 from worker.platform.status import CloseCode, ConnectionInfo, protocol_name, timestamp
@@ -141,7 +141,7 @@ def _on_publish(conn: MqttConnection, packet: Publish) -> None:
         _on_publish_qos2(conn, session, packet, internal)
         return
     # W16: the client's retain flag is cleared; the message is routed as not retained.
-    conn.hub.route(Message(internal, packet.payload, qos))
+    conn.hub.route(Envelope(internal, packet.payload, qos))
     if qos:
         assert packet.packet_id is not None
         conn.send(encode_puback(packet.packet_id))
@@ -168,7 +168,7 @@ def _on_publish_qos2(
     # Delivered on PUBLISH; a resent PUBLISH before PUBREL is answered but not routed again.
     if packet_id not in session.qos2_received:
         session.qos2_received.add(packet_id)
-        conn.hub.route(Message(internal, packet.payload, 2))
+        conn.hub.route(Envelope(internal, packet.payload, 2))
     conn.send(encode(Pubrec(packet_id), conn.protocol_level))
 
 

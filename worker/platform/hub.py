@@ -27,7 +27,7 @@ from worker.errors import IdentityError
 from worker.identity import QUICKSTART_ORG, ClientId, parse_client_id
 from worker.mqtt import MQTT_5, Connect, Properties, Will
 from worker.platform.metrics import DropReason, RefusalReason
-from worker.platform.router import Message, Router
+from worker.platform.router import Envelope, Router
 from worker.platform.rules import (
     MAX_PAYLOAD,
     Authenticator,
@@ -126,14 +126,14 @@ class Hub:
             conn.metrics.connected()
         return session, present, self._keepalive(client, packet.keep_alive)
 
-    def _will(self, principal: Principal, will: Will | None) -> Message | None:
+    def _will(self, principal: Principal, will: Will | None) -> Envelope | None:
         if will is None:
             return None
         if will.qos > self.max_qos:
             raise Denied(CloseCode.MAX_QOS, f"will QoS {will.qos} above {self.max_qos}")
         internal = publish_target(principal, will.topic)
         check_size(will.topic, len(will.payload), self.max_payload)
-        return Message(internal, will.payload, will.qos)
+        return Envelope(internal, will.payload, will.qos)
 
     def _keepalive(self, client: ClientId, requested: int) -> int:
         cap = self.max_keepalive
@@ -235,7 +235,7 @@ class Hub:
             self._status(topic, payload, retain=not p.quickstart)
             return
         still = others[-1].connect_status if others else b""
-        self.router.retain(Message(topic, still, 0, retain=True))
+        self.router.retain(Envelope(topic, still, 0, retain=True))
         self._status(topic, payload, retain=False)
 
     def failed(self, conn: MqttConnection, packet: Connect, exc: Denied) -> None:
@@ -253,13 +253,13 @@ class Hub:
         self._status(principal_for(client).status_topic, payload, retain=False)
 
     def _status(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        self.router.publish(Message(topic, payload, 0))
+        self.router.publish(Envelope(topic, payload, 0))
         if retain:
-            self.router.retain(Message(topic, payload, 0, retain=True))
+            self.router.retain(Envelope(topic, payload, 0, retain=True))
 
     # --- traffic ------------------------------------------------------------------------------
 
-    def route(self, msg: Message) -> None:
+    def route(self, msg: Envelope) -> None:
         """Hand a client's message to the router."""
         if not self.router.publish(msg) and self.metrics is not None:
             self.metrics.dropped(DropReason.NO_SUBSCRIBERS)
@@ -280,7 +280,7 @@ class Hub:
             device_type=p.client.name,
             device_id=p.client.qualifier,
         )
-        self.router.publish(Message(p.own_prefix + "notify", payload, 0))
+        self.router.publish(Envelope(p.own_prefix + "notify", payload, 0))
 
     def after_read(self, conn: MqttConnection, messages: int, nbytes: int) -> None:
         """Per-read accounting (metrics are updated per read, never per message)."""

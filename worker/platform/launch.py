@@ -32,7 +32,7 @@ from worker.platform.server import Platform, PlatformConfig
 from worker.platform.websocket import WebSocketProtocol
 
 STRATEGIES: Final = ("round-robin", "random")
-EXAMPLE_APP: Final = "handlers.example"
+EXAMPLE_APP: Final = "worker.examples.fleet"
 
 
 @dataclass(frozen=True, slots=True)

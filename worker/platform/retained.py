@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from worker.topics import MULTI, SINGLE
 
 if TYPE_CHECKING:
-    from worker.platform.router import Message
+    from worker.platform.router import Envelope
 
 
 class _Node:
@@ -25,7 +25,7 @@ class _Node:
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
-        self.message: Message | None = None
+        self.message: Envelope | None = None
 
 
 class RetainedStore:
@@ -41,7 +41,7 @@ class RetainedStore:
     def __len__(self) -> int:
         return self._size
 
-    def put(self, msg: Message) -> None:
+    def put(self, msg: Envelope) -> None:
         """Keep ``msg`` as its topic's retained message (replacing the previous one)."""
         levels = msg.topic.split("/")
         node = self._roots.setdefault(len(levels), _Node())
@@ -75,10 +75,10 @@ class RetainedStore:
         if root is not None and not root.children:
             del self._roots[len(levels)]
 
-    def match(self, topic_filter: str) -> list[Message]:
+    def match(self, topic_filter: str) -> list[Envelope]:
         """The retained messages whose topics ``topic_filter`` matches (MQTT rules)."""
         levels = topic_filter.split("/")
-        found: list[Message] = []
+        found: list[Envelope] = []
         if MULTI in levels:
             # ``a/#`` also matches ``a``, so every depth from the parent's up can match.
             for depth, root in self._roots.items():
@@ -91,7 +91,7 @@ class RetainedStore:
         return found
 
 
-def _walk(node: _Node, levels: list[str], index: int, found: list[Message]) -> None:
+def _walk(node: _Node, levels: list[str], index: int, found: list[Envelope]) -> None:
     if index == len(levels):
         if node.message is not None:
             found.append(node.message)
@@ -108,7 +108,7 @@ def _walk(node: _Node, levels: list[str], index: int, found: list[Message]) -> N
             _walk(exact, levels, index + 1, found)
 
 
-def _collect(node: _Node, found: list[Message]) -> None:
+def _collect(node: _Node, found: list[Envelope]) -> None:
     if node.message is not None:
         found.append(node.message)
     for child in node.children.values():

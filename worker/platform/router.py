@@ -27,7 +27,7 @@ BUFFER_SIZE: Final = 5000
 """Messages kept per subscription (and per ownerless shared group) before the oldest drops (W21)."""
 
 
-class Message:
+class Envelope:
     """One message in flight inside the platform; ``topic`` is the internal topic.
 
     A QoS 0 delivery's bytes depend only on the topic a subscriber sees and its protocol level,
@@ -53,7 +53,7 @@ class Owner(Protocol):
         """Whether a connection is attached now."""
         ...
 
-    def deliver(self, sub: Subscription, msg: Message) -> None:
+    def deliver(self, sub: Subscription, msg: Envelope) -> None:
         """Send ``msg`` through ``sub`` now, or buffer it."""
         ...
 
@@ -89,7 +89,7 @@ class Subscription:
         self.rewrite = rewrite
         self.group: SharedGroup | None = None
         #: (sequence, message) waiting for the client: offline, paused or window full (W21)
-        self.pending: deque[tuple[int, Message]] = deque()
+        self.pending: deque[tuple[int, Envelope]] = deque()
         self.dropped = 0
 
 
@@ -165,7 +165,7 @@ class SharedGroup:
         self.key = key
         self.members: list[Subscription] = []
         self.cursor = 0
-        self.backlog: deque[Message] = deque()
+        self.backlog: deque[Envelope] = deque()
         #: messages handed to a member, and how many of them the observer has been told about
         self.dispatched = 0
         self.reported = 0
@@ -274,7 +274,7 @@ class Router:
         while backlog and sub.owner.online:
             sub.owner.deliver(sub, backlog.popleft())
 
-    def hand_back(self, group: SharedGroup, messages: list[Message]) -> None:
+    def hand_back(self, group: SharedGroup, messages: list[Envelope]) -> None:
         """Give what a leaving member had not received yet to the rest of its group (S4)."""
         for msg in messages:
             if not group.members:
@@ -288,7 +288,7 @@ class Router:
 
     # --- publishing ---------------------------------------------------------------------------
 
-    def publish(self, msg: Message) -> int:
+    def publish(self, msg: Envelope) -> int:
         """Deliver ``msg`` to every plain subscriber and one member of each group; the count."""
         targets = self._trie.match(msg.topic)
         if not targets:
@@ -308,7 +308,7 @@ class Router:
                 self._keep(target, msg)
         return len(targets)
 
-    def _keep(self, group: SharedGroup, msg: Message) -> None:
+    def _keep(self, group: SharedGroup, msg: Envelope) -> None:
         if len(group.backlog) >= self.buffer_size:
             group.backlog.popleft()
             self.dropped()
@@ -326,13 +326,13 @@ class Router:
 
     # --- retained status messages ---------------------------------------------------------------
 
-    def retain(self, msg: Message) -> None:
+    def retain(self, msg: Envelope) -> None:
         """Keep ``msg`` as the retained message of its topic; an empty payload clears it."""
         if msg.payload:
             self._retained.put(msg)
         else:
             self._retained.remove(msg.topic)
 
-    def retained(self, internal_filter: str) -> list[Message]:
+    def retained(self, internal_filter: str) -> list[Envelope]:
         """The retained messages a new subscription to ``internal_filter`` receives."""
         return self._retained.match(internal_filter)

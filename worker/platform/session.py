@@ -18,7 +18,7 @@ from typing import Final, Protocol
 
 from worker.mqtt.encode import encode, encode_publish
 from worker.mqtt.packets import Pubrel
-from worker.platform.router import BUFFER_SIZE, Message, Router, Subscription
+from worker.platform.router import BUFFER_SIZE, Envelope, Router, Subscription
 
 DRAIN_BATCH: Final = 512
 """Buffered messages sent per drain step, so one client's backlog cannot hog the loop."""
@@ -180,7 +180,7 @@ class Session:
 
     # --- delivery -------------------------------------------------------------------------------
 
-    def deliver(self, sub: Subscription, msg: Message) -> None:
+    def deliver(self, sub: Subscription, msg: Envelope) -> None:
         """Send ``msg`` to the client now if it can take it, else buffer it (W21)."""
         out = self.outlet
         qos = sub.qos if sub.qos < msg.qos else msg.qos
@@ -189,7 +189,7 @@ class Session:
         else:
             self._send(sub, msg, qos, out)
 
-    def _send(self, sub: Subscription, msg: Message, qos: int, out: Outlet) -> None:
+    def _send(self, sub: Subscription, msg: Envelope, qos: int, out: Outlet) -> None:
         topic = sub.rewrite(msg.topic)
         level = out.protocol_level
         if qos == 0:
@@ -209,7 +209,7 @@ class Session:
             )
         out.send_message(data)
 
-    def _buffer(self, sub: Subscription, msg: Message) -> None:
+    def _buffer(self, sub: Subscription, msg: Envelope) -> None:
         pending = sub.pending
         if len(pending) >= self.buffer_size:
             pending.popleft()

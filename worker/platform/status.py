@@ -161,7 +161,7 @@ def gateway_notification(
     body["Client"] = client_id
     if rc:
         body["RC"] = rc
-        body["Message"] = message
+        body["Envelope"] = message
     return _compact(body)
 
 

@@ -28,7 +28,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from worker.platform.wsproto import (
+from worker.platform.ws_handshake import (
     DEFAULT_MAX_FRAME,
     SUBPROTOCOLS,
     HandshakeError,

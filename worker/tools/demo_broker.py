@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
-from worker.children import die_with_parent
 from worker.config import Settings, load_settings
 from worker.errors import ConfigError, ConnectError
 from worker.platform import Platform, PlatformConfig
+from worker.tools.children import die_with_parent
 
 ORG: Final = "demo01"
 APP_ID: Final = "demo"

@@ -1,6 +1,6 @@
 """An example application: rolling temperature statistics, alerts and device presence.
 
-Run it with ``worker run handlers.example``. Devices send ``reading`` events such as
+Run it with ``worker run worker.examples.fleet``. Devices send ``reading`` events such as
 ``{"temp": 21.5}`` (``temperature`` and ``t`` are understood too). Per device the app keeps
 the last readings and their mean, minimum and maximum; when a reading is above the threshold
 it sends that device an ``alert`` command, at most once per cool-down. Status messages keep
@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from worker import App, DeviceStatus, Event
 
-log = logging.getLogger("handlers.example")
+log = logging.getLogger("worker.examples.fleet")
 
 app = App()
 

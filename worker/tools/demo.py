@@ -1,8 +1,8 @@
 """``worker demo``: the seed's scalable-application scenario, replayed live on one machine.
 
-A broker (:mod:`worker.demo_broker`), a simulated fleet publishing ``reading`` events
-(:mod:`worker.simulate`), and up to three ``worker run handlers.example`` processes
-(:mod:`worker.demo_procs`) that join one scalable application. Six phases::
+A broker (:mod:`worker.tools.demo_broker`), a simulated fleet publishing ``reading`` events
+(:mod:`worker.tools.simulate`), and up to three ``worker run worker.examples.fleet`` processes
+(:mod:`worker.tools.demo_procs`) that join one scalable application. Six phases::
 
     1 one instance        100%
     2 a second joins      50 / 50
@@ -12,10 +12,10 @@ A broker (:mod:`worker.demo_broker`), a simulated fleet publishing ``reading`` e
     6 scale-down          (SIGTERM: unsubscribe, drain, exit)       100
 
 Each phase first acts, then lets the shares settle, then measures them over a window from
-the instances' ``/metrics`` with :mod:`worker.shares` (the live view draws the same bars as
+the instances' ``/metrics`` with :mod:`worker.tools.shares` (the live view draws the same bars as
 ``worker shares``). At the end every instance has stopped, and their ledgers are compared
 with the sequence numbers the platform acknowledged to the simulator: each event handled
-exactly once. Results go to ``demo.json`` and ``demo.svg`` (:mod:`worker.demo_report`).
+exactly once. Results go to ``demo.json`` and ``demo.svg`` (:mod:`worker.tools.demo_report`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, TextIO
 
-from worker.demo_broker import Broker, open_broker
-from worker.demo_procs import DemoError, Instance
-from worker.demo_report import (
+from worker.tools.demo_broker import Broker, open_broker
+from worker.tools.demo_procs import DemoError, Instance
+from worker.tools.demo_report import (
     Delivery,
     PhaseResult,
     Shares,
@@ -43,10 +43,10 @@ from worker.demo_report import (
     results_json,
     table,
 )
-from worker.publish import connected, tool_options
-from worker.shares import InstanceShare, Reading, compute_shares, scrape_all
-from worker.shares_view import CLEAR, render
-from worker.simulate import Mode, SimConfig, SimStats, Simulator
+from worker.tools.publish import connected, tool_options
+from worker.tools.shares import InstanceShare, Reading, compute_shares, scrape_all
+from worker.tools.shares_view import CLEAR, render
+from worker.tools.simulate import Mode, SimConfig, SimStats, Simulator
 
 INSTANCES: Final = 3
 #: seconds for one scrape of one instance
@@ -105,7 +105,7 @@ class DemoConfig:
 
 
 @dataclass
-class Outcome:
+class DemoResult:
     """What the demo found, and where it wrote it."""
 
     phases: list[PhaseResult]
@@ -147,7 +147,7 @@ class Demo:
         """Seconds since the demo started."""
         return time.monotonic() - self.started
 
-    async def run(self) -> Outcome:
+    async def run(self) -> DemoResult:
         """Every phase, then the stop, the delivery check and the report files."""
         self.say(f"worker demo · {self.broker.describe()}")
         for number, phase in enumerate(PHASES, start=1):
@@ -259,7 +259,7 @@ class Demo:
 
     # --- finishing -------------------------------------------------------------------------
 
-    async def finish(self) -> Outcome:
+    async def finish(self) -> DemoResult:
         """Stop the fleet, then the last instance; check delivery; write JSON and SVG."""
         assert self.simulator is not None and self._sim_task is not None
         self.simulator.stop()
@@ -267,7 +267,7 @@ class Demo:
         await self.stop_all()
         ledgers = {i.name: read_ledger(i.ledger) for i in self.instances}
         delivery = check_delivery(stats.acked, stats.failed, ledgers)
-        outcome = Outcome(self.results, delivery, {i.name: i.exit_code for i in self.instances},
+        outcome = DemoResult(self.results, delivery, {i.name: i.exit_code for i in self.instances},
                           table(self.results, self.names), self.folder / "demo.json",
                           self.folder / "demo.svg")  # fmt: skip
         setup = {"broker": self.broker.describe(), "rate": self.config.rate,
@@ -363,7 +363,7 @@ def log_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
-async def run_demo(config: DemoConfig, out: TextIO) -> Outcome:
+async def run_demo(config: DemoConfig, out: TextIO) -> DemoResult:
     """Run the whole scenario; DemoError, ConfigError or ConnectError when it cannot."""
     folder = config.out.resolve()
     folder.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from worker.config import Settings
 from worker.connection import connect_options
 from worker.errors import ConnectError, TopicError, WorkerError
 from worker.options import Profile
-from worker.transports.aiomqtt import AiomqttTransport
+from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions, Transport
 
 #: the platform counts topic characters beyond this many against the payload limit
@@ -46,7 +46,7 @@ class PublishError(WorkerError):
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class Outgoing:
     """One checked message, ready to go."""
 
     topic: str
@@ -81,7 +81,7 @@ def payload_of(fmt: str, json_text: str | None, data: str | None) -> bytes:
     return messages.encode("json", parsed)
 
 
-def checked(topic: str, payload: bytes) -> Message:
+def checked(topic: str, payload: bytes) -> Outgoing:
     """The message, or PublishError when it is above the platform's size limit."""
     extra = max(0, len(topic.encode()) - _TOPIC_ALLOWANCE)
     if len(payload) + extra > MAX_PAYLOAD:
@@ -89,12 +89,12 @@ def checked(topic: str, payload: bytes) -> Message:
             f"{topic}: the payload is {len(payload)} bytes; the platform accepts at most "
             f"{MAX_PAYLOAD} and disconnects a client that sends more"
         )
-    return Message(topic, payload)
+    return Outgoing(topic, payload)
 
 
 def event_message(
     device_type: str, device_id: str, event: str, fmt: str, payload: bytes
-) -> Message:
+) -> Outgoing:
     """A device event sent on the device's behalf: ``iot-2/type/T/id/D/evt/E/fmt/F``."""
     try:
         topic = topics.device_event(device_type, device_id, event, fmt)
@@ -105,7 +105,7 @@ def event_message(
 
 def command_message(
     device_type: str, device_id: str, command: str, fmt: str, payload: bytes
-) -> Message:
+) -> Outgoing:
     """A command to one device: ``iot-2/type/T/id/D/cmd/C/fmt/F``."""
     try:
         topic = topics.device_command(device_type, device_id, command, fmt)
@@ -125,7 +125,7 @@ def _field(record: dict[str, Any], name: str, where: str) -> str:
     raise PublishError(f"{where}: no {name.replace('_', ' ')} (one of {', '.join(_KEYS[name])})")
 
 
-def replay_message(line: str, where: str) -> Message:
+def replay_message(line: str, where: str) -> Outgoing:
     """One line of a replay file as a message; PublishError naming the line when it is bad.
 
     A line is ``{"type": T, "id": D, "event": E, "data": {...}}``; ``format`` (default json)
@@ -159,7 +159,7 @@ def replay_message(line: str, where: str) -> Message:
         raise PublishError(f"{where}: {exc}") from exc
 
 
-def read_replay(path: Path) -> list[Message]:
+def read_replay(path: Path) -> list[Outgoing]:
     """Every message of a JSON-lines file, all checked before any is sent (blank lines skip)."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -189,7 +189,7 @@ async def connected(options: ConnectOptions) -> AsyncIterator[Transport]:
         await transport.disconnect()
 
 
-async def publish_one(options: ConnectOptions, message: Message, qos: int) -> None:
+async def publish_one(options: ConnectOptions, message: Outgoing, qos: int) -> None:
     """Connect, publish (waiting for the PUBACK at QoS 1) and disconnect."""
     async with connected(options) as transport:
         await transport.publish(message.topic, message.payload, qos=qos)
@@ -211,7 +211,7 @@ class ReplayProgress:
 
 async def replay(
     options: ConnectOptions,
-    found: Iterable[Message],
+    found: Iterable[Outgoing],
     *,
     rate: float,
     qos: int,
@@ -228,7 +228,7 @@ async def replay(
     window = asyncio.Semaphore(REPLAY_IN_FLIGHT)
     next_report = loop.time() + 1.0
 
-    async def send(transport: Transport, message: Message) -> None:
+    async def send(transport: Transport, message: Outgoing) -> None:
         try:
             await transport.publish(message.topic, message.payload, qos=qos)
             progress.sent += 1

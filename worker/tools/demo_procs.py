@@ -1,4 +1,4 @@
-"""The demo's instances: ``worker run handlers.example`` as real processes, one per replica.
+"""The demo's instances: ``worker run worker.examples.fleet`` as real processes, one per replica.
 
 Each gets a free metrics port (``--metrics-port 0``; the port is read from the startup line
 that ``worker run`` prints once subscribed), its own log file and its own ledger file
@@ -17,26 +17,20 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from worker.children import die_with_parent
-from worker.demo_broker import Broker
 from worker.errors import WorkerError
+from worker.tools.children import die_with_parent
+from worker.tools.demo_broker import Broker
 
 #: seconds for a worker to print its startup line (import, connect, subscribe)
 START_DEADLINE: Final = 30.0
 #: seconds beyond its drain timeout for a worker to exit after SIGTERM
 EXIT_GRACE: Final = 10.0
 _READY: Final = re.compile(r"metrics (http://\S+/metrics)")
-APP: Final = "handlers.example"
+APP: Final = "worker.examples.fleet"
 
 
 class DemoError(WorkerError):
     """The demo could not go on: an instance did not start, or stopped answering."""
-
-
-def project_root() -> Path:
-    """The folder ``handlers.example`` is imported from: the checkout, else the current one."""
-    checkout = Path(__file__).resolve().parents[1]
-    return checkout if (checkout / "handlers" / "example.py").is_file() else Path.cwd()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -74,7 +68,7 @@ class Instance:
         with self.log.open("wb") as log:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "worker.cli", "run", APP, *args,
-                cwd=project_root(), env=env, stdout=asyncio.subprocess.PIPE, stderr=log,
+                cwd=self.log.parent, env=env, stdout=asyncio.subprocess.PIPE, stderr=log,
                 start_new_session=True, preexec_fn=die_with_parent,
             )  # fmt: skip
         assert self._proc.stdout is not None

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import TextIO
 
-from worker.shares import InstanceShare, SharesError, normalize_url, prometheus_shares, watch
+from worker.tools.shares import InstanceShare, SharesError, normalize_url, prometheus_shares, watch
 
 BAR_WIDTH = 40
 CLEAR = "\x1b[H\x1b[J"  # cursor home, clear to end: the frame is redrawn in place

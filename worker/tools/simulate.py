@@ -36,8 +36,8 @@ from worker.config import Settings
 from worker.errors import ConnectError
 from worker.identity import QUICKSTART_ORG
 from worker.options import Profile
-from worker.publish import tool_options
-from worker.transports.aiomqtt import AiomqttTransport
+from worker.tools.publish import tool_options
+from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions, Transport
 
 log = logging.getLogger(__name__)

@@ -1,1 +1,0 @@
-"""Handler modules run by `worker run handlers.NAME`."""

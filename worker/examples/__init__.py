@@ -1,0 +1,5 @@
+"""Example applications that ship with the package, to run as they are or to copy.
+
+``worker run worker.examples.fleet`` is the demo's application: sensor readings, a cooling
+command back to a device that runs hot, and presence from device status messages.
+"""
