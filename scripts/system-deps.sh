@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests use, only when they are missing:
 # mosquitto (the third-party broker of the interoperability tests and of make bench),
-# mosquitto-clients (make bench) and prometheus (promtool,
-# and the server that scrapes live workers in the observability tests).
+# mosquitto-clients (make bench), prometheus (promtool,
+# and the server that scrapes live workers in the observability tests) and postgresql
+# (the storage example's tests and benchmark start private clusters with its initdb).
 set -euo pipefail
 
 need=()
@@ -10,6 +11,8 @@ need=()
 # mosquitto_sub: the subscribers of make bench's platform-vs-Mosquitto comparison
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# Debian keeps the server binaries off PATH, one folder per major version.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""
