@@ -28,12 +28,13 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 
 from worker.config import Settings
 from worker.errors import ConfigError, ConnectError, NotAuthorized
 from worker.identity import IdentityMode
 from worker.metrics import Metrics
+from worker.mqtt import SubackReturnCode, connack_meaning
 from worker.options import Profile
 from worker.transports.base import ConnectOptions, Inbound, Transport
 
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 
 Acker = Callable[[Sequence[int]], None]
 TransportFactory = Callable[[], Transport]
-_SUBACK_FAILURE: Final = 0x80
 
 
 class BatchSink(Protocol):
@@ -193,9 +193,9 @@ class Connection:
             transport = self._factory()
             try:
                 await self._connect(transport, first)
-            except NotAuthorized:
+            except NotAuthorized as exc:
                 # Retrying cannot fix it: the caller reports it once (the CLI exits 4).
-                self.problem = "not authorised"
+                self.problem = connack_meaning(exc.return_code)
                 raise
             except ConnectError as exc:
                 self.problem = f"not connected: {exc}"
@@ -284,12 +284,15 @@ class Connection:
     async def _subscribe(self, transport: Transport) -> None:
         """SUBSCRIBE every filter; ConnectError when any is refused (never deaf in silence)."""
         granted = await transport.subscribe(self._subscriptions)
-        refused = [f for (f, _), g in zip(self._subscriptions, granted, strict=True) if g >= 0x80]
+        failure = SubackReturnCode.FAILURE  # and every 5.0 failure code above it
+        refused = [
+            f for (f, _), g in zip(self._subscriptions, granted, strict=True) if g >= failure
+        ]
         if refused:
             self.problem = f"subscription refused: {', '.join(refused)}"
             raise ConnectError(
                 f"{self.address} refused the subscription to {', '.join(refused)} (SUBACK "
-                "0x80): check the broker's ACL and that it supports shared subscriptions"
+                f"{failure:#04x}): check the broker's ACL and that it supports shared subscriptions"
             )
         for (topic_filter, qos), got in zip(self._subscriptions, granted, strict=True):
             if got < qos:

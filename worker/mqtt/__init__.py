@@ -17,6 +17,9 @@ from worker.mqtt.codes import (
     ConnackReturnCode,
     PacketType,
     ReasonCode,
+    SubackReturnCode,
+    connack_meaning,
+    connack_return_code,
 )
 from worker.mqtt.decode import UnsupportedProtocolVersion
 from worker.mqtt.encode import encode, encode_puback, encode_pubacks, encode_publish
@@ -68,12 +71,15 @@ __all__ = [
     "Pubrel",
     "ReasonCode",
     "Suback",
+    "SubackReturnCode",
     "Subscribe",
     "Subscription",
     "Unsuback",
     "Unsubscribe",
     "UnsupportedProtocolVersion",
     "Will",
+    "connack_meaning",
+    "connack_return_code",
     "decode_packet",
     "encode",
     "encode_puback",

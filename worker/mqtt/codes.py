@@ -104,11 +104,67 @@ class ReasonCode(IntEnum):
     WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED = 0xA2
 
 
-V3_CONNACK_CODES: Final = frozenset(range(6))
+class SubackReturnCode(IntEnum):
+    """SUBACK return codes of MQTT 3.1.1 (section 3.9.3): the QoS granted, or a failure.
+
+    5.0 keeps the numbers (its ``UNSPECIFIED_ERROR`` is 0x80) and adds failures of its own;
+    every 5.0 failure is 0x80 or more.
+    """
+
+    SUCCESS_MAXIMUM_QOS_0 = 0x00
+    SUCCESS_MAXIMUM_QOS_1 = 0x01
+    SUCCESS_MAXIMUM_QOS_2 = 0x02
+    FAILURE = 0x80
+
+
+V3_CONNACK_CODES: Final = frozenset(ConnackReturnCode)
 """The CONNACK return codes MQTT 3.1.1 defines."""
 
-V3_SUBACK_CODES: Final = frozenset({0x00, 0x01, 0x02, 0x80})
+V3_SUBACK_CODES: Final = frozenset(SubackReturnCode)
 """SUBACK return codes of MQTT 3.1.1: a granted QoS or 0x80 failure."""
+
+CONNACK_MEANINGS: Final[dict[int, str]] = {
+    ConnackReturnCode.ACCEPTED: "connection accepted",
+    ConnackReturnCode.UNACCEPTABLE_PROTOCOL_VERSION: "unacceptable protocol version",
+    ConnackReturnCode.IDENTIFIER_REJECTED: "the client ID is not accepted",
+    ConnackReturnCode.SERVER_UNAVAILABLE: "server unavailable",
+    ConnackReturnCode.BAD_USERNAME_OR_PASSWORD: "bad user name or password",
+    ConnackReturnCode.NOT_AUTHORIZED: "not authorised",
+}
+"""What each CONNACK return code means, as the worker's messages say it: the one such table."""
+
+V5_CONNACK_AS_V3: Final[dict[int, ConnackReturnCode]] = {
+    ReasonCode.UNSUPPORTED_PROTOCOL_VERSION: ConnackReturnCode.UNACCEPTABLE_PROTOCOL_VERSION,
+    ReasonCode.CLIENT_IDENTIFIER_NOT_VALID: ConnackReturnCode.IDENTIFIER_REJECTED,
+    ReasonCode.SERVER_UNAVAILABLE: ConnackReturnCode.SERVER_UNAVAILABLE,
+    ReasonCode.BAD_USER_NAME_OR_PASSWORD: ConnackReturnCode.BAD_USERNAME_OR_PASSWORD,
+    ReasonCode.NOT_AUTHORIZED: ConnackReturnCode.NOT_AUTHORIZED,
+    ReasonCode.BANNED: ConnackReturnCode.NOT_AUTHORIZED,
+    ReasonCode.BAD_AUTHENTICATION_METHOD: ConnackReturnCode.NOT_AUTHORIZED,
+}
+"""5.0 CONNACK refusals by the 3.1.1 return code of the same meaning.
+
+Client libraries (paho) report a 3.1.1 return code as the 5.0 reason code it corresponds to;
+this turns it back.
+"""
+
+
+def connack_return_code(code: int) -> ConnackReturnCode | None:
+    """The 3.1.1 return code a CONNACK code means, given as 3.1.1 (0-5) or as a 5.0 reason code.
+
+    None when 3.1.1 has no code of that meaning. The two ranges do not overlap: every 5.0
+    refusal is 0x80 or more.
+    """
+    if code in V3_CONNACK_CODES:
+        return ConnackReturnCode(code)
+    return V5_CONNACK_AS_V3.get(code)
+
+
+def connack_meaning(code: int) -> str:
+    """What a CONNACK code means, given either way ("unknown reason" when nothing says)."""
+    return_code = connack_return_code(code)
+    return "unknown reason" if return_code is None else CONNACK_MEANINGS[return_code]
+
 
 _ACK_CODES = frozenset({0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99})
 _REL_CODES = frozenset({0x00, 0x92})

@@ -19,7 +19,15 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from worker.errors import PacketTooLarge, ProtocolError
-from worker.mqtt import MQTT_5, Disconnect, PacketReader, UnsupportedProtocolVersion, encode
+from worker.mqtt import (
+    MQTT_3_1_1,
+    MQTT_5,
+    Disconnect,
+    PacketReader,
+    ReasonCode,
+    UnsupportedProtocolVersion,
+    encode,
+)
 from worker.platform.handlers import handle, refuse_version
 from worker.platform.router import Envelope
 from worker.platform.rules import Principal
@@ -33,16 +41,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("worker.platform")
 
 #: MQTT 5 reason codes for the server's DISCONNECT, by close code.
-_V5_DISCONNECT: Final[dict[int, int]] = {
-    CloseCode.KEEPALIVE_TIMEOUT: 0x8D,
-    CloseCode.NOT_AUTHORIZED: 0x87,
-    CloseCode.TOPIC_NOT_VALID: 0x90,
-    CloseCode.MESSAGE_TOO_LARGE: 0x95,
-    CloseCode.CLIENT_ID_REUSED: 0x8E,
-    CloseCode.MAX_QOS: 0x9B,
-    CloseCode.DATA_NOT_VALID: 0x81,
-    CloseCode.ADMIN: 0x98,
-    CloseCode.SERVER_SHUTDOWN: 0x8B,
+_V5_DISCONNECT: Final[dict[int, ReasonCode]] = {
+    CloseCode.KEEPALIVE_TIMEOUT: ReasonCode.KEEP_ALIVE_TIMEOUT,
+    CloseCode.NOT_AUTHORIZED: ReasonCode.NOT_AUTHORIZED,
+    CloseCode.TOPIC_NOT_VALID: ReasonCode.TOPIC_NAME_INVALID,
+    CloseCode.MESSAGE_TOO_LARGE: ReasonCode.PACKET_TOO_LARGE,
+    CloseCode.CLIENT_ID_REUSED: ReasonCode.SESSION_TAKEN_OVER,
+    CloseCode.MAX_QOS: ReasonCode.QOS_NOT_SUPPORTED,
+    CloseCode.DATA_NOT_VALID: ReasonCode.MALFORMED_PACKET,
+    CloseCode.ADMIN: ReasonCode.ADMINISTRATIVE_ACTION,
+    CloseCode.SERVER_SHUTDOWN: ReasonCode.SERVER_SHUTTING_DOWN,
 }
 
 
@@ -54,7 +62,7 @@ class MqttConnection(asyncio.Protocol):
         self.secure = secure
         self.websocket = websocket
         self.reader = PacketReader(hub.max_packet_size)
-        self.protocol_level = 4
+        self.protocol_level = MQTT_3_1_1
         self.paused = False
         self.closed = False
         self.close_code: int | None = None

@@ -13,9 +13,11 @@ import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from worker.mqtt import (
+    MQTT_3_1_1,
     MQTT_5,
     NO_PROPERTIES,
     Connack,
+    ConnackReturnCode,
     Connect,
     Disconnect,
     Packet,
@@ -25,11 +27,14 @@ from worker.mqtt import (
     Publish,
     Pubrec,
     Pubrel,
+    ReasonCode,
     Suback,
+    SubackReturnCode,
     Subscribe,
     Unsuback,
     Unsubscribe,
     UnsupportedProtocolVersion,
+    connack_meaning,
     encode,
     encode_puback,
 )
@@ -89,7 +94,7 @@ def _on_connect(conn: MqttConnection, packet: Connect) -> None:
     props = NO_PROPERTIES
     if packet.protocol_level == MQTT_5:
         props = conn.hub.connack_properties(keepalive, packet.keep_alive)
-    conn.send(encode(Connack(present, 0, props), conn.protocol_level))
+    conn.send(encode(Connack(present, ConnackReturnCode.ACCEPTED, props), conn.protocol_level))
     conn.start_keepalive(keepalive)
     conn.session = session
     session.attach(conn)
@@ -97,23 +102,25 @@ def _on_connect(conn: MqttConnection, packet: Connect) -> None:
 
 
 def _refuse(conn: MqttConnection, packet: Connect, exc: Denied) -> None:
-    """CONNACK 5 (5.0: 0x85 or 0x87), a FailedConnect status message, close (W4-W6)."""
-    log.info("refused %r (%s): %s", packet.client_id, conn.peer, exc)
+    """CONNACK "not authorized" (5.0: the client ID's own code when it is the client ID), a
+    FailedConnect status message, close (W4-W6)."""
+    code: int = ConnackReturnCode.NOT_AUTHORIZED
     if conn.protocol_level == MQTT_5:
-        code = 0x85 if exc.close_code == CloseCode.CLIENT_ID_NOT_VALID else 0x87
-    else:
-        code = 5
+        bad_id = exc.close_code == CloseCode.CLIENT_ID_NOT_VALID
+        code = ReasonCode.CLIENT_IDENTIFIER_NOT_VALID if bad_id else ReasonCode.NOT_AUTHORIZED
+    log.info("refused %r (%s): %s (%s)", packet.client_id, conn.peer, exc, connack_meaning(code))
     conn.send(encode(Connack(False, code), conn.protocol_level))
     conn.hub.failed(conn, packet, exc)
     conn.close(exc.close_code, str(exc))
 
 
 def refuse_version(conn: MqttConnection, exc: UnsupportedProtocolVersion) -> None:
-    """MQTT-3.1.2-2: CONNACK 1 (5.0: 0x84) for a protocol level this server does not speak."""
+    """MQTT-3.1.2-2: CONNACK "unacceptable protocol version" for a level it does not speak."""
     if exc.protocol_level == MQTT_5 or exc.protocol_level > MQTT_5:
-        conn.send(encode(Connack(False, 0x84), MQTT_5))
+        conn.send(encode(Connack(False, ReasonCode.UNSUPPORTED_PROTOCOL_VERSION), MQTT_5))
     else:
-        conn.send(encode(Connack(False, 1), 4))
+        refusal = Connack(False, ConnackReturnCode.UNACCEPTABLE_PROTOCOL_VERSION)
+        conn.send(encode(refusal, MQTT_3_1_1))
     conn.close(CloseCode.DATA_NOT_VALID, str(exc))
 
 
@@ -180,9 +187,12 @@ def _publish_refused(conn: MqttConnection, packet: Publish, exc: Denied) -> None
     principal = conn.principal
     if not fatal and principal is not None and principal.client.cls.value == _GATEWAY:
         conn.hub.notify_gateway(principal, "publish", packet.topic, exc)
-        _ack_anyway(conn, packet, 0)
+        _ack_anyway(conn, packet, ReasonCode.SUCCESS)
     elif not fatal and conn.protocol_level == MQTT_5 and packet.qos:
-        _ack_anyway(conn, packet, 0x90 if code == CloseCode.TOPIC_NOT_VALID else 0x87)
+        bad_topic = code == CloseCode.TOPIC_NOT_VALID
+        _ack_anyway(
+            conn, packet, ReasonCode.TOPIC_NAME_INVALID if bad_topic else ReasonCode.NOT_AUTHORIZED
+        )
     else:
         conn.close(code, str(exc))
 
@@ -203,7 +213,8 @@ def _on_subscribe(conn: MqttConnection, packet: Subscribe) -> None:
     refused: list[tuple[str, Denied]] = []
     for request in packet.subscriptions:
         if _over_quota(conn, session, request.topic_filter):
-            codes.append(0x97 if conn.protocol_level == MQTT_5 else 0x80)
+            v5 = conn.protocol_level == MQTT_5
+            codes.append(ReasonCode.QUOTA_EXCEEDED if v5 else SubackReturnCode.FAILURE)
             continue
         try:
             internal, rewrite = subscribe_target(principal, request.topic_filter)
@@ -233,9 +244,9 @@ def _over_quota(conn: MqttConnection, session: Session, topic_filter: str) -> bo
 
     Each subscription costs a few kilobytes and buffers up to the buffer size, so without a
     cap one client's subscription storm could take the memory of the whole platform. The
-    filter is refused like a standard broker refuses one (SUBACK 0x80, on 5.0 0x97 "Quota
-    exceeded") and the connection stays up: the client asked for too much, not for a topic it
-    may not see (W38 is about those).
+    filter is refused like a standard broker refuses one (SUBACK ``FAILURE``, on 5.0
+    ``QUOTA_EXCEEDED``) and the connection stays up: the client asked for too much, not for a
+    topic it may not see (W38 is about those).
     """
     return topic_filter not in session.subs and len(session.subs) >= conn.hub.max_subscriptions
 
@@ -243,9 +254,10 @@ def _over_quota(conn: MqttConnection, session: Session, topic_filter: str) -> bo
 def _subscribe_refused(conn: MqttConnection, principal: Principal, exc: Denied) -> int | None:
     """The SUBACK code for a refused filter, or None after closing (W38, W39)."""
     if principal.client.cls.value == _GATEWAY:
-        return 0x80
+        return SubackReturnCode.FAILURE  # 5.0: UNSPECIFIED_ERROR, the same number
     if conn.protocol_level == MQTT_5:
-        return 0x8F if exc.close_code == CloseCode.TOPIC_NOT_VALID else 0x87
+        bad_filter = exc.close_code == CloseCode.TOPIC_NOT_VALID
+        return ReasonCode.TOPIC_FILTER_INVALID if bad_filter else ReasonCode.NOT_AUTHORIZED
     conn.close(exc.close_code, str(exc))
     return None
 
@@ -254,7 +266,10 @@ def _on_unsubscribe(conn: MqttConnection, packet: Unsubscribe) -> None:
     session = conn.session
     assert session is not None
     found = [session.unsubscribe(f) for f in packet.topic_filters]
-    codes = tuple(0x00 if ok else 0x11 for ok in found) if conn.protocol_level == MQTT_5 else ()
+    codes: tuple[int, ...] = ()
+    if conn.protocol_level == MQTT_5:
+        missing = ReasonCode.NO_SUBSCRIPTION_EXISTED
+        codes = tuple(ReasonCode.SUCCESS if ok else missing for ok in found)
     conn.send(encode(Unsuback(packet.packet_id, codes), conn.protocol_level))
 
 
@@ -263,8 +278,8 @@ def _on_pingreq(conn: MqttConnection, _packet: Pingreq) -> None:
 
 
 def _on_disconnect(conn: MqttConnection, packet: Disconnect) -> None:
-    # A clean goodbye discards the will, unless a v5 client asks for it (reason 0x04).
-    if packet.reason_code != 0x04:
+    # A clean goodbye discards the will, unless a v5 client asks for it.
+    if packet.reason_code != ReasonCode.DISCONNECT_WITH_WILL_MESSAGE:
         conn.will = None
     conn.close(CloseCode.NORMAL)
 

@@ -69,7 +69,7 @@ class PlatformConfig:
     #: unacknowledged QoS 1/2 messages per client before the rest wait in the buffer; a
     #: window this wide keeps QoS 1 delivery from waiting on every round trip
     max_inflight: int = 1000
-    #: filters one client may hold; further new filters get SUBACK 0x80 (5.0: 0x97)
+    #: filters one client may hold; further new filters get SUBACK FAILURE (5.0: QUOTA_EXCEEDED)
     max_subscriptions: int = MAX_SUBSCRIPTIONS
     #: seconds a new socket has to send CONNECT
     connect_timeout: float = 10.0

@@ -23,26 +23,18 @@ from typing import Any, Final, TypeVar
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from worker.errors import ConnectError, NotAuthorized
-from worker.transports.base import ConnectOptions, Inbound, tls_context
+from worker.errors import ConnectError
+from worker.mqtt import connack_return_code
+from worker.transports.base import (
+    PERMANENT_REFUSALS,
+    ConnectOptions,
+    Inbound,
+    not_authorized,
+    tls_context,
+)
 
 T = TypeVar("T")
 
-#: CONNACK refusals that retrying cannot fix, by MQTT 5 reason code (paho reports v3.1.1 return
-#: codes as these): (the v3.1.1 return code, what it means).
-_REFUSED: Final[dict[int, tuple[int, str]]] = {
-    0x85: (2, "the client ID is not accepted"),
-    0x86: (4, "bad user name or password"),
-    0x87: (5, "not authorised"),
-    0x8A: (5, "banned"),
-    0x8C: (5, "bad authentication method"),
-}
-#: the same, keyed by the v3.1.1 return code (when a plain int arrives instead)
-_REFUSED_V3: Final[dict[int, str]] = {
-    2: _REFUSED[0x85][1],
-    4: _REFUSED[0x86][1],
-    5: _REFUSED[0x87][1],
-}
 _DISCONNECT_TIMEOUT: Final = 5.0
 _PENDING_CALLS_WARNING: Final = 100_000
 
@@ -100,7 +92,7 @@ class AiomqttTransport:
         self._live = True
 
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> list[int]:
-        """Subscribe in one SUBSCRIBE; the granted QoS per filter (0x80 = refused)."""
+        """Subscribe in one SUBSCRIBE; the granted QoS per filter (or FAILURE)."""
         client = self._require()
         granted = await self._call("SUBSCRIBE", client.subscribe(list(filters)))
         return [_code(g) for g in granted]
@@ -242,19 +234,15 @@ def _code(value: Any) -> int:
 
 
 def _refusal(exc: MqttConnectError, options: ConnectOptions, where: str) -> ConnectError:
-    code = _code(exc.rc) if exc.rc is not None else -1
-    if code in _REFUSED:
-        return_code, meaning = _REFUSED[code]
-    elif code in _REFUSED_V3:
-        return_code, meaning = code, _REFUSED_V3[code]
-    else:
-        return ConnectError(f"{where} refused the connection: {_reason(exc)}")
-    user = f" as user {options.username!r}" if options.username else " without credentials"
-    return NotAuthorized(
-        f"{where} refused client ID {options.client_id!r}{user}: {meaning} "
-        f"(CONNACK return code {return_code})",
-        return_code,
-    )
+    """NotAuthorized when retrying cannot help, else a ConnectError with aiomqtt's reason.
+
+    paho reports a 3.1.1 return code as the 5.0 reason code it corresponds to (or, from some
+    paths, as the plain return code); either way it is read back as the 3.1.1 code.
+    """
+    return_code = connack_return_code(_code(exc.rc)) if exc.rc is not None else None
+    if return_code is not None and return_code in PERMANENT_REFUSALS:
+        return not_authorized(return_code, options, where)
+    return ConnectError(f"{where} refused the connection: {_reason(exc)}")
 
 
 def _reason(exc: BaseException) -> str:

@@ -10,7 +10,19 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
+
+from worker.errors import NotAuthorized
+from worker.mqtt import ConnackReturnCode, connack_meaning
+
+#: CONNACK refusals that retrying cannot fix: the credentials or the client ID are wrong
+PERMANENT_REFUSALS: Final = frozenset(
+    {
+        ConnackReturnCode.IDENTIFIER_REJECTED,
+        ConnackReturnCode.BAD_USERNAME_OR_PASSWORD,
+        ConnackReturnCode.NOT_AUTHORIZED,
+    }
+)
 
 
 @dataclass(slots=True)
@@ -62,7 +74,8 @@ class Transport(Protocol):
         """Connect and wait for CONNACK; NotAuthorized when the server refuses."""
 
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> list[int]:
-        """Subscribe to (filter, qos) pairs in one SUBSCRIBE; the granted QoS (0x80 = refused)."""
+        """Subscribe to (filter, qos) pairs in one SUBSCRIBE; per filter the QoS granted or
+        ``SubackReturnCode.FAILURE``."""
 
     async def unsubscribe(self, filters: Sequence[str]) -> None:
         """Unsubscribe and wait for UNSUBACK."""
@@ -96,3 +109,13 @@ def tls_context(cafile: str | None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=cafile)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def not_authorized(code: ConnackReturnCode, options: ConnectOptions, where: str) -> NotAuthorized:
+    """The error of a permanent CONNACK refusal: who was refused, as whom, and why."""
+    user = f" as user {options.username!r}" if options.username else " without credentials"
+    return NotAuthorized(
+        f"{where} refused client ID {options.client_id!r}{user}: {connack_meaning(code)} "
+        f"(CONNACK return code {code:d})",
+        int(code),
+    )

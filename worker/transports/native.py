@@ -15,10 +15,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import Final
 
-from worker.errors import ConfigError, ConnectError, NotAuthorized
+from worker.errors import ConfigError, ConnectError
 from worker.mqtt import (
     MAX_REMAINING_LENGTH,
     Connack,
+    ConnackReturnCode,
     Connect,
     Disconnect,
     Packet,
@@ -30,22 +31,13 @@ from worker.mqtt import (
     Subscription,
     Unsuback,
     Unsubscribe,
+    connack_meaning,
     encode,
     encode_publish,
 )
-from worker.transports.base import ConnectOptions, tls_context
+from worker.transports.base import PERMANENT_REFUSALS, ConnectOptions, not_authorized, tls_context
 from worker.transports.native_protocol import InboundProtocol
 
-#: CONNACK return codes (3.1.1) that retrying cannot fix, and what they mean
-_REFUSED: Final[dict[int, str]] = {
-    2: "the client ID is not accepted",
-    4: "bad user name or password",
-    5: "not authorised",
-}
-_OTHER_REFUSALS: Final[dict[int, str]] = {
-    1: "unacceptable protocol version",
-    3: "server unavailable",
-}
 _PINGREQ: Final = encode(Pingreq())
 _DISCONNECT: Final = encode(Disconnect())
 
@@ -94,7 +86,7 @@ class NativeTransport(InboundProtocol):
         except BaseException:
             await self._abort()
             raise
-        if connack.reason_code:
+        if connack.reason_code != ConnackReturnCode.ACCEPTED:
             await self._abort()
             raise _refusal(connack.reason_code, options, where)
         self._live = True
@@ -118,7 +110,7 @@ class NativeTransport(InboundProtocol):
         return await self._connack
 
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> list[int]:
-        """Subscribe in one SUBSCRIBE; the granted QoS per filter (0x80 = refused)."""
+        """Subscribe in one SUBSCRIBE; the granted QoS per filter (or FAILURE)."""
         for _, qos in filters:
             _check_qos(qos)
         subscriptions = tuple(Subscription(f, qos) for f, qos in filters)
@@ -267,13 +259,8 @@ def _check_qos(qos: int) -> None:
 
 
 def _refusal(code: int, options: ConnectOptions, where: str) -> ConnectError:
-    meaning = _REFUSED.get(code)
-    if meaning is None:
-        other = _OTHER_REFUSALS.get(code, "unknown reason")
-        return ConnectError(f"{where} refused the connection: {other} (CONNACK return code {code})")
-    user = f" as user {options.username!r}" if options.username else " without credentials"
-    return NotAuthorized(
-        f"{where} refused client ID {options.client_id!r}{user}: {meaning} "
-        f"(CONNACK return code {code})",
-        code,
-    )
+    """NotAuthorized when retrying cannot help, else a ConnectError naming the return code."""
+    if code in PERMANENT_REFUSALS:
+        return not_authorized(ConnackReturnCode(code), options, where)
+    meaning = connack_meaning(code)
+    return ConnectError(f"{where} refused the connection: {meaning} (CONNACK return code {code})")
