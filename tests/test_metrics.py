@@ -7,7 +7,8 @@ import asyncio
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from tests.pipeline_kit import Acks, event, new_metrics, running, until, value
+from tests.support.pipeline import Acks, event, new_metrics, running, value
+from tests.support.waiting import QUICK, until
 from worker import App, AppStatus, Command, DeviceStatus, Event
 from worker.metrics import Metrics
 from worker.transports.base import Inbound
@@ -24,6 +25,7 @@ DESIGN_NAMES = {
     "worker_subscribed": "gauge",
     "worker_reconnects_total": "counter",
     "worker_info": "gauge",
+    "worker_batch_size": "histogram",
 }
 
 
@@ -109,7 +111,7 @@ async def test_real_messages_move_the_counters_and_labels_stay_bounded() -> None
         await pipeline.put(batch, acks)
         await acks.wait_for(7)
         await pipeline.put([event("dev9", 99, packet_id=8)], acks)
-        await until(lambda: pipeline.in_flight == 1)
+        await until(lambda: pipeline.in_flight == 1, "one event in flight", within=QUICK, every=0)
         assert value(metrics, "worker_in_flight") == 1
         await pipeline.put([event("dev9", 100, packet_id=9)], acks)
         gate.set()

@@ -1,6 +1,7 @@
 """worker: scalable IoT event workers for Watson IoT Platform and standard MQTT brokers."""
 
 from worker.app import App
+from worker.batching import BatchFailed
 from worker.deadletter import DeadLetter, DeadLetterSink
 from worker.errors import (
     AppLoadError,
@@ -17,6 +18,7 @@ from worker.errors import (
     WorkerError,
 )
 from worker.messages import AppStatus, Command, DeviceStatus, Event, register_codec
+from worker.routes import Batch
 
 __version__ = "0.1.0"
 
@@ -24,6 +26,8 @@ __all__ = [
     "App",
     "AppLoadError",
     "AppStatus",
+    "Batch",
+    "BatchFailed",
     "CodecError",
     "Command",
     "ConfigError",

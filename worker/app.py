@@ -21,7 +21,9 @@ Options of every decorator (keyword-only):
 ``dead_letter``    this route's sink: ``"log"``, ``"file:PATH"``, ``"mqtt:TYPE/ID/EVENT"``,
                    ``"none"`` or a sink object; None (default) means ``WORKER_DEAD_LETTER``
 ``name``           the route's name in metrics and logs; default the function's ``__name__``
-                   (an addition to the design's signature: names must be unique per app)
+                   (names must be unique per app)
+``batch``          ``Batch(max_size=..., max_wait=...)``: the handler gets a list of messages
+                   (``worker.batching``); every message still has its own outcome and ack
 
 The runner, in this order: ``app.compile()`` (or let the pipeline compile), connect,
 ``app.bind_publisher(fn)``, ``await app.startup()``, subscribe to ``app.filters()``, serve;
@@ -46,7 +48,14 @@ from worker.errors import (
     TopicError,
 )
 from worker.metrics import Kind
-from worker.routes import BACKOFF_CAP, Route, RouteTable, partial_overlaps, subscription_filters
+from worker.routes import (
+    BACKOFF_CAP,
+    Batch,
+    Route,
+    RouteTable,
+    partial_overlaps,
+    subscription_filters,
+)
 
 log = logging.getLogger("worker.app")
 
@@ -88,9 +97,10 @@ class App:
         retry_backoff: float = 0.1,
         dead_letter: SinkChoice = None,
         name: str | None = None,
+        batch: Batch | None = None,
     ) -> Callable[[H], H]:
         """Handle device events ``iot-2/type/T/id/D/evt/E/fmt/F``; the handler gets an Event."""
-        options = _options(ordered, timeout, retries, retry_backoff, dead_letter)
+        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch)
         parts = {"device_type": device_type, "device_id": device_id, "event": event}
         return self._decorator(
             Kind.EVENT,
@@ -113,9 +123,10 @@ class App:
         retry_backoff: float = 0.1,
         dead_letter: SinkChoice = None,
         name: str | None = None,
+        batch: Batch | None = None,
     ) -> Callable[[H], H]:
         """Handle device commands ``iot-2/type/T/id/D/cmd/C/fmt/F``; the handler gets a Command."""
-        options = _options(ordered, timeout, retries, retry_backoff, dead_letter)
+        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch)
         parts = {"device_type": device_type, "device_id": device_id, "command": command}
         return self._decorator(
             Kind.COMMAND,
@@ -136,9 +147,10 @@ class App:
         retry_backoff: float = 0.1,
         dead_letter: SinkChoice = None,
         name: str | None = None,
+        batch: Batch | None = None,
     ) -> Callable[[H], H]:
         """Handle device status ``iot-2/type/T/id/D/mon``; the handler gets a DeviceStatus."""
-        options = _options(ordered, timeout, retries, retry_backoff, dead_letter)
+        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch)
         return self._decorator(
             Kind.DEVICE_STATUS,
             lambda: topics.device_status(device_type, device_id, wildcard=True),
@@ -157,9 +169,10 @@ class App:
         retry_backoff: float = 0.1,
         dead_letter: SinkChoice = None,
         name: str | None = None,
+        batch: Batch | None = None,
     ) -> Callable[[H], H]:
         """Handle application status ``iot-2/app/A/mon``; the handler gets an AppStatus."""
-        options = _options(ordered, timeout, retries, retry_backoff, dead_letter)
+        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch)
         return self._decorator(
             Kind.APP_STATUS,
             lambda: topics.app_status(app_id, wildcard=True),
@@ -340,7 +353,12 @@ class App:
 
 
 def _options(
-    ordered: bool, timeout: float | None, retries: int, backoff: float, dead_letter: SinkChoice
+    ordered: bool,
+    timeout: float | None,
+    retries: int,
+    backoff: float,
+    dead_letter: SinkChoice,
+    batch: Batch | None = None,
 ) -> dict[str, Any]:
     """Check a decorator's options at the decorator call; RegistrationError names the bad one."""
     if not isinstance(ordered, bool):
@@ -353,6 +371,10 @@ def _options(
         raise RegistrationError(
             f"retry_backoff={backoff!r}: accepted is seconds from 0 to {BACKOFF_CAP:g}"
         )
+    if batch is not None and not isinstance(batch, Batch):
+        raise RegistrationError(
+            f"batch={batch!r}: accepted is None or Batch(max_size=..., max_wait=...)"
+        )
     try:
         sink = check_choice(dead_letter)
     except ValueError as exc:
@@ -363,6 +385,7 @@ def _options(
         "retries": retries,
         "retry_backoff": float(backoff),
         "dead_letter": sink,
+        "batch": batch,
     }
 
 

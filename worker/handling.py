@@ -54,11 +54,12 @@ class Handled:
 Observer = Callable[[Handled], None]
 
 
-class RouteRunner:
-    """One route with its bound metrics and its dead-letter sink."""
+class RouteRunnerBase:
+    """One route with its bound metrics, its dead-letter sink and the observer."""
 
     __slots__ = (
-        "dead_letter_failed", "dead_letters", "metrics", "observer", "route", "sink",
+        "dead_letter_failed", "dead_letters", "failures", "last_error", "metrics", "observer",
+        "route", "sink",
     )  # fmt: skip
 
     def __init__(
@@ -75,18 +76,20 @@ class RouteRunner:
         self.sink: DeadLetterSink | None = dead_letters.sink_for(route.dead_letter)
         self.dead_letter_failed = dead_letter_failed
         self.observer = observer
+        #: runs in a row whose last attempt failed (error or timeout; not a bad payload)
+        self.failures = 0
+        #: what the last failed run raised, for /readyz
+        self.last_error = ""
 
-    async def handle(self, entry: Entry, inbound: InboundLike, received_at: float) -> Outcome:
-        """Handle one message for this route; the final outcome (never raises but cancel)."""
-        reason, error, runs = await self._runs(entry, inbound, received_at)
-        outcome, sink = reason, self.sink
-        if reason is not Outcome.OK and sink is not None:
-            outcome = await self._dead_letter(sink, reason, error, inbound, runs)
-        if self.observer is not None:
-            self.observer(Handled(self.route, inbound, outcome, reason, error, runs))
-        return outcome
+    def record(self, reason: Outcome, error: BaseException | None) -> None:
+        """Note how a message's (or batch's) runs ended, for :meth:`Pipeline.degraded`."""
+        if reason is Outcome.OK:
+            self.failures = 0
+        elif reason is not Outcome.DECODE_ERROR:
+            self.failures += 1
+            self.last_error = describe(error, self.route.timeout) or reason.value
 
-    async def _dead_letter(
+    async def dead_letter(
         self,
         sink: DeadLetterSink,
         outcome: Outcome,
@@ -104,6 +107,26 @@ class RouteRunner:
             self.metrics.dead_letters.inc()
             return Outcome.DEAD_LETTERED
         self.dead_letter_failed.inc()
+        return outcome
+
+
+class RouteRunner(RouteRunnerBase):
+    """A route that handles one message a run."""
+
+    __slots__ = ()
+
+    async def handle(self, entry: Entry, inbound: InboundLike, received_at: float) -> Outcome:
+        """Handle one message for this route; the final outcome (never raises but cancel)."""
+        reason, error, runs = await self._runs(entry, inbound, received_at)
+        if reason is Outcome.OK:
+            self.failures = 0
+        else:
+            self.record(reason, error)
+        outcome, sink = reason, self.sink
+        if reason is not Outcome.OK and sink is not None:
+            outcome = await self.dead_letter(sink, reason, error, inbound, runs)
+        if self.observer is not None:
+            self.observer(Handled(self.route, inbound, outcome, reason, error, runs))
         return outcome
 
     async def _runs(

@@ -31,7 +31,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -77,6 +77,11 @@ HANDLER_BUCKETS: Final = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 
+
+#: messages per batch, up to the largest batch a route may ask for
+BATCH_SIZE_BUCKETS: Final = (
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000,
+)  # fmt: skip
 
 #: the ``le`` labels of the buckets as prometheus_client's Histogram writes them (``repr`` for
 #: these bounds; a test compares), with +Inf last
@@ -219,6 +224,10 @@ class Metrics:
             "worker_dead_letters", "Messages a dead-letter sink took, by route", ["route"],
             registry=r,
         )  # fmt: skip
+        self.batch_sizes = Histogram(
+            "worker_batch_size", "Messages per handler run of a batch route, by route",
+            ["route"], buckets=BATCH_SIZE_BUCKETS, registry=r,
+        )  # fmt: skip
         #: bound per kind; increment once per batch with the batch's count
         self.received: dict[Kind, Counter] = {k: received.labels(kind=k.value) for k in Kind}
         #: bound per reason
@@ -239,6 +248,11 @@ class Metrics:
         if found is None:
             found = self._routes[name] = RouteMetrics(self, name)
         return found
+
+    def batch_size(self, name: str) -> Histogram:
+        """The batch size histogram of batch route ``name`` (observed once per handler run)."""
+        child: Histogram = self.batch_sizes.labels(route=name)
+        return child
 
     def watch(self, *, intake_depth: Callable[[], float], in_flight: Callable[[], float]) -> None:
         """Read the two gauges from these functions at scrape time: nothing on the hot path."""

@@ -34,13 +34,16 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Final
 
+from prometheus_client import Counter
+
 from worker.acks import Acker, AckQueue, Slot
 from worker.app import App
+from worker.batching import BatchRunner
 from worker.config import Settings
 from worker.deadletter import DeadLetters
 from worker.handling import Observer, RouteRunner
 from worker.metrics import DropReason, Kind, Metrics, Outcome
-from worker.routes import Entry, InboundLike
+from worker.routes import Batch, Entry, InboundLike, Route
 
 log = logging.getLogger("worker.pipeline")
 
@@ -49,6 +52,11 @@ log = logging.getLogger("worker.pipeline")
 TURN: Final = 0.02
 #: after the drain timeout, how long cancelled lanes get to unwind
 CANCEL_GRACE: Final = 1.0
+#: seconds without a new message after which a batch holding QoS 1 messages is handed over:
+#: the broker may be waiting for acknowledgements before it sends more (its in-flight window)
+STALL: Final = 0.002
+#: a route whose last this many runs (messages, or batches) all failed makes /readyz say so
+DEGRADED_AFTER: Final = 3
 
 _QUEUED, _TAKEN, _DROPPED = 0, 1, 2
 
@@ -57,7 +65,12 @@ class _Work:
     __slots__ = ("entry", "inbound", "received_at", "run", "slot", "state")
 
     def __init__(
-        self, run: RouteRunner, entry: Entry, inbound: InboundLike, at: float, slot: Slot | None
+        self,
+        run: RouteRunner | BatchRunner,
+        entry: Entry,
+        inbound: InboundLike,
+        at: float,
+        slot: Slot | None,
     ) -> None:
         self.run = run
         self.entry = entry
@@ -67,12 +80,40 @@ class _Work:
         self.state = _QUEUED
 
 
+class _Batch:
+    """Work of a batch route handed over to a lane: one handler run for all its items."""
+
+    __slots__ = ("items", "run", "state")
+
+    def __init__(self, run: BatchRunner, items: list[_Work]) -> None:
+        self.run = run
+        self.items = items
+        self.state = _QUEUED
+
+
+class _Open:
+    """A batch being filled: one per batch route, or per route and lane when ordered."""
+
+    __slots__ = ("batch", "items", "lane", "qos1", "run", "timer")
+
+    def __init__(self, run: BatchRunner, lane: int | None) -> None:
+        self.run = run
+        assert run.route.batch is not None
+        self.batch: Batch = run.route.batch
+        #: the lane whose own queue gets the batch (ordered routes), else None (shared)
+        self.lane = lane
+        self.items: list[_Work] = []
+        #: how many of the items are QoS 1 (the broker waits for their acks)
+        self.qos1 = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class _Lane:
     __slots__ = ("index", "listed", "queue", "summoned", "waiter")
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.queue: deque[_Work] = deque()
+        self.queue: deque[_Work | _Batch] = deque()
         self.waiter: asyncio.Future[None] | None = None
         #: in the idle list already (listed once, however often it idles)
         self.listed = False
@@ -102,12 +143,18 @@ class Pipeline:
             settings.dead_letter, publish=app.publish_event
         )
         failed = metrics.dropped[DropReason.DEAD_LETTER_FAILED]
-        self._runs = [
-            RouteRunner(r, metrics.route(r.name), self._dead_letters, failed, observer)
-            for r in self._router.routes
-        ]
+        self._runs = [self._runner(r, metrics, failed, observer) for r in self._router.routes]
         self._lanes = [_Lane(i) for i in range(settings.concurrency)]
-        self._shared: deque[_Work] = deque()
+        self._shared: deque[_Work | _Batch] = deque()
+        #: per route index: the batches being filled (one per lane when ordered); None: no batch
+        self._opens = [self._batch_slots(run) for run in self._runs]
+        #: the open batches that hold items, in the order they began
+        self._filling: dict[_Open, None] = {}
+        #: unacknowledged QoS 1 messages at which the broker stopped sending (learned)
+        self._window = 0
+        self._last_arrival = 0.0
+        self._stall_timer: asyncio.TimerHandle | None = None
+        #: draining: hand every batch over at once
         self._idle: deque[_Lane] = deque()
         #: idle lanes woken for shared work that have not run yet; see ``_summon``
         self._summoned = 0
@@ -125,6 +172,7 @@ class Pipeline:
         self._acks: dict[Acker, AckQueue] = {}
         self._ready: list[AckQueue] = []
         self._flush_pending = False
+        self._hurry = False
         self._stopping = False
         self._abandoned = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -132,6 +180,37 @@ class Pipeline:
         self._idle_now = asyncio.Event()
         self._idle_now.set()
         metrics.watch(intake_depth=lambda: self._queued, in_flight=lambda: self._in_flight)
+
+    def _runner(
+        self,
+        route: Route,
+        metrics: Metrics,
+        failed: Counter,
+        observer: Observer | None,
+    ) -> RouteRunner | BatchRunner:
+        bound = metrics.route(route.name)
+        if route.batch is None:
+            return RouteRunner(route, bound, self._dead_letters, failed, observer)
+        sizes = metrics.batch_size(route.name)
+        return BatchRunner(route, bound, self._dead_letters, failed, sizes, observer)
+
+    def _batch_slots(self, run: RouteRunner | BatchRunner) -> list[_Open] | None:
+        if not isinstance(run, BatchRunner):
+            return None
+        if run.route.ordered:
+            return [_Open(run, lane.index) for lane in self._lanes]
+        return [_Open(run, None)]
+
+    def degraded(self) -> str | None:
+        """Why the app is degraded: a route whose last runs all failed; None when none is."""
+        failing = [run for run in self._runs if run.failures >= DEGRADED_AFTER]
+        if not failing:
+            return None
+        return "degraded: " + "; ".join(
+            f"route {run.route.name!r} failed {run.failures} times in a row "
+            f"(last: {run.last_error})"
+            for run in failing
+        )
 
     @property
     def intake_depth(self) -> int:
@@ -182,9 +261,11 @@ class Pipeline:
                         if self._stopping:
                             refused += 1
                             break
-                    self._enqueue(work, route.ordered)
+                    self._enqueue(work, route)
         finally:
             self._count_intake(kinds, unrouted, refused)
+            if self._filling:
+                self._batches_after_put()
             if queue is not None and queue.releasable():
                 self._idle_now.clear()  # idle() also means "the acks have left"
                 self._schedule(queue)
@@ -226,8 +307,11 @@ class Pipeline:
             self._space_wanted = True
             await self._space.wait()
 
-    def _enqueue(self, work: _Work, ordered: bool) -> None:
-        if ordered:
+    def _enqueue(self, work: _Work, route: Route) -> None:
+        opens = self._opens[route.index]
+        if opens is not None:
+            self._add_to_batch(work, opens[work.entry.key % len(opens)])
+        elif route.ordered:
             lane = self._lanes[work.entry.key % len(self._lanes)]
             lane.queue.append(work)
             _wake(lane.waiter)
@@ -246,6 +330,96 @@ class Pipeline:
             if len(q) > 2 * self._limit + 64:
                 # work taken out of order (other lanes) piles up behind a slow head; sweep it
                 self._qos0 = deque(w for w in q if w.state == _QUEUED)
+
+    # --- batches -----------------------------------------------------------------------
+
+    def _add_to_batch(self, work: _Work, open: _Open) -> None:
+        items, batch = open.items, open.batch
+        if not items:
+            self._filling[open] = None
+            if batch.max_wait > 0:
+                loop = asyncio.get_running_loop()
+                open.timer = loop.call_later(batch.max_wait, self._due, open)
+        items.append(work)
+        if work.slot is not None:
+            open.qos1 += 1
+        if len(items) >= batch.max_size:
+            self._hand_over(open)
+
+    def _due(self, open: _Open) -> None:
+        """The first item of ``open`` has waited ``max_wait``."""
+        open.timer = None
+        if open.items:
+            self._hand_over(open)
+
+    def _hand_over(self, open: _Open) -> None:
+        """Queue ``open``'s items as one batch for a lane, and start filling anew."""
+        if open.timer is not None:
+            open.timer.cancel()
+            open.timer = None
+        batch = _Batch(open.run, open.items)
+        open.items, open.qos1 = [], 0
+        del self._filling[open]
+        if open.lane is not None:
+            lane = self._lanes[open.lane]
+            lane.queue.append(batch)
+            _wake(lane.waiter)
+        else:
+            self._shared.append(batch)
+            if not self._summoned:
+                self._summon()
+
+    def _batches_after_put(self) -> None:
+        """After a read: hand over what no further message can complete.
+
+        ``max_wait=0`` batches, and every batch while draining, go at once. A batch holding
+        QoS 1 messages goes as soon as the connection has as many unacknowledged messages as
+        the broker was seen to stop at (its in-flight window: it sends no more until it gets
+        acknowledgements), and otherwise once no message arrived for ``STALL`` seconds.
+        """
+        filling = self._filling
+        if self._hurry:
+            self.flush_batches()
+            return
+        for open in [o for o in filling if o.batch.max_wait == 0]:
+            self._hand_over(open)
+        if not any(o.qos1 for o in filling):
+            return
+        if self._window and self._unacked() >= self._window:
+            self._hand_over_qos1()
+            return
+        loop = asyncio.get_running_loop()
+        self._last_arrival = loop.time()
+        if self._stall_timer is None:
+            self._stall_timer = loop.call_later(STALL, self._stalled)
+
+    def _stalled(self) -> None:
+        """No message for ``STALL`` seconds (else wait again): learn the window, hand over."""
+        loop = asyncio.get_running_loop()
+        left = self._last_arrival + STALL - loop.time()
+        if left > 0.0001:
+            self._stall_timer = loop.call_later(left, self._stalled)
+            return
+        self._stall_timer = None
+        self._window = max(self._window, self._unacked())
+        self._hand_over_qos1()
+
+    def _hand_over_qos1(self) -> None:
+        for open in [o for o in self._filling if o.qos1]:
+            self._hand_over(open)
+
+    def _unacked(self) -> int:
+        return sum(len(queue.pending) for queue in self._acks.values())
+
+    def flush_batches(self) -> None:
+        """Hand over every batch being filled now, whatever its size and age."""
+        for open in list(self._filling):
+            self._hand_over(open)
+
+    def hurry(self) -> None:
+        """Draining: hand over the batches being filled, and later ones as they arrive."""
+        self._hurry = True
+        self.flush_batches()
 
     def _summon(self) -> None:
         """Wake one idle lane for the shared queue.
@@ -309,8 +483,11 @@ class Pipeline:
                 self._summon()  # more waits: the next lane, in case this handler waits
             if work.state != _QUEUED:
                 continue
-            self._take(work)
-            await self._handle(work)
+            if isinstance(work, _Batch):
+                await self._handle_batch(work)
+            else:
+                self._take(work)
+                await self._handle(work)
             if clock() >= turn_ends:
                 await asyncio.sleep(0)
                 turn_ends = clock() + TURN / self._awake
@@ -341,6 +518,7 @@ class Pipeline:
 
     async def _handle(self, work: _Work) -> None:
         run = work.run
+        assert isinstance(run, RouteRunner)
         self._in_flight += 1
         try:
             outcome = await run.handle(work.entry, work.inbound, work.received_at)
@@ -359,6 +537,35 @@ class Pipeline:
             if slot.remaining == 0 and slot.queue.pending[0] is slot:
                 self._schedule(slot.queue)
                 return
+        if not self._flush_pending:
+            self._schedule(None)
+
+    async def _handle_batch(self, batch: _Batch) -> None:
+        batch.state = _TAKEN
+        items = [work for work in batch.items if work.state == _QUEUED]
+        if not items:
+            return
+        for work in items:
+            self._take(work)
+        run, count = batch.run, len(items)
+        self._in_flight += count
+        try:
+            outcomes = await run.handle_batch(items)
+        except asyncio.CancelledError:
+            self._abandoned += count
+            run.metrics.outcome[Outcome.DROPPED].inc(count)
+            self._metrics.dropped[DropReason.ABANDONED].inc(count)
+            raise
+        finally:
+            self._in_flight -= count
+        counts = run.metrics.outcome
+        for work, outcome in zip(items, outcomes, strict=True):
+            counts[outcome].inc()
+            slot = work.slot
+            if slot is not None:
+                slot.remaining -= 1
+                if slot.remaining == 0 and slot.queue.pending[0] is slot:
+                    self._schedule(slot.queue)
         if not self._flush_pending:
             self._schedule(None)
 
@@ -388,6 +595,10 @@ class Pipeline:
 
     def stop(self) -> None:
         """Take no new work; ``run()`` returns once the queued work is done."""
+        self.flush_batches()  # the partial batches are handled (and acknowledged) too
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         self._stopping = True
         for lane in self._lanes:
             _wake(lane.waiter)
@@ -418,14 +629,17 @@ class Pipeline:
         return self._abandoned - before
 
     def _abandon_queued(self) -> None:
+        self.flush_batches()
         queues = [self._shared, *(lane.queue for lane in self._lanes)]
         for queue in queues:
-            for work in queue:
-                if work.state == _QUEUED:
-                    work.state = _DROPPED
-                    self._abandoned += 1
-                    work.run.metrics.outcome[Outcome.DROPPED].inc()
-                    self._metrics.dropped[DropReason.ABANDONED].inc()
+            for queued in queue:
+                works = queued.items if isinstance(queued, _Batch) else (queued,)
+                for work in works:
+                    if work.state == _QUEUED:
+                        work.state = _DROPPED
+                        self._abandoned += 1
+                        work.run.metrics.outcome[Outcome.DROPPED].inc()
+                        self._metrics.dropped[DropReason.ABANDONED].inc()
             queue.clear()
         self._qos0.clear()
         self._queued = self._qos0_queued = 0

@@ -13,13 +13,14 @@ the platform sends such a message once; filters that only partly overlap are rep
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from worker import topics
 from worker.deadletter import SinkChoice
-from worker.errors import CodecError, TopicError
+from worker.errors import CodecError, RegistrationError, TopicError
 from worker.messages import AppStatus, Command, DeviceStatus, Event, Message, status_fields
 from worker.metrics import Kind
 from worker.routing import TopicTrie
@@ -30,6 +31,10 @@ Handler = Callable[[Any], Awaitable[Any]]
 CACHE_SIZE: Final = 65_536
 #: no retry waits longer than this, whatever the route's backoff and attempt
 BACKOFF_CAP: Final = 60.0
+#: the largest batch a route may ask for: a batch is held in memory and acknowledged at once
+MAX_BATCH_SIZE: Final = 100_000
+#: the longest a batch may wait for more messages (seconds)
+MAX_BATCH_WAIT: Final = 60.0
 
 
 class InboundLike(Protocol):
@@ -47,6 +52,32 @@ class InboundLike(Protocol):
     def packet_id(self) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A route option: hand the handler a list of up to ``max_size`` messages.
+
+    A batch is handed over when it holds ``max_size`` messages, when its first message has
+    waited ``max_wait`` seconds, when the broker will send no more until it gets
+    acknowledgements (QoS 1), and when the worker drains. ``max_wait=0`` hands over whatever
+    one read from the socket brought.
+    """
+
+    max_size: int = 100
+    max_wait: float = 0.05
+
+    def __post_init__(self) -> None:
+        size, wait = self.max_size, self.max_wait
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_BATCH_SIZE:
+            raise RegistrationError(
+                f"Batch(max_size={size!r}): accepted is a whole number from 1 to {MAX_BATCH_SIZE:,}"
+            )
+        number = isinstance(wait, int | float) and not isinstance(wait, bool)
+        if not (number and math.isfinite(wait) and 0 <= wait <= MAX_BATCH_WAIT):
+            raise RegistrationError(
+                f"Batch(max_wait={wait!r}): accepted is seconds from 0 to {MAX_BATCH_WAIT:g}"
+            )
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Route:
     """One registered handler with its filter and options (see ``App.event``)."""
@@ -61,6 +92,8 @@ class Route:
     retries: int = 0
     retry_backoff: float = 0.1
     dead_letter: SinkChoice = None
+    #: hand the handler a list of messages (see :class:`Batch`); None: one message a run
+    batch: Batch | None = None
 
 
 Builder = Callable[[tuple[str, ...], InboundLike, float], Message]

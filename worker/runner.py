@@ -117,7 +117,8 @@ class Worker:
             self.request_stop()
 
     def readiness(self) -> str | None:
-        """None when connected, subscribed, not paused and not draining; else why not."""
+        """None when connected, subscribed, not paused, not draining and no route keeps
+        failing (``Pipeline.degraded``); else why not."""
         conn = self.connection
         if self._draining or self._stopping.is_set():
             return "draining"
@@ -127,7 +128,7 @@ class Worker:
             return "paused"
         if not conn.subscribed:
             return conn.problem or "not subscribed"
-        return None
+        return self.pipeline.degraded()
 
     @property
     def metrics_url(self) -> str:
@@ -255,6 +256,8 @@ class Worker:
         deadline = loop.time() + self.settings.drain_timeout
         if self.started.is_set():  # a worker that never served has nothing to announce
             log.info("stopping: unsubscribing, then draining for up to %gs", deadline - loop.time())
+        # partial batches are handled now, not after their max_wait
+        self.pipeline.hurry()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(deadline):
                 await self.connection.stop_intake()

@@ -261,23 +261,55 @@ class TestClient:
         topic at all) is counted as dropped (``unrouted``) and returns an unrouted Delivery.
         """
         __tracebackhide__ = True  # in pytest reports: the test, then the handler; not this
+        [delivery] = await self.send_many([(topic, payload)], qos=qos, retain=retain,
+                                          raise_errors=raise_errors)  # fmt: skip
+        return delivery
+
+    async def send_many(
+        self,
+        messages: Iterable[tuple[str, bytes | str]],
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        raise_errors: bool | None = None,
+    ) -> list[Delivery]:
+        """Deliver ``(topic, payload)`` pairs as one read from the socket; wait for them all.
+
+        A batch route gets them in one batch (several when there are more than its
+        ``max_size``); the batch is handed over at once, not after its ``max_wait``. The
+        deliveries come back in the order sent.
+        """
+        __tracebackhide__ = True  # in pytest reports: the test, then the handler; not this
         pipeline = self._open_pipeline()
         if qos not in (0, 1):
             raise ValueError(f"qos {qos!r}: a worker receives at QoS 0 or 1")
-        body = payload.encode() if isinstance(payload, str) else bytes(payload)
-        inbound = Inbound(topic, body, qos, retain, next(self._packet_ids) if qos else 0)
-        expected = len(self.app.router.lookup(topic).routes)
-        pending = self._pending[id(inbound)] = _Pending(inbound, expected)
+        inbounds = [
+            Inbound(topic, _body(payload), qos, retain, next(self._packet_ids) if qos else 0)
+            for topic, payload in messages
+        ]
+        waiting = [self._expect(inbound) for inbound in inbounds]
         try:
-            await pipeline.put([inbound], self._ack)
-            await self._wait(pending)
+            await pipeline.put(inbounds, self._ack)
+            pipeline.flush_batches()
+            for pending in waiting:
+                await self._wait(pending)
         finally:
-            del self._pending[id(inbound)]
+            for inbound in inbounds:
+                del self._pending[id(inbound)]
         order = {r.name: i for i, r in enumerate(self.app.routes)}
-        handled = tuple(sorted(pending.handled, key=lambda h: order[h.route.name]))
-        if self.raise_errors if raise_errors is None else raise_errors:
-            raise_handler_error(handled)
-        return Delivery(topic, body, qos, handled)
+        deliveries = []
+        for pending in waiting:
+            handled = tuple(sorted(pending.handled, key=lambda h: order[h.route.name]))
+            if self.raise_errors if raise_errors is None else raise_errors:
+                raise_handler_error(handled)
+            inbound = pending.inbound
+            deliveries.append(Delivery(inbound.topic, inbound.payload, qos, handled))
+        return deliveries
+
+    def _expect(self, inbound: Inbound) -> _Pending:
+        expected = len(self.app.router.lookup(inbound.topic).routes)
+        pending = self._pending[id(inbound)] = _Pending(inbound, expected)
+        return pending
 
     async def _wait(self, pending: _Pending) -> None:
         """Until the routes reported, within the deadline; the pipeline's own failure wins."""
@@ -310,6 +342,21 @@ class TestClient:
         __tracebackhide__ = True  # in pytest reports: the test, then the handler; not this
         topic = topics.device_event(device_type, device_id, event, format)
         return await self.send(str(topic), messages.encode(format, data), **options)
+
+    async def send_events(
+        self,
+        device_type: str,
+        device_id: str,
+        event: str,
+        data: Iterable[Any],
+        format: str = "json",
+        **options: Any,
+    ) -> list[Delivery]:
+        """Deliver one device event per item of ``data``, as one read (see :meth:`send_many`)."""
+        __tracebackhide__ = True  # in pytest reports: the test, then the handler; not this
+        topic = str(topics.device_event(device_type, device_id, event, format))
+        pairs = [(topic, messages.encode(format, item)) for item in data]
+        return await self.send_many(pairs, **options)
 
     async def send_command(
         self,
@@ -379,6 +426,10 @@ class TestClient:
         if not isinstance(message, Event | Command):  # App.publish_* builds no other topics
             raise ValueError(f"unexpected publish to {topic}")
         self.published.append(message)
+
+
+def _body(payload: bytes | str) -> bytes:
+    return payload.encode() if isinstance(payload, str) else bytes(payload)
 
 
 def _status_payload(client_id: str, action: str, close_code: int) -> bytes:

@@ -1,0 +1,234 @@
+"""Batch routes: one handler run for many messages, each message still with its own outcome.
+
+::
+
+    @app.event(device_type="sensor", event="reading", batch=Batch(max_size=1000, max_wait=0.05))
+    async def store(events: list[Event]) -> None:
+        await pool.copy_records_to_table("readings", records=[row(e) for e in events])
+
+:class:`~worker.routes.Batch` is the route option. :class:`BatchRunner` runs one batch of a
+route: it builds every message first (a payload that does not decode for its format is that
+message's ``decode_error`` and stays out of the batch, so one bad payload never fails the
+rest), runs the handler under the route's ``timeout``, retries per ``retries`` and
+``retry_backoff``, and gives each message that failed its last run to the route's dead-letter
+sink, one letter each.
+
+A handler reports that only some messages failed by raising :class:`BatchFailed` with them:
+the others are ``ok``, and only the failed ones are retried (as a smaller batch) and, if they
+still fail, dead-lettered. When and how batches are formed is the pipeline's job
+(``worker.pipeline``): by size, by age, when the broker's in-flight window is full, and on
+drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from prometheus_client import Counter, Histogram
+
+from worker import messages
+from worker.deadletter import DeadLetters
+from worker.errors import CodecError
+from worker.handling import Handled, Observer, RouteRunnerBase, describe
+from worker.messages import Command, Event, Message
+from worker.metrics import Outcome, RouteMetrics
+from worker.routes import BACKOFF_CAP, Entry, InboundLike, Route
+
+log = logging.getLogger("worker.pipeline")
+
+
+class BatchFailed(Exception):
+    """Raised by a batch handler when only some of its messages failed.
+
+    ``failed`` are messages of the batch the handler was given (the same objects); the rest
+    of the batch counts as handled (``ok``). ``error`` says why, for the log and the dead
+    letters (an exception, or text).
+    """
+
+    def __init__(self, failed: Iterable[Message], error: BaseException | str | None = None) -> None:
+        self.failed: tuple[Message, ...] = tuple(failed)
+        self.error = error
+        why = f": {describe_error(error)}" if error is not None else ""
+        super().__init__(f"{len(self.failed)} messages of the batch failed{why}")
+
+
+def describe_error(error: BaseException | str | None) -> str:
+    """An error as the log and dead letters show it."""
+    if error is None or isinstance(error, str):
+        return error or ""
+    return f"{type(error).__name__}: {error}"
+
+
+class BatchItem(Protocol):
+    """What the runner reads of one queued message (the pipeline's work item)."""
+
+    @property
+    def entry(self) -> Entry: ...
+    @property
+    def inbound(self) -> InboundLike: ...
+    @property
+    def received_at(self) -> float: ...
+
+
+class _Result:
+    """One message's state through the runs of its batch."""
+
+    __slots__ = ("error", "message", "outcome", "runs")
+
+    def __init__(self, message: Message | None) -> None:
+        self.message = message
+        self.outcome = Outcome.OK
+        self.error: BaseException | None = None
+        self.runs = 0
+
+
+class BatchRunner(RouteRunnerBase):
+    """One batch route with its bound metrics and dead-letter sink."""
+
+    __slots__ = ("batch_size",)
+
+    def __init__(
+        self,
+        route: Route,
+        metrics: RouteMetrics,
+        dead_letters: DeadLetters,
+        dead_letter_failed: Counter,
+        batch_size: Histogram,
+        observer: Observer | None = None,
+    ) -> None:
+        super().__init__(route, metrics, dead_letters, dead_letter_failed, observer)
+        self.batch_size = batch_size
+
+    async def handle_batch(self, items: Sequence[BatchItem]) -> list[Outcome]:
+        """Handle ``items`` as one batch; each one's final outcome, in order (never raises
+        but cancel)."""
+        results = [self._build(item) for item in items]
+        pending = [r for r in results if r.message is not None]
+        await self._runs(pending)
+        self._record(pending)
+        outcomes: list[Outcome] = []
+        for item, result in zip(items, results, strict=True):
+            outcome = result.outcome
+            if outcome is not Outcome.OK and self.sink is not None:
+                outcome = await self.dead_letter(
+                    self.sink, outcome, result.error, item.inbound, result.runs
+                )
+            if self.observer is not None:
+                self.observer(
+                    Handled(self.route, item.inbound, outcome, result.outcome, result.error,
+                            result.runs)
+                )  # fmt: skip
+            outcomes.append(outcome)
+        return outcomes
+
+    def _record(self, ran: list[_Result]) -> None:
+        """A batch counts as one run for /readyz: failed when none of its messages got through."""
+        if not ran:
+            return
+        if any(r.outcome is Outcome.OK for r in ran):
+            self.record(Outcome.OK, None)
+        else:
+            self.record(ran[-1].outcome, ran[-1].error)
+
+    def _build(self, item: BatchItem) -> _Result:
+        """The message, decoded now: a payload that does not decode stays out of the batch."""
+        entry, inbound = item.entry, item.inbound
+        try:
+            message = entry.build(entry.parts, inbound, item.received_at)
+            if isinstance(message, Event | Command) and messages.codec(message.format) is not None:
+                message.data  # noqa: B018 - decode now; the handler gets it decoded
+        except CodecError as exc:
+            log.warning("%s: %s on %s", self.route.name, exc, inbound.topic)
+            result = _Result(None)
+            result.outcome, result.error = Outcome.DECODE_ERROR, exc
+            return result
+        return _Result(message)
+
+    async def _runs(self, pending: list[_Result]) -> None:
+        """Run the handler until every message is ok or out of retries."""
+        route = self.route
+        run = 0
+        while pending:
+            run += 1
+            for result in pending:
+                result.runs = run
+            outcome, error, failed = await self._once([r.message for r in pending])
+            if outcome is Outcome.OK:
+                return
+            pending = [pending[i] for i in failed]
+            final = run > route.retries
+            for result in pending:
+                result.outcome, result.error = outcome, error
+            _log_batch_failure(route, len(pending), outcome, error, run, final)
+            if final or not pending:
+                return
+            await asyncio.sleep(min(route.retry_backoff * 2 ** (run - 1), BACKOFF_CAP))
+
+    async def _once(
+        self, batch: list[Message | None]
+    ) -> tuple[Outcome, BaseException | None, list[int]]:
+        """One handler run: (outcome, error, indices of the failed messages in ``batch``)."""
+        route = self.route
+        self.batch_size.observe(len(batch))
+        started = time.perf_counter()
+        everything = list(range(len(batch)))
+        timer: asyncio.Timeout | None = None
+        try:
+            if route.timeout is None:
+                await route.handler(batch)
+            else:
+                async with asyncio.timeout(route.timeout) as timer:
+                    await route.handler(batch)
+            result: tuple[Outcome, BaseException | None, list[int]] = (Outcome.OK, None, [])
+        except BatchFailed as exc:
+            result = Outcome.ERROR, _cause(exc), _positions(batch, exc.failed, route.name)
+        except TimeoutError as exc:
+            expired = timer is not None and timer.expired()
+            result = (Outcome.TIMEOUT if expired else Outcome.ERROR), exc, everything
+        except Exception as exc:
+            result = Outcome.ERROR, exc, everything
+        self.metrics.seconds.observe(time.perf_counter() - started)
+        return result
+
+
+def _cause(exc: BatchFailed) -> BaseException:
+    """What a dead letter and the log say about messages a handler reported as failed."""
+    if isinstance(exc.error, BaseException):
+        return exc.error
+    return exc
+
+
+def _positions(batch: list[Message | None], failed: Sequence[Message], route: str) -> list[int]:
+    """Where the reported messages are in ``batch`` (by identity); strangers are logged."""
+    where = {id(m): i for i, m in enumerate(batch)}
+    found = sorted({where[id(m)] for m in failed if id(m) in where})
+    strangers = len(failed) - sum(1 for m in failed if id(m) in where)
+    if strangers:
+        log.warning(
+            "%s: BatchFailed named %d messages that are not in the batch it was given; "
+            "ignored (name the message objects the handler received)", route, strangers,
+        )  # fmt: skip
+    return found
+
+
+def _log_batch_failure(
+    route: Route,
+    count: int,
+    outcome: Outcome,
+    error: BaseException | None,
+    run: int,
+    final: bool,
+) -> None:
+    what = describe(error, route.timeout) or outcome.value
+    if not count:
+        return
+    if not final:
+        log.warning("%s: %s on a batch of %d (run %d); retrying", route.name, what, count, run)
+    elif outcome is Outcome.ERROR and not isinstance(error, BatchFailed):
+        log.error("%s failed on a batch of %d (run %d)", route.name, count, run, exc_info=error)
+    else:
+        log.warning("%s: %s on a batch of %d (run %d, giving up)", route.name, what, count, run)
