@@ -14,7 +14,7 @@ from tests.support.waiting import QUICK, until
 from worker import App, Batch, BatchFailed, Event, RegistrationError
 from worker.deadletter import DeadLetter
 from worker.metrics import Metrics
-from worker.pipeline import DEGRADED_AFTER, STALL
+from worker.pipeline import DEGRADED_AFTER
 from worker.testing import TestClient
 
 LONG = 30.0  # a max_wait no test may wait for
