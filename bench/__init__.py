@@ -1,6 +1,6 @@
 """Benchmarks of the worker, run by ``make bench`` (``python -m bench``); results in BENCHMARKS.md.
 
-Benchmarks are not tests (DESIGN.md section 9): every figure is printed as a ratio to a
+Benchmarks are not tests (see docs/performance.md): every figure is printed as a ratio to a
 baseline measured in the same invocation against the same Mosquitto, and nothing asserts a
 timing. Modules:
 

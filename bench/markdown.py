@@ -68,7 +68,7 @@ def render(r: Results) -> str:
         "",
         f"    {r.command}",
         "",
-        "Benchmarks are not tests (DESIGN.md section 9): every ratio divides two figures",
+        "Benchmarks are not tests (see docs/performance.md): every ratio divides two figures",
         "measured in this same invocation against the same Mosquitto.",
         "",
         "## Machine",

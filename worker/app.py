@@ -1,4 +1,4 @@
-"""``App``: the handler registry, lifespan hooks and publish helpers (DESIGN.md section 3).
+"""``App``: the handler registry, lifespan hooks and publish helpers (docs/guide/handlers.md).
 
 ::
 

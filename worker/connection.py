@@ -2,7 +2,7 @@
 
 One ``Connection`` keeps one worker on its platform for the life of the process:
 
-- it connects with the client ID of the profile and identity (DESIGN.md section 5), always
+- it connects with the client ID of the profile and identity (docs/guide/configuration.md), always
   with a clean session, and subscribes every distinct filter at ``settings.qos`` in one
   SUBSCRIBE (``$share/{org}:{app}/...`` on the ``mqtt`` profile);
 - it hands every batch the transport reads to the sink (the pipeline) together with that
@@ -17,7 +17,8 @@ One ``Connection`` keeps one worker on its platform for the life of the process:
   another process connecting with the same client ID.
 
 ``pause``/``resume`` unsubscribe and resubscribe while staying connected (SIGUSR1/SIGUSR2:
-the seed's "clients two and three unsubscribe"); ``stop_intake`` does the same for shutdown.
+the "clients two and three unsubscribe" step of IBM's scalable-application example);
+``stop_intake`` does the same for shutdown.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ _API_KEY = re.compile(r"a-([a-z0-9]{6})-([A-Za-z0-9_-]{1,64})")
 
 
 class IdentityMode(enum.StrEnum):
-    """How the instances of one application identify themselves (DESIGN.md section 5)."""
+    """How the instances of one application identify themselves (docs/guide/configuration.md)."""
 
     SHARED = "shared"
     SHARED_DURABLE = "shared-durable"
@@ -156,7 +156,7 @@ def app_client_id(
 
 
 def check_quickstart_connection(client_id: ClientId, *, tls: bool, clean_session: bool) -> None:
-    """Refuse what quickstart does not support at connect time (seed: Quickstart restrictions)."""
+    """Refuse what quickstart does not support at connect time (W41)."""
     if client_id.cls is ClientClass.SCALABLE_APP:
         raise QuickstartError("quickstart does not support scalable applications ('A:' client IDs)")
     if client_id.cls is ClientClass.GATEWAY:

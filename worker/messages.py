@@ -16,9 +16,10 @@ which the pipeline counts as the outcome ``decode_error``; the raw bytes are alw
 ``Event.payload``. Guessing (bytes for one format, text for another) would hide a typo in
 the device's topic until a handler misreads the data.
 
-Status messages (``mon``) are the platform's JSON (PLATFORM.md W32-W35) and are decoded when
-the message is built; missing keys are None, extra keys are kept in ``raw``. An empty payload
-is the platform clearing a retained status (W30): every field is None and ``cleared`` is True.
+Status messages (``mon``) are the platform's JSON (see docs/platform/rules.md, W32-W35) and
+are decoded when the message is built; missing keys are None, extra keys are kept in ``raw``.
+An empty payload is the platform clearing a retained status (W30): every field is None and
+``cleared`` is True.
 """
 
 from __future__ import annotations

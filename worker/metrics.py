@@ -1,4 +1,4 @@
-"""The worker's Prometheus metrics (DESIGN.md section 8), on an injected CollectorRegistry.
+"""The worker's Prometheus metrics (docs/observability.md), on an injected CollectorRegistry.
 
 Labels are bounded: ``kind`` and ``outcome`` and ``reason`` are closed sets, ``route`` is a
 handler's name. Never a device ID or a raw topic. Every labelled child the hot path touches is

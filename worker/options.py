@@ -32,7 +32,7 @@ from worker.parsers import (
 
 
 class Profile(enum.StrEnum):
-    """How the worker talks to its platform (DESIGN.md section 5)."""
+    """How the worker talks to its platform (docs/guide/configuration.md)."""
 
     WIOTP = "wiotp"
     MQTT = "mqtt"

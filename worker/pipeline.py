@@ -1,4 +1,4 @@
-"""The pipeline: intake, lanes, ack order, retries, dead letters and outcomes (DESIGN.md 6).
+"""The pipeline: intake, lanes, ack order, retries, dead letters, outcomes (docs/architecture.md).
 
 ::
 

@@ -1,4 +1,4 @@
-"""A local MQTT server that behaves like IBM Watson IoT Platform (rules in PLATFORM.md).
+"""A local MQTT server that behaves like IBM Watson IoT Platform (docs/platform/rules.md).
 
 Embedding (tests, fixtures, the ``worker platform`` command)::
 

@@ -1,9 +1,9 @@
 """TLS for the platform's encrypted listeners: TLS 1.2 only, with the platform's four suites.
 
 Watson IoT Platform "requires Transport Layer Security (TLS) V1.2 and the following cipher
-suites" (the seed, PLATFORM.md W1), so the context pins both the minimum and the maximum
-version to 1.2 and offers exactly :data:`CIPHERS`. A client that only speaks 1.1 or 1.3, or
-offers none of those suites, fails the handshake here as it would there.
+suites" (IBM's documentation; see docs/platform/rules.md, W1), so the context pins both the
+minimum and the maximum version to 1.2 and offers exactly :data:`CIPHERS`. A client that only
+speaks 1.1 or 1.3, or offers none of those suites, fails the handshake here as it would there.
 
 For development, :func:`ensure_dev_certificates` makes a private CA and a server certificate
 for ``localhost``, ``127.0.0.1`` and ``::1``, and reuses them on later starts while they are
@@ -35,7 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from worker.errors import ConfigError
 
-#: The seed's list, in its order of preference (OpenSSL names).
+#: IBM's list, in its order of preference (OpenSSL names).
 CIPHERS: Final = (
     "ECDHE-RSA-AES256-GCM-SHA384",
     "AES256-GCM-SHA384",
@@ -82,7 +82,7 @@ def server_context(
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.maximum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(":".join(CIPHERS))
-    # The server picks from the client's offer in the seed's order; compression is CRIME.
+    # The server picks from the client's offer in IBM's order; compression is CRIME.
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_COMPRESSION
     # TLS 1.3 suites stay listed whatever set_ciphers says, but the maximum version rules
     # them out; only the 1.2 suites are what a client can get.

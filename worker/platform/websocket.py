@@ -1,4 +1,4 @@
-"""MQTT over WebSockets on asyncio: the listener for the seed's port-443 path.
+"""MQTT over WebSockets on asyncio: the listener for IBM's port-443 path.
 
 The WebSocket layer sits between the socket and whatever serves MQTT, so the MQTT server does
 not know it is there. After the handshake the inner side sees an ordinary asyncio transport

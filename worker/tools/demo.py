@@ -1,4 +1,4 @@
-"""``worker demo``: the seed's scalable-application scenario, replayed live on one machine.
+"""``worker demo``: IBM's scalable-application scenario, replayed live on one machine.
 
 A broker (:mod:`worker.tools.demo_broker`), a simulated fleet publishing ``reading`` events
 (:mod:`worker.tools.simulate`), and up to three ``worker run worker.examples.fleet`` processes
@@ -58,7 +58,7 @@ THIRD: Final = 1 / 3
 
 @dataclass(frozen=True)
 class Phase:
-    """One step of the scenario: what to do, what the seed says, the expected shares."""
+    """One step of the scenario: what to do, what IBM's example says, the expected shares."""
 
     name: str
     action: str
@@ -322,7 +322,7 @@ class Demo:
         return stats.line(rate)
 
     def draw(self, number: int, result: PhaseResult, rows: Sequence[InstanceShare]) -> None:
-        """Redraw the live view: banner, the seed's words, the bars, the phases so far."""
+        """Redraw the live view: banner, IBM's words, the bars, the phases so far."""
         if not self.config.live:
             return
         expected = " · ".join(

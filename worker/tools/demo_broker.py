@@ -55,7 +55,7 @@ class Broker:
     password: str | None = None
     app_id: str = APP_ID
     org: str = ORG
-    #: the client ID, or the shared group, that the seed's "client one, two, three" share
+    #: the client ID, or the shared group, that "client one, two, three" of IBM's example share
     group: str = field(default="")
 
     def describe(self) -> str:

@@ -27,7 +27,7 @@ Shares = dict[str, float | None]
 
 @dataclass
 class PhaseResult:
-    """One phase: what the seed expects, what was measured over the window, and the verdict."""
+    """One phase: what IBM's example expects, what was measured over the window, and the verdict."""
 
     name: str
     says: str

@@ -1,8 +1,8 @@
 """Publishing from the shell: one event, one command, or a replay of past device data.
 
 ``worker publish event|command`` sends one message as an application on a device's behalf
-(the seed: "an application can publish events as if they came from any registered device").
-``worker publish replay FILE.jsonl`` is the seed's "migrate existing data from a device": one
+(W8: "an application can publish events as if they came from any registered device").
+``worker publish replay FILE.jsonl`` is IBM's "migrate existing data from a device": one
 JSON object per line, each a past event, re-published at a chosen rate.
 
 Every message is checked before anything is sent: its topic by the iot-2 grammar and its size

@@ -1,6 +1,6 @@
 """A fleet of simulated devices publishing ``reading`` events at a steady rate.
 
-Two ways to publish, both allowed by the seed:
+Two ways to publish, both allowed by the platform (W8, W10):
 
 - ``device``: every device is its own MQTT connection (``d:org:type:id``, user
   ``use-token-auth``, its token) publishing ``iot-2/evt/reading/fmt/json``; the platform adds
