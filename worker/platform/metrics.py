@@ -19,14 +19,13 @@ attribute access and a counter increment::
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import enum
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from worker import web
 from worker.identity import ClientClass
 
 PREFIX: Final = "worker_platform"
@@ -181,84 +180,26 @@ class PlatformMetrics:
 
 # --- /metrics over HTTP --------------------------------------------------------------------
 
-_HEAD_LIMIT: Final = 8192
-_READ_TIMEOUT: Final = 10.0
-
 
 class MetricsServer:
-    """A minimal HTTP/1.1 server for ``GET /metrics`` on the running loop (no threads).
-
-    Each request gets one response and the connection is closed: scrapers open one
-    connection per scrape, so keep-alive would buy nothing.
-    """
+    """``GET /metrics`` on the running loop, with the limits and answers of ``worker.web``."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
-        self._server: asyncio.Server | None = None
+        self._server = web.Server({"/metrics": self._metrics})
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen; ``port`` 0 picks a free port (see :attr:`port`)."""
-        # The reader's limit bounds the request head: past it, readuntil refuses with 431.
-        self._server = await asyncio.start_server(self._serve, host, port, limit=_HEAD_LIMIT)
+        """Listen; ``port`` 0 picks a free port (see :attr:`port`). OSError if it cannot."""
+        await self._server.start(host, port)
 
     @property
     def port(self) -> int:
-        """The port actually bound."""
-        if self._server is None:
-            raise RuntimeError("the metrics server is not started")
-        return int(self._server.sockets[0].getsockname()[1])
+        """The port actually bound; RuntimeError before :meth:`start`."""
+        return self._server.port
 
     async def close(self) -> None:
-        """Stop listening and wait for the open connections to finish."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        """Stop listening; answers under way get a moment to finish (see worker.web)."""
+        await self._server.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(_READ_TIMEOUT):
-                head = await reader.readuntil(b"\r\n\r\n")
-            response = self._respond(head)
-        except asyncio.LimitOverrunError:
-            response = _response("431 Request Header Fields Too Large", b"request head too large\n")
-        except (asyncio.IncompleteReadError, TimeoutError):
-            response = _response("400 Bad Request", b"incomplete request\n")
-        except ConnectionError:
-            response = b""
-        with contextlib.suppress(ConnectionError):
-            writer.write(response)
-            await writer.drain()
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-
-    def _respond(self, head: bytes) -> bytes:
-        method, _, rest = head.decode("latin-1").partition(" ")
-        path = rest.partition(" ")[0].partition("?")[0]
-        if path != "/metrics":
-            return _response("404 Not Found", b"not found; metrics are at /metrics\n")
-        if method not in ("GET", "HEAD"):
-            return _response("405 Method Not Allowed", b"use GET\n", allow="GET, HEAD")
-        body = generate_latest(self._registry)
-        return _response("200 OK", body, content_type=CONTENT_TYPE_LATEST, head=method == "HEAD")
-
-
-def _response(
-    status: str,
-    body: bytes,
-    *,
-    content_type: str = "text/plain; charset=utf-8",
-    allow: str | None = None,
-    head: bool = False,
-) -> bytes:
-    """A whole HTTP/1.1 response; for HEAD, the headers of the GET without its body."""
-    lines = [
-        f"HTTP/1.1 {status}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}",
-        "Connection: close",
-    ]
-    if allow is not None:
-        lines.append(f"Allow: {allow}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head else body)
+    async def _metrics(self) -> web.Response:
+        return web.Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)

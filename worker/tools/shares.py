@@ -10,8 +10,8 @@ Two sources, one result (a list of :class:`InstanceShare`):
 
 An instance that cannot be scraped is a row in state ``down``, never an exception: the view is
 for watching instances come and go. Only bad input (a non-URL) and an unreachable Prometheus
-raise :class:`SharesError`. The HTTP client is a few lines over asyncio streams so this needs
-nothing beyond prometheus_client.
+raise :class:`SharesError`. Pages are read with :func:`worker.web.get`, the project's one small
+HTTP client, so this needs nothing beyond prometheus_client.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from urllib.parse import urlencode, urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from worker import web
 from worker.errors import WorkerError
 
 State = Literal["ready", "paused", "down"]
 
 RECEIVED = "worker_messages_received_total"
-MAX_BODY = 16 * 1024 * 1024  # a runaway response must not eat the terminal's memory
 
 
 class SharesError(WorkerError):
@@ -98,36 +98,6 @@ def normalize_url(text: str, default_path: str = "/metrics") -> str:
     return f"{parts.scheme}://{parts.netloc}{path}{query}"
 
 
-async def http_get(url: str, request_timeout: float) -> str:
-    """GET ``url`` and return the body of a 200 response; OSError/TimeoutError/ValueError else.
-
-    HTTP/1.0 keeps the response simple: no chunked encoding, the server closes when done.
-    """
-    parts = urlsplit(url)
-    tls = parts.scheme == "https"
-    port = parts.port or (443 if tls else 80)
-    target = parts.path or "/"
-    if parts.query:
-        target = f"{target}?{parts.query}"
-    async with asyncio.timeout(request_timeout):
-        reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=tls or None)
-        try:
-            request = f"GET {target} HTTP/1.0\r\nHost: {parts.netloc}\r\nAccept: text/plain\r\n\r\n"
-            writer.write(request.encode("ascii"))
-            await writer.drain()
-            raw = await reader.read(MAX_BODY)
-        finally:
-            writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    fields = status_line.split(" ", 2)
-    if len(fields) < 2 or not fields[0].startswith("HTTP/"):
-        raise ValueError(f"not an HTTP response from {url}")
-    if fields[1] != "200":
-        raise ValueError(f"HTTP {' '.join(fields[1:])} from {url}")
-    return body.decode("utf-8")
-
-
 def host_label(url: str) -> str:
     """The name shown for an instance until its worker_info says otherwise."""
     return urlsplit(url).netloc
@@ -169,7 +139,7 @@ def describe(exc: BaseException) -> str:
 async def scrape(url: str, request_timeout: float) -> Reading:
     """One instance's reading; a failure is a Reading with ``error`` set, never an exception."""
     try:
-        text = await http_get(url, request_timeout)
+        text = (await web.get(url, request_timeout, accept="text/plain")).decode()
         return parse_reading(url, time.monotonic(), text)
     except (OSError, TimeoutError, ValueError, UnicodeDecodeError) as exc:
         return Reading(url, time.monotonic(), host_label(url), error=describe(exc))
@@ -256,7 +226,7 @@ async def prometheus_vector(
     """An instant query's samples as (labels, value); SharesError if Prometheus cannot answer."""
     url = f"{base.rstrip('/')}/api/v1/query?{urlencode({'query': query})}"
     try:
-        doc = json.loads(await http_get(url, request_timeout))
+        doc = json.loads(await web.get(url, request_timeout, accept="application/json"))
         if doc.get("status") != "success" or doc["data"]["resultType"] != "vector":
             raise ValueError(doc.get("error") or "unexpected answer")
         return [(item["metric"], float(item["value"][1])) for item in doc["data"]["result"]]
