@@ -1,6 +1,6 @@
 """The benchmark harness still runs end to end (smallest mode, very few messages).
 
-Benchmarks are not tests (DESIGN.md section 9): nothing here looks at a figure or a timing.
+Benchmarks are not tests (see docs/performance.md): nothing here looks at a figure or a timing.
 This only keeps ``python -m bench`` from rotting: every section starts its processes, moves
 its messages, finishes within its deadlines and writes a report.
 """

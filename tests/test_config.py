@@ -1,4 +1,4 @@
-"""Settings: defaults < environment < flags, and clear errors (DESIGN.md section 4)."""
+"""Settings: defaults < environment < flags, and clear errors (docs/guide/configuration.md)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_flags_override_environment() -> None:
 
 
 def test_ports_follow_transport_and_tls() -> None:
-    """Seed: 1883 plain, 8883 TLS, 443 for WebSockets."""
+    """IBM's ports (W1): 1883 plain, 8883 TLS, 443 for WebSockets."""
     ws = load_settings({**KEY, "WIOTP_OPTIONS_MQTT_TRANSPORT": "websockets"})
     assert (ws.port, ws.tls) == (443, True)
     assert load_settings({**KEY, "WORKER_TLS": "false"}).port == 1883

@@ -101,7 +101,7 @@ def test_json_and_svg_of_a_run() -> None:
     assert len(svg.findall(f"{SVG}polyline")) == 2  # demo-1 throughout, demo-2 from 6 s
 
 
-def test_the_scenario_is_the_seeds() -> None:
+def test_the_scenario_is_ibms() -> None:
     assert [p.expected for p in PHASES][:4] == [
         (1.0, None, None),
         (0.5, 0.5, None),

@@ -1,4 +1,4 @@
-"""Client IDs, API keys and quickstart rules (seed; PLATFORM.md W2-W6, W41)."""
+"""Client IDs, API keys and quickstart rules (W2-W6, W41)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_org_from_api_key() -> None:
 
 
 def test_app_client_ids_by_mode() -> None:
-    """DESIGN.md section 5: one client ID per identity mode."""
+    """One client ID per identity mode (docs/guide/configuration.md)."""
     ids = identity.app_client_id
     assert str(ids("abc123", "app", IdentityMode.SHARED)) == "A:abc123:app"
     assert str(ids("abc123", "app", IdentityMode.STANDALONE)) == "a:abc123:app"
@@ -73,7 +73,7 @@ def test_app_client_ids_by_mode() -> None:
 
 
 def test_quickstart_connection_rules() -> None:
-    """Seed, Quickstart restrictions: no scalable apps, no TLS (W41: no durable sessions)."""
+    """Quickstart restrictions (W41): no scalable apps, no TLS, no durable sessions."""
     app = identity.parse_client_id("a:quickstart:viewer")
     identity.check_quickstart_connection(app, tls=False, clean_session=True)
     with pytest.raises(QuickstartError, match="scalable"):
@@ -96,7 +96,7 @@ def test_quickstart_connection_rules() -> None:
     ],
 )
 def test_quickstart_filters(topic_filter: str, says: str) -> None:
-    """Seed: no commands, no '+' in device type or app ID (W41: nor device ID)."""
+    """Quickstart (W41): no commands, no '+' in device type, device ID or app ID."""
     with pytest.raises(QuickstartError, match=says):
         identity.check_quickstart_filter(topic_filter)
 

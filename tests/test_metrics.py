@@ -13,7 +13,7 @@ from worker import App, AppStatus, Command, DeviceStatus, Event
 from worker.metrics import Metrics
 from worker.transports.base import Inbound
 
-DESIGN_NAMES = {
+DOCUMENTED_NAMES = {
     "worker_messages_received_total": "counter",
     "worker_messages_handled_total": "counter",
     "worker_handler_seconds": "histogram",
@@ -35,7 +35,7 @@ def test_exactly_the_design_names_and_types() -> None:
     for family in metrics.registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
         found[name] = family.type
-    assert found == DESIGN_NAMES
+    assert found == DOCUMENTED_NAMES
 
 
 def test_info_and_connection_gauges() -> None:

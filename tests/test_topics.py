@@ -1,4 +1,4 @@
-"""The iot-2 topic grammar (PLATFORM.md W8-W14; seed: publishing and subscribing)."""
+"""The iot-2 topic grammar: publishing and subscribing (W8-W14 in docs/platform/rules.md)."""
 
 from __future__ import annotations
 

@@ -238,7 +238,7 @@ def test_replicas_disruption_budget_and_autoscaler(objects: list[Obj]) -> None:
         target = hpa["spec"]["scaleTargetRef"]
         assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
         assert hpa["spec"]["minReplicas"] == deployment["spec"]["replicas"]
-        # IBM: at most 50 instances per shared application (PLATFORM.md W29).
+        # IBM: at most 50 instances per shared application (docs/platform/rules.md, W29).
         assert hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"] <= 50
         kinds = {m["type"]: m for m in hpa["spec"]["metrics"]}
         assert kinds["Resource"]["resource"]["name"] == "cpu"

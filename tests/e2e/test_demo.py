@@ -1,4 +1,4 @@
-"""``worker demo --no-live``: the seed's scenario with real processes, checked end to end."""
+"""``worker demo --no-live``: IBM's scenario with real processes, checked end to end."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ async def test_three_processes_share_one_scalable_app_id(platform: Platform, spa
         share = len(w.handled()) / len(numbers)
         assert 0.25 <= share <= 0.42, f"{w.name} handled {share:.1%}"
 
-    # The seed's last step: clients two and three unsubscribe, one gets everything.
+    # The last step of IBM's example: clients two and three unsubscribe, one gets everything.
     one, two, three = workers
     before = {w.name: len(w.handled()) for w in workers}
     two.signal(signal.SIGUSR1)

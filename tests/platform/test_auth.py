@@ -1,4 +1,4 @@
-"""The platform's credentials table (PLATFORM.md W5, W6, W41)."""
+"""The platform's credentials table (W5, W6, W41)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Who may publish and subscribe to what, and how topics are rewritten (no sockets).
 
-Rule IDs are PLATFORM.md's: W8-W13 topics, W4-W6 and W25 connect, W17 size, W41 quickstart.
+Rule IDs are those of docs/platform/rules.md: W8-W13 topics, W4-W6 and W25 connect, W17 size,
+W41 quickstart.
 """
 
 from __future__ import annotations

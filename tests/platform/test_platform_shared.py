@@ -1,7 +1,7 @@
 """Scalable applications: shared subscriptions and their load balancing (W24-W28, S4).
 
-The first test is the seed's "How it works" scenario, measured: one, two, three instances of
-``A:abc123:myApplication`` and the share of device events each gets.
+The first test is the "How it works" scenario of IBM's documentation, measured: one, two, three
+instances of ``A:abc123:myApplication`` and the share of device events each gets.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def near(shares: Sequence[float], expected: Sequence[float], points: float = 5.0
     return all(abs(s - e) <= points for s, e in zip(shares, expected, strict=True))
 
 
-async def test_w24_w28_seed_scenario_shares_are_measured(platform: Platform) -> None:
+async def test_w24_w28_ibm_scenario_shares_are_measured(platform: Platform) -> None:
     tally = Tally(3)
     async with AsyncExitStack() as stack, asyncio.TaskGroup() as tasks:
         device = await stack.enter_async_context(device_client(platform.port))

@@ -1,4 +1,4 @@
-"""The TLS listener's context: TLS 1.2 only, the seed's four suites, dev certificates (W1)."""
+"""The TLS listener's context: TLS 1.2 only, IBM's four suites, dev certificates (W1)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ async def test_w1_tls12_handshake_verifies_with_the_dev_ca(server: int, dev_dir:
     context = client_context(dev_dir / tls.CA_FILE, version=ssl.TLSVersion.TLSv1_2)
     version, cipher = await handshake(server, context)
     assert version == "TLSv1.2"
-    # The server's preference is the seed's order, so the first suite wins.
+    # The server's preference is IBM's order, so the first suite wins.
     assert cipher == tls.CIPHERS[0]
 
 
@@ -86,7 +86,7 @@ async def test_the_certificate_names_the_loopback_addresses(server: int, dev_dir
 
 
 @pytest.mark.parametrize("cipher", tls.CIPHERS)
-async def test_w1_each_seed_suite_is_accepted(server: int, dev_dir: Path, cipher: str) -> None:
+async def test_w1_each_ibm_suite_is_accepted(server: int, dev_dir: Path, cipher: str) -> None:
     context = client_context(dev_dir / tls.CA_FILE, version=ssl.TLSVersion.TLSv1_2, ciphers=cipher)
     assert await handshake(server, context) == ("TLSv1.2", cipher)
 

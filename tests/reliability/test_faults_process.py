@@ -36,7 +36,7 @@ async def test_kill_9_of_one_replica(broker: Mosquitto, start_group: StartGroup)
         kept=[before],
         lost_bound=WINDOW,
         lost_reason="the killed member's unacknowledged in-flight window; clean session, "
-        "Mosquitto does not redeliver (PLATFORM.md S11)",
+        "Mosquitto does not redeliver (S11)",
     )
     book.check()
     survivors = [w for w in workers if w is not victim]

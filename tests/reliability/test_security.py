@@ -229,7 +229,7 @@ async def test_w10_w37_a_device_cannot_publish_as_another(platform: Platform, to
             assert b"forged" not in seen.payload, seen
 
 
-# --- TLS on the platform's own listener (W1, the seed's cipher list) -----------------------
+# --- TLS on the platform's own listener (W1, IBM's cipher list) ----------------------------
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +260,7 @@ def client_context(ca: Path, version: ssl.TLSVersion, ciphers: str | None = None
     return context
 
 
-async def test_w1_the_tls_listener_speaks_tls12_with_the_seed_suites_only(
+async def test_w1_the_tls_listener_speaks_tls12_with_the_ibm_suites_only(
     dev_tls: tls.DevCertificates,
 ) -> None:
     server, _ = tls.dev_server_context(dev_tls.ca.parent)
