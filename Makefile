@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 SYSDEPS := $(VENV)/.system-deps
 
-.PHONY: help install test lint typecheck pytest demo bench soak clean
+.PHONY: help install test lint typecheck docs pytest demo bench soak clean
 
 help:
 	@echo "make demo   - set up and run the local horizontal-scaling demo"
-	@echo "make test   - set up and run lint, type checks and the test suite"
+	@echo "make test   - set up and run lint, type checks, the docs build and the test suite"
 	@echo "make lint   - ruff check, format check and the import layer contracts"
+	@echo "make docs   - build the documentation site in strict mode (into $(VENV)/site)"
 	@echo "make bench  - benchmarks (results in BENCHMARKS.md; BENCH_ARGS=--quick for a short run)"
 	@echo "make soak   - one hour at half capacity (SOAK_ARGS=\"--minutes 5\" for a short run)"
 
@@ -37,10 +38,14 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(VENV)/bin/mypy worker tests bench
 
+# The site is built outside the repository; --strict turns a broken link or anchor into a failure.
+docs: $(INSTALLED)
+	$(VENV)/bin/mkdocs build --strict --site-dir $(VENV)/site
+
 pytest: $(INSTALLED) $(SYSDEPS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+test: lint typecheck docs pytest
 
 # DEMO_ARGS passes flags on, e.g. make demo DEMO_ARGS="--broker mosquitto --duration 30";
 # only a Mosquitto demo needs the Debian package.
