@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "worker.json"
 RULES = ROOT / "deploy" / "prometheus" / "rules.yaml"
 
-# The metrics of docs/observability.md; a histogram is exported as its _bucket, _sum and _count series.
+# Metrics of docs/observability.md; a histogram is exported as its _bucket, _sum and _count series.
 EXPORTED = {
     "worker_messages_received_total",
     "worker_messages_handled_total",
