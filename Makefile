@@ -39,8 +39,9 @@ typecheck: $(INSTALLED)
 	$(VENV)/bin/mypy worker tests bench
 
 # The site is built outside the repository; --strict turns a broken link or anchor into a failure.
+# NO_MKDOCS_2_WARNING silences the theme's notice about its successor, printed on every build.
 docs: $(INSTALLED)
-	$(VENV)/bin/mkdocs build --strict --site-dir $(VENV)/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir $(VENV)/site
 
 pytest: $(INSTALLED) $(SYSDEPS)
 	$(PY) -m pytest $(PYTEST_ARGS)
