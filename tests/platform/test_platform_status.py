@@ -10,21 +10,11 @@ from typing import Any
 
 import aiomqtt
 
-from tests.platform.conftest import (
-    API_KEY,
-    DEVICE,
-    DEVICE_TOKEN,
-    ORG,
-    TOKEN,
-    app_client,
-    config,
-    device_client,
-    next_message,
-    raw,
-    status_where,
-)
+from tests.platform.conftest import app_client, device_client, next_message, raw, status_where
+from tests.support.credentials import API_KEY, DEVICE, DEVICE_TOKEN, ORG, TOKEN
+from tests.support.platform import platform_config
 from worker.mqtt import MQTT_5, Disconnect
-from worker.platform import Platform
+from worker.platform import Platform, status
 from worker.platform.status import Action, ConnectionInfo, Counters, status_payload
 
 DEVICE_MON = "iot-2/type/sensor/id/s1/mon"
@@ -200,7 +190,7 @@ async def test_w40_kick_closes_with_94(platform: Platform, clients: AsyncExitSta
 
 
 async def test_w41_quickstart_status_is_not_retained() -> None:
-    async with Platform(config(quickstart=True)) as p, AsyncExitStack() as stack:
+    async with Platform(platform_config(quickstart=True)) as p, AsyncExitStack() as stack:
         device = await raw(p.port, stack)
         await device.connect("d:quickstart:sensor:q1")
         viewer = await raw(p.port, stack)
@@ -210,3 +200,14 @@ async def test_w41_quickstart_status_is_not_retained() -> None:
         message = await viewer.publication()
         assert not message.retain
         assert b'"Action":"Disconnect"' in message.payload
+
+
+def test_a_gateways_refusal_notice_names_its_message() -> None:
+    """W39: the notify body carries the refusal's ``RC`` and ``Message``, in IBM's field names."""
+    body = json.loads(
+        status.gateway_notification(
+            "Publish", "iot-2/type/t/id/d/evt/e/fmt/json", "g:abc123:gw:g1", 160, "not allowed"
+        )
+    )
+    assert body["RC"] == 160
+    assert body["Message"] == "not allowed"

@@ -161,7 +161,7 @@ def gateway_notification(
     body["Client"] = client_id
     if rc:
         body["RC"] = rc
-        body["Envelope"] = message
+        body["Message"] = message
     return _compact(body)
 
 
