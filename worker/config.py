@@ -20,21 +20,27 @@ from worker import identity as ids
 from worker import topics
 from worker.errors import ConfigError, IdentityError
 from worker.identity import ClientId, IdentityMode
-from worker.options import OPTIONS, Option, Profile, by_field
+from worker.options import OPTIONS, Option, Profile, by_field, default_of
 from worker.parsers import Secret
 
-DEFAULT_DOMAIN: Final = "internetofthings.ibmcloud.com"
 _INSTANCE_BAD = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything a worker needs to know, resolved and validated."""
+    """Everything a worker needs to know, resolved and validated.
 
-    profile: Profile = Profile.WIOTP
-    identity: IdentityMode = IdentityMode.SHARED
+    A setting with a fixed default takes it from its row of ``OPTIONS`` (``default_of``), the
+    one place it is written. The others are worked out by ``load_settings`` (the org, host,
+    port, TLS, instance) or are simply not set; their defaults here only serve a ``Settings``
+    built directly, as tests do: a local plain connection as ``quickstart``.
+    """
+
+    # (Enum members are immutable, so one default shared by every instance is right.)
+    profile: Profile = default_of("profile")  # noqa: RUF009
+    identity: IdentityMode = default_of("identity")  # noqa: RUF009
     org: str = ids.QUICKSTART_ORG
-    app_id: str = "worker"
+    app_id: str = default_of("app_id")
     api_key: str | None = None
     api_token: Secret | None = None
     username: str | None = None
@@ -42,22 +48,22 @@ class Settings:
     instance: str = "worker"
     host: str = "localhost"
     port: int = 1883
-    mqtt_transport: str = "tcp"
+    mqtt_transport: str = default_of("mqtt_transport")
     tls: bool = False
     cafile: str | None = None
-    keepalive: int = 60
-    log_level: str = "info"
-    log_format: str = "text"
-    qos: int = 1
-    concurrency: int = 16
-    intake_size: int = 10_000
-    overflow: str = "drop-oldest"
-    drain_timeout: float = 25.0
-    dead_letter: str = "log"
-    loop: str = "auto"
-    transport: str = "native"
-    metrics_host: str = "0.0.0.0"
-    metrics_port: int = 9100
+    keepalive: int = default_of("keepalive")
+    log_level: str = default_of("log_level")
+    log_format: str = default_of("log_format")
+    qos: int = default_of("qos")
+    concurrency: int = default_of("concurrency")
+    intake_size: int = default_of("intake_size")
+    overflow: str = default_of("overflow")
+    drain_timeout: float = default_of("drain_timeout")
+    dead_letter: str = default_of("dead_letter")
+    loop: str = default_of("loop")
+    transport: str = default_of("transport")
+    metrics_host: str = default_of("metrics_host")
+    metrics_port: int = default_of("metrics_port")
 
     @property
     def client(self) -> ClientId | None:
@@ -176,15 +182,15 @@ class _Resolver:
 
     def run(self) -> Settings | None:
         v = self.values
-        profile = v.get("profile", Profile.WIOTP)
+        profile = v.get("profile", _DEFAULTS.profile)
         org = self._org()
         mode = self._identity()
         if "instance_id" in v:
             v["instance"] = v.pop("instance_id")
         v.setdefault("instance", default_instance())
-        v.setdefault("app_id", "worker")
-        tls = v.get("tls", profile is Profile.WIOTP and "host" not in v and org != "quickstart")
-        self._host(profile, org, v.pop("domain", DEFAULT_DOMAIN))
+        ibm_host = profile is Profile.WIOTP and "host" not in v and org != ids.QUICKSTART_ORG
+        tls = v.get("tls", ibm_host)
+        self._host(profile, org, v.pop("domain", default_of("domain")))
         self._port(tls)
         v.update(profile=profile, org=org, identity=mode, tls=tls)
         if self.problems:
@@ -216,7 +222,7 @@ class _Resolver:
     def _identity(self) -> IdentityMode:
         mode: IdentityMode | None = self.values.get("identity")
         if "instance_id" not in self.values:
-            return mode or IdentityMode.SHARED
+            return mode or _DEFAULTS.identity
         if mode not in (None, IdentityMode.SHARED_DURABLE):
             self.problems.append(
                 f"{self.name('instance_id')} selects the shared-durable identity "
@@ -254,6 +260,7 @@ class _Resolver:
 
 
 _FIELDS: Final = frozenset(f.name for f in fields(Settings))
+_DEFAULTS: Final = Settings()
 
 
 def parser_for(field_name: str) -> Callable[[str], Any]:

@@ -1,21 +1,22 @@
-"""The table of settings: each one's variables, flag, parser and accepted values.
+"""The table of settings: each one's variables, flag, parser, default and help.
 
 Environment names follow IBM's SDKs where they have one (``WIOTP_*``), so deployments move
 over unchanged; everything else is ``WORKER_*`` and mirrors a flag. The parsers are in
-``worker.parsers``; ``worker.config`` adds the name and the value to what they reject.
+``worker.parsers`` and say what they accept; ``worker.config`` adds the name and the value to
+what they reject. Each fact is written once: a fixed default here (``Settings`` takes its field
+defaults from :func:`default_of`), the accepted values in the parser, and the flags' help and
+docs/reference/settings.md (``scripts/render_settings.py``) are made from the table.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from worker import identity, topics
 from worker.identity import IdentityMode
 from worker.parsers import (
-    DEAD_LETTER_FORMS,
+    Parser,
     boolean,
     choice,
     dead_letter,
@@ -38,298 +39,280 @@ class Profile(enum.StrEnum):
     MQTT = "mqtt"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Option:
-    """One setting: where it comes from and what it accepts."""
+    """One setting: where it comes from, what it accepts, its default and what it does.
+
+    ``default`` is a fixed default as a variable would spell it (it parses with ``parse``);
+    a default that is worked out from other settings, or that is "not set", has no value, and
+    ``default_rule`` says instead how it is found. Exactly one of the two is given.
+    """
 
     field: str
     envs: tuple[str, ...]
     flag: str
-    parse: Callable[[Any], Any]
-    accepted: str
-    default: str
+    parse: Parser[Any]
     help: str
+    default: str | None = None
+    default_rule: str | None = None
     secret: bool = False
     is_flag: bool = False
 
+    def __post_init__(self) -> None:
+        if (self.default is None) == (self.default_rule is None):
+            raise ValueError(f"option {self.field}: give a default or a default_rule, not both")
 
-def _o(
-    field: str,
-    envs: str,
-    flag: str,
-    parse: Callable[[Any], Any],
-    accepted: str,
-    default: str,
-    help: str,
-    **kw: bool,
-) -> Option:
-    return Option(field, tuple(envs.split()), flag, parse, accepted, default, help, **kw)
+    @property
+    def accepted(self) -> str:
+        """What the setting accepts (its parser says)."""
+        return self.parse.accepts
+
+    @property
+    def shown_default(self) -> str:
+        """The default as the help and the reference show it."""
+        return self.default if self.default is not None else str(self.default_rule)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """Every spelling of the flag (``--tls/--no-tls`` is two)."""
+        return tuple(self.flag.split("/"))
 
 
 OPTIONS: Final[tuple[Option, ...]] = (
-    _o(
-        "api_key",
-        "WIOTP_AUTH_KEY WIOTP_API_KEY",
-        "--auth-key",
-        text,
-        "a-{org}-{rest}",
-        "none (quickstart)",
-        "application API key; the org is taken from it",
+    Option(
+        field="api_key",
+        envs=("WIOTP_AUTH_KEY", "WIOTP_API_KEY"),
+        flag="--auth-key",
+        parse=text("a-{org}-{rest}"),
+        default_rule="none (quickstart)",
+        help="application API key; the org is taken from it",
     ),
-    _o(
-        "api_token",
-        "WIOTP_AUTH_TOKEN WIOTP_API_TOKEN",
-        "--auth-token",
-        secret,
-        "the key's token",
-        "none",
-        "authentication token of the API key (never shown)",
+    Option(
+        field="api_token",
+        envs=("WIOTP_AUTH_TOKEN", "WIOTP_API_TOKEN"),
+        flag="--auth-token",
+        parse=secret("the key's token"),
+        default_rule="none",
+        help="authentication token of the API key (never shown)",
         secret=True,
     ),
-    _o(
-        "app_id",
-        "WIOTP_IDENTITY_APPID",
-        "--app-id",
-        name("app ID"),
-        topics.NAME_RULE,
-        "worker",
-        "application ID; every replica of one application uses the same",
+    Option(
+        field="app_id",
+        envs=("WIOTP_IDENTITY_APPID",),
+        flag="--app-id",
+        parse=name("app ID"),
+        default="worker",
+        help="application ID; every replica of one application uses the same",
     ),
-    _o(
-        "org",
-        "WORKER_ORG",
-        "--org",
-        org,
-        identity.ORG_RULE,
-        "from the API key, else quickstart",
-        "organisation ID when there is no API key (quickstart, mqtt profile)",
+    Option(
+        field="org",
+        envs=("WORKER_ORG",),
+        flag="--org",
+        parse=org,
+        default_rule="from the API key, else quickstart",
+        help="organisation ID when there is no API key (quickstart, mqtt profile)",
     ),
-    _o(
-        "profile",
-        "WORKER_PROFILE",
-        "--profile",
-        enum_choice(Profile),
-        "wiotp, mqtt",
-        "wiotp",
-        "wiotp: Watson IoT client IDs; mqtt: a standard broker with $share subscriptions",
+    Option(
+        field="profile",
+        envs=("WORKER_PROFILE",),
+        flag="--profile",
+        parse=enum_choice(Profile),
+        default="wiotp",
+        help="wiotp: Watson IoT client IDs; mqtt: a standard broker with $share subscriptions",
     ),
-    _o(
-        "identity",
-        "WORKER_IDENTITY",
-        "--identity",
-        enum_choice(IdentityMode),
-        "shared, shared-durable, standalone",
-        "shared",
-        "shared A:org:app, shared-durable A:org:app:instance, standalone a:org:app",
+    Option(
+        field="identity",
+        envs=("WORKER_IDENTITY",),
+        flag="--identity",
+        parse=enum_choice(IdentityMode),
+        default="shared",
+        help="shared A:org:app, shared-durable A:org:app:instance, standalone a:org:app",
     ),
-    _o(
-        "instance_id",
-        "WIOTP_OPTIONS_MQTT_INSTANCEID",
-        "--instance-id",
-        name("instance ID"),
-        topics.NAME_RULE,
-        "unset",
-        "selects shared-durable, with this instance ID",
+    Option(
+        field="instance_id",
+        envs=("WIOTP_OPTIONS_MQTT_INSTANCEID",),
+        flag="--instance-id",
+        parse=name("instance ID"),
+        default_rule="unset",
+        help="selects shared-durable, with this instance ID",
     ),
-    _o(
-        "instance",
-        "WORKER_INSTANCE",
-        "--instance",
-        name("instance"),
-        topics.NAME_RULE,
-        "the host name (pod name)",
-        "this instance's name in metrics and mqtt client IDs",
+    Option(
+        field="instance",
+        envs=("WORKER_INSTANCE",),
+        flag="--instance",
+        parse=name("instance"),
+        default_rule="the host name (pod name)",
+        help="this instance's name in metrics and mqtt client IDs",
     ),
-    _o(
-        "host",
-        "WORKER_HOST",
-        "--host",
-        text,
-        "a host name or address",
-        "{org}.messaging.{domain}",
-        "platform or broker host; overrides the IBM host",
+    Option(
+        field="host",
+        envs=("WORKER_HOST",),
+        flag="--host",
+        parse=text("a host name or address"),
+        default_rule="{org}.messaging.{domain}",
+        help="platform or broker host; overrides the IBM host",
     ),
-    _o(
-        "domain",
-        "WIOTP_OPTIONS_DOMAIN",
-        "--domain",
-        text,
-        "a DNS domain",
-        "internetofthings.ibmcloud.com",
-        "IBM messaging domain",
+    Option(
+        field="domain",
+        envs=("WIOTP_OPTIONS_DOMAIN",),
+        flag="--domain",
+        parse=text("a DNS domain"),
+        default="internetofthings.ibmcloud.com",
+        help="IBM messaging domain",
     ),
-    _o(
-        "port",
-        "WIOTP_OPTIONS_MQTT_PORT",
-        "--port",
-        integer(1, 65535),
-        "1-65535",
-        "8883 TLS, 1883 plain, 443/80 WebSockets",
-        "platform or broker port",
+    Option(
+        field="port",
+        envs=("WIOTP_OPTIONS_MQTT_PORT",),
+        flag="--port",
+        parse=integer(1, 65535),
+        default_rule="8883 TLS, 1883 plain, 443/80 WebSockets",
+        help="platform or broker port",
     ),
-    _o(
-        "mqtt_transport",
-        "WIOTP_OPTIONS_MQTT_TRANSPORT",
-        "--mqtt-transport",
-        choice("tcp", "websockets"),
-        "tcp, websockets",
-        "tcp",
-        "MQTT over TCP or WebSockets",
+    Option(
+        field="mqtt_transport",
+        envs=("WIOTP_OPTIONS_MQTT_TRANSPORT",),
+        flag="--mqtt-transport",
+        parse=choice("tcp", "websockets"),
+        default="tcp",
+        help="MQTT over TCP or WebSockets",
     ),
-    _o(
-        "tls",
-        "WORKER_TLS",
-        "--tls/--no-tls",
-        boolean,
-        "true, false",
-        "on for IBM's host",
-        "TLS 1.2+; on by default for the IBM host, off for an explicit host",
+    Option(
+        field="tls",
+        envs=("WORKER_TLS",),
+        flag="--tls/--no-tls",
+        parse=boolean,
+        default_rule="on for IBM's host",
+        help="TLS 1.2+; on by default for the IBM host, off for an explicit host",
         is_flag=True,
     ),
-    _o(
-        "cafile",
-        "WIOTP_OPTIONS_MQTT_CAFILE",
-        "--cafile",
-        readable_file,
-        "a readable PEM file",
-        "the system store",
-        "CA bundle to verify the server with",
+    Option(
+        field="cafile",
+        envs=("WIOTP_OPTIONS_MQTT_CAFILE",),
+        flag="--cafile",
+        parse=readable_file,
+        default_rule="the system store",
+        help="CA bundle to verify the server with",
     ),
-    _o(
-        "keepalive",
-        "WIOTP_OPTIONS_MQTT_KEEPALIVE",
-        "--keepalive",
-        integer(1, 3600),
-        "1-3600",
-        "60",
-        "MQTT keepalive in seconds",
+    Option(
+        field="keepalive",
+        envs=("WIOTP_OPTIONS_MQTT_KEEPALIVE",),
+        flag="--keepalive",
+        parse=integer(1, 3600),
+        default="60",
+        help="MQTT keepalive in seconds",
     ),
-    _o(
-        "log_level",
-        "WIOTP_OPTIONS_LOGLEVEL",
-        "--log-level",
-        log_level,
-        "debug, info, warning, error, critical",
-        "info",
-        "log level",
+    Option(
+        field="log_level",
+        envs=("WIOTP_OPTIONS_LOGLEVEL",),
+        flag="--log-level",
+        parse=log_level,
+        default="info",
+        help="log level",
     ),
-    _o(
-        "log_format",
-        "WORKER_LOG_FORMAT",
-        "--log-format",
-        choice("text", "json"),
-        "text, json",
-        "text",
-        "log line format",
+    Option(
+        field="log_format",
+        envs=("WORKER_LOG_FORMAT",),
+        flag="--log-format",
+        parse=choice("text", "json"),
+        default="text",
+        help="log line format",
     ),
-    _o(
-        "username",
-        "WORKER_USERNAME",
-        "--username",
-        text,
-        "a user name",
-        "none",
-        "broker user name (mqtt profile)",
+    Option(
+        field="username",
+        envs=("WORKER_USERNAME",),
+        flag="--username",
+        parse=text("a user name"),
+        default_rule="none",
+        help="broker user name (mqtt profile)",
     ),
-    _o(
-        "password",
-        "WORKER_PASSWORD",
-        "--password",
-        secret,
-        "the user's password",
-        "none",
-        "broker password (mqtt profile; never shown)",
+    Option(
+        field="password",
+        envs=("WORKER_PASSWORD",),
+        flag="--password",
+        parse=secret("the user's password"),
+        default_rule="none",
+        help="broker password (mqtt profile; never shown)",
         secret=True,
     ),
-    _o(
-        "qos",
-        "WORKER_QOS",
-        "--qos",
-        integer(0, 1),
-        "0, 1",
-        "1",
-        "subscription QoS: 1 at-least-once (acked after the handler), 0 at-most-once",
+    Option(
+        field="qos",
+        envs=("WORKER_QOS",),
+        flag="--qos",
+        parse=integer(0, 1),
+        default="1",
+        help="subscription QoS: 1 at-least-once (acked after the handler), 0 at-most-once",
     ),
-    _o(
-        "concurrency",
-        "WORKER_CONCURRENCY",
-        "--concurrency",
-        integer(1, 10_000),
-        "1-10000",
-        "16",
-        "handler lanes running at once",
+    Option(
+        field="concurrency",
+        envs=("WORKER_CONCURRENCY",),
+        flag="--concurrency",
+        parse=integer(1, 10_000),
+        default="16",
+        help="handler lanes running at once",
     ),
-    _o(
-        "intake_size",
-        "WORKER_INTAKE_SIZE",
-        "--intake-size",
-        integer(1, 10_000_000),
-        "1-10000000",
-        "10000",
-        "bound of the intake queue",
+    Option(
+        field="intake_size",
+        envs=("WORKER_INTAKE_SIZE",),
+        flag="--intake-size",
+        parse=integer(1, 10_000_000),
+        default="10000",
+        help="bound of the intake queue",
     ),
-    _o(
-        "overflow",
-        "WORKER_OVERFLOW",
-        "--overflow",
-        choice("drop-oldest", "block"),
-        "drop-oldest, block",
-        "drop-oldest",
-        "QoS 0 intake overflow policy (drops are counted)",
+    Option(
+        field="overflow",
+        envs=("WORKER_OVERFLOW",),
+        flag="--overflow",
+        parse=choice("drop-oldest", "block"),
+        default="drop-oldest",
+        help="QoS 0 intake overflow policy (drops are counted)",
     ),
-    _o(
-        "drain_timeout",
-        "WORKER_DRAIN_TIMEOUT",
-        "--drain-timeout",
-        seconds(0, 3600),
-        "0-3600",
-        "25",
-        "seconds to finish in-flight messages on SIGTERM",
+    Option(
+        field="drain_timeout",
+        envs=("WORKER_DRAIN_TIMEOUT",),
+        flag="--drain-timeout",
+        parse=seconds(0, 3600),
+        default="25",
+        help="seconds to finish in-flight messages on SIGTERM",
     ),
-    _o(
-        "dead_letter",
-        "WORKER_DEAD_LETTER",
-        "--dead-letter",
-        dead_letter,
-        DEAD_LETTER_FORMS,
-        "log",
-        "where failed messages go after their retries (routes may choose their own)",
+    Option(
+        field="dead_letter",
+        envs=("WORKER_DEAD_LETTER",),
+        flag="--dead-letter",
+        parse=dead_letter,
+        default="log",
+        help="where failed messages go after their retries (routes may choose their own)",
     ),
-    _o(
-        "loop",
-        "WORKER_LOOP",
-        "--loop",
-        choice("auto", "asyncio", "uvloop"),
-        "auto, asyncio, uvloop",
-        "auto",
-        "event loop; auto is uvloop where installed",
+    Option(
+        field="loop",
+        envs=("WORKER_LOOP",),
+        flag="--loop",
+        parse=choice("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop; auto is uvloop where installed",
     ),
-    _o(
-        "transport",
-        "WORKER_TRANSPORT",
-        "--transport",
-        choice("aiomqtt", "native"),
-        "aiomqtt, native",
-        "native",
-        "MQTT client implementation: native (the fast one) or aiomqtt; WebSockets use aiomqtt",
+    Option(
+        field="transport",
+        envs=("WORKER_TRANSPORT",),
+        flag="--transport",
+        parse=choice("aiomqtt", "native"),
+        default="native",
+        help="MQTT client implementation: native (the fast one) or aiomqtt; WebSockets use aiomqtt",
     ),
-    _o(
-        "metrics_host",
-        "WORKER_METRICS_HOST",
-        "--metrics-host",
-        text,
-        "an address",
-        "0.0.0.0",
-        "address of the /metrics, /livez, /readyz server",
+    Option(
+        field="metrics_host",
+        envs=("WORKER_METRICS_HOST",),
+        flag="--metrics-host",
+        parse=text("an address"),
+        default="0.0.0.0",
+        help="address of the /metrics, /livez, /readyz server",
     ),
-    _o(
-        "metrics_port",
-        "WORKER_METRICS_PORT",
-        "--metrics-port",
-        integer(0, 65535),
-        "0-65535 (0: any free port)",
-        "9100",
-        "port of the /metrics, /livez, /readyz server",
+    Option(
+        field="metrics_port",
+        envs=("WORKER_METRICS_PORT",),
+        flag="--metrics-port",
+        parse=integer(0, 65535),
+        default="9100",
+        help="port of the /metrics, /livez, /readyz server (0: any free port)",
     ),
 )
 
@@ -339,3 +322,11 @@ _BY_FIELD: Final = {o.field: o for o in OPTIONS}
 def by_field(field_name: str) -> Option:
     """The option of a Settings field."""
     return _BY_FIELD[field_name]
+
+
+def default_of(field_name: str) -> Any:
+    """The parsed fixed default of a setting (``Settings`` field defaults come from here)."""
+    option = _BY_FIELD[field_name]
+    if option.default is None:
+        raise LookupError(f"{field_name} has no fixed default: {option.default_rule}")
+    return option.parse(option.default)

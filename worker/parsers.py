@@ -1,7 +1,9 @@
-"""Value parsers for settings: each turns a raw string into a value or raises ValueError.
+"""Value parsers for settings: each turns a raw value into a setting's value or raises ValueError.
 
-The error's text says what is accepted; ``worker.config`` adds the variable or flag and the value.
-``Secret`` wraps tokens and passwords so they never show.
+A :class:`Parser` also says, in a few words, what it accepts (``integer(1, 3600)`` accepts
+"1-3600"): the settings table, the flags' help and the settings reference take that text from
+it rather than repeating it. The error's text says what is accepted; ``worker.config`` adds the
+variable or flag and the value. ``Secret`` wraps tokens and passwords so they never show.
 """
 
 from __future__ import annotations
@@ -9,78 +11,101 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Callable
-from typing import Final, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
 
 from worker import identity, topics
 from worker.errors import IdentityError, TopicError
 
 E = TypeVar("E", bound=enum.Enum)
+T = TypeVar("T")
 
 
-def choice(*accepted: str) -> Callable[[str], str]:
+@dataclass(frozen=True, slots=True)
+class Parser(Generic[T]):
+    """A raw value (an environment string, or what a flag gave) to a setting's value."""
+
+    convert: Callable[[Any], T]
+    #: what it accepts, as the help and the settings reference show it
+    accepts: str
+
+    def __call__(self, raw: Any) -> T:
+        """The value of ``raw``; ValueError saying what is accepted when it is not."""
+        return self.convert(raw)
+
+
+def choice(*accepted: str) -> Parser[str]:
     """A parser accepting one of ``accepted`` (case-insensitive)."""
+    listed = ", ".join(accepted)
 
     def parse(raw: str) -> str:
         value = raw.strip().lower()
         if value not in accepted:
-            raise ValueError(f"accepted are {', '.join(accepted)}")
+            raise ValueError(f"accepted are {listed}")
         return value
 
-    return parse
+    return Parser(parse, listed)
 
 
-def enum_choice(kind: type[E]) -> Callable[[str], E]:
+def enum_choice(kind: type[E]) -> Parser[E]:
     """A parser accepting the values of an enum."""
-    values = [m.value for m in kind]
-    pick = choice(*values)
-    return lambda raw: kind(pick(raw))
+    pick = choice(*(m.value for m in kind))
+    return Parser(lambda raw: kind(pick(raw)), pick.accepts)
 
 
-def integer(lo: int, hi: int) -> Callable[[str], int]:
+def integer(lo: int, hi: int) -> Parser[int]:
     """A parser for a whole number in [lo, hi]."""
+    problem = f"accepted is a whole number from {lo} to {hi}"
 
     def parse(raw: str | int) -> int:
         try:
             value = int(raw)
         except (TypeError, ValueError):
-            raise ValueError(f"accepted is a whole number from {lo} to {hi}") from None
+            raise ValueError(problem) from None
         if not lo <= value <= hi:
-            raise ValueError(f"accepted is a whole number from {lo} to {hi}")
+            raise ValueError(problem)
         return value
 
-    return parse
+    # A short range reads better as its values ("0, 1"), a long one as its bounds ("1-3600").
+    few = hi - lo < 3
+    return Parser(parse, ", ".join(map(str, range(lo, hi + 1))) if few else f"{lo}-{hi}")
 
 
-def seconds(lo: float, hi: float) -> Callable[[str], float]:
+def seconds(lo: float, hi: float) -> Parser[float]:
     """A parser for a duration in seconds in [lo, hi]."""
+    problem = f"accepted is a number of seconds from {lo:g} to {hi:g}"
 
     def parse(raw: str | float) -> float:
         try:
             value = float(raw)
         except (TypeError, ValueError):
-            raise ValueError(f"accepted is a number of seconds from {lo:g} to {hi:g}") from None
+            raise ValueError(problem) from None
         if not lo <= value <= hi:
-            raise ValueError(f"accepted is a number of seconds from {lo:g} to {hi:g}")
+            raise ValueError(problem)
         return value
 
-    return parse
+    return Parser(parse, f"{lo:g}-{hi:g}")
 
 
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
+_TRUE: Final = ("true", "1", "yes", "on")
+_FALSE: Final = ("false", "0", "no", "off")
+_YES_NO: Final = ", ".join(word for pair in zip(_TRUE, _FALSE, strict=True) for word in pair)
 
 
-def boolean(raw: str | bool) -> bool:
-    """A parser for yes/no values."""
+def _boolean(raw: str | bool) -> bool:
     if isinstance(raw, bool):
         return raw
     value = raw.strip().lower()
-    if value in _TRUE | _FALSE:
+    if value in _TRUE or value in _FALSE:
         return value in _TRUE
-    raise ValueError("accepted are true, false, 1, 0, yes, no, on, off")
+    raise ValueError(f"accepted are {_YES_NO}")
 
 
-def name(what: str) -> Callable[[str], str]:
+boolean: Final = Parser(_boolean, _YES_NO)
+"""A parser for yes/no values."""
+
+
+def name(what: str) -> Parser[str]:
     """A parser for an app ID or instance ID: 1-36 of ``[A-Za-z0-9._-]``."""
 
     def parse(raw: str) -> str:
@@ -89,23 +114,34 @@ def name(what: str) -> Callable[[str], str]:
         except TopicError:
             raise ValueError(f"allowed are {topics.NAME_RULE}") from None
 
-    return parse
+    return Parser(parse, topics.NAME_RULE)
 
 
-def org(raw: str) -> str:
-    """A parser for an organisation ID."""
+def _org(raw: str) -> str:
     try:
         return identity.check_org(raw)
     except IdentityError:
         raise ValueError(f"allowed are {identity.ORG_RULE}") from None
 
 
-def text(raw: str) -> str:
-    """A parser for free text without spaces (host names, API keys, user names)."""
-    value = raw.strip()
-    if not value or any(c.isspace() for c in value):
-        raise ValueError("accepted is a non-empty value without spaces")
-    return value
+org: Final = Parser(_org, identity.ORG_RULE)
+"""A parser for an organisation ID."""
+
+
+def text(what: str) -> Parser[str]:
+    """A parser for free text without spaces (host names, API keys, user names).
+
+    ``what`` names the value for the help ("a host name or address"): any such text is taken,
+    and what it means is checked where it is used (the connection, the API key's form).
+    """
+
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("accepted is a non-empty value without spaces")
+        return value
+
+    return Parser(parse, what)
 
 
 class Secret:
@@ -132,35 +168,42 @@ class Secret:
         return hash(self._value)
 
 
-def secret(raw: str) -> Secret:
-    """A parser that wraps the value so it never shows (tokens, passwords)."""
-    if not raw:
-        raise ValueError("accepted is a non-empty value")
-    return Secret(raw)
+def secret(what: str) -> Parser[Secret]:
+    """A parser that wraps the value so it never shows (tokens, passwords); ``what`` names it."""
+
+    def parse(raw: str) -> Secret:
+        if not raw:
+            raise ValueError("accepted is a non-empty value")
+        return Secret(raw)
+
+    return Parser(parse, what)
 
 
-def readable_file(raw: str) -> str:
-    """A parser for a path that must be a readable file (a CA bundle)."""
+def _readable_file(raw: str) -> str:
     if not os.path.isfile(raw) or not os.access(raw, os.R_OK):
         raise ValueError("accepted is the path of a readable PEM file")
     return raw
 
 
-def log_level(raw: str) -> str:
-    """A parser for a log level; ``warn`` is taken as ``warning``."""
-    value = raw.strip().lower()
-    value = "warning" if value == "warn" else value
-    return choice("debug", "info", "warning", "error", "critical")(value)
+readable_file: Final = Parser(_readable_file, "a readable PEM file")
+"""A parser for a path that must be a readable file (a CA bundle)."""
 
+_LEVEL: Final = choice("debug", "info", "warning", "error", "critical")
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().lower()
+    return _LEVEL("warning" if value == "warn" else value)
+
+
+log_level: Final = Parser(_log_level, _LEVEL.accepts)
+"""A parser for a log level; ``warn`` is taken as ``warning``."""
 
 DEAD_LETTER_FORMS: Final = "log, none, file:PATH, mqtt:TYPE/ID/EVENT"
 
 
-def dead_letter(raw: str) -> str:
-    """A parser for a dead-letter sink: ``log``, ``none``, ``file:PATH`` or ``mqtt:T/ID/EVENT``.
-
-    Returns the spec with its kind lower-cased; ``worker.deadletter`` builds the sink from it.
-    """
+def _dead_letter(raw: str) -> str:
+    """``log``, ``none``, ``file:PATH`` or ``mqtt:T/ID/EVENT``, with its kind lower-cased."""
     value = raw.strip()
     kind, sep, arg = value.partition(":")
     kind = kind.lower()
@@ -178,3 +221,7 @@ def dead_letter(raw: str) -> str:
             raise ValueError(f"mqtt:TYPE/ID/EVENT names a device event topic ({exc})") from None
         return f"mqtt:{arg}"
     raise ValueError(f"accepted are {DEAD_LETTER_FORMS}")
+
+
+dead_letter: Final = Parser(_dead_letter, DEAD_LETTER_FORMS)
+"""A parser for a dead-letter sink spec; ``worker.deadletter`` builds the sink from it."""

@@ -42,16 +42,23 @@ def settings_options(func: F) -> F:
 def setting_flags(func: F, options: Iterable[Option], *, accepted: bool) -> F:
     """One flag per option, in table order; its help names the default and the variables."""
     for option in reversed(tuple(options)):
-        shown = f" Accepted: {option.accepted}." if accepted else ""
-        help_text = (
-            f"{option.help}.{shown} Default: {option.default}. [env: {' / '.join(option.envs)}]"
-        )
         metavar = None if option.is_flag else option.field.upper()
         decorator = click.option(
-            option.flag, option.field, default=None, metavar=metavar, help=help_text
+            option.flag,
+            option.field,
+            default=None,
+            metavar=metavar,
+            help=flag_help(option, accepted=accepted),
         )
         func = decorator(func)
     return func
+
+
+def flag_help(option: Option, *, accepted: bool) -> str:
+    """A flag's help, all from the table: what it does, accepts, defaults to, and its variables."""
+    shown = f" Accepted: {option.accepted}." if accepted else ""
+    envs = " / ".join(option.envs)
+    return f"{option.help}.{shown} Default: {option.shown_default}. [env: {envs}]"
 
 
 def resolve_settings(flags: dict[str, Any]) -> Settings:
