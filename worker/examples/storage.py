@@ -1,0 +1,174 @@
+"""Store every device event as a row in PostgreSQL; a message is acknowledged once it is stored.
+
+Run it (QoS 1, the default, so that the broker redelivers what was not stored)::
+
+    pip install 'worker[postgres]'
+    export STORAGE_DSN=postgresql://telemetry:secret@db.example.com/telemetry
+    worker run worker.examples.storage --profile mqtt --host broker.example.com
+
+Every JSON event (``iot-2/type/+/id/+/evt/+/fmt/json``) becomes one row of ``device_events``
+(created at startup if it does not exist). Events come to the handler in batches of up to
+``STORAGE_BATCH_SIZE`` (default 1000), or whatever arrived within ``STORAGE_BATCH_WAIT``
+seconds (default 0.05) of the first; each batch is one ``COPY`` (asyncpg's
+``copy_records_to_table``), and the worker acknowledges its messages only after the COPY
+committed. When the COPY fails (the database is down, say), the whole batch is retried
+(``STORAGE_RETRIES``, default 3, with a backoff from ``STORAGE_RETRY_BACKOFF`` seconds,
+default 0.5, doubling), then each of its messages goes to the dead-letter sink
+(``--dead-letter`` / ``WORKER_DEAD_LETTER``) and is acknowledged: nothing is acknowledged that
+is neither stored nor dead-lettered. A payload that PostgreSQL refuses (jsonb takes no
+``\\u0000``) fails alone: the batch is then stored event by event, and only the refused events
+are retried and dead-lettered. Delivery is at least once: a worker killed between the COPY and
+the acknowledgement gets the batch again, so rows can repeat; ``docs/guide/storage.md`` shows
+how to make them unique.
+
+``STORAGE_DSN`` is required: without it (or without asyncpg) ``worker run`` exits 3 saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from worker import App, Batch, BatchFailed, ConfigError, ConnectError, Event
+
+try:
+    import asyncpg
+except ImportError:  # the startup hook says what to install; importing stays possible
+    asyncpg = None
+
+TABLE: Final = "device_events"
+COLUMNS: Final = ("device_type", "device_id", "event", "payload", "received_at")
+SCHEMA: Final = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    device_type text        NOT NULL,
+    device_id   text        NOT NULL,
+    event       text        NOT NULL,
+    payload     jsonb       NOT NULL,
+    received_at timestamptz NOT NULL
+)"""
+#: connections at most; a batch holds one for its COPY
+POOL_SIZE: Final = 4
+#: seconds one COPY (with waiting for a connection) may take before the batch counts as failed
+TIMEOUT: Final = 30.0
+#: seconds to close the pool at shutdown before its connections are cut
+CLOSE_DEADLINE: Final = 10.0
+
+
+def _setting(name: str, default: str, kind: type[int] | type[float], low: float) -> Any:
+    """An environment variable as a number of at least ``low``; ConfigError naming it."""
+    raw = os.environ.get(name, default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        accepted = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{name}={raw!r}: accepted is {accepted} of at least {low:g}")
+    return value
+
+
+BATCH_SIZE: Final[int] = _setting("STORAGE_BATCH_SIZE", "1000", int, 1)
+BATCH_WAIT: Final[float] = _setting("STORAGE_BATCH_WAIT", "0.05", float, 0)
+RETRIES: Final[int] = _setting("STORAGE_RETRIES", "3", int, 0)
+RETRY_BACKOFF: Final[float] = _setting("STORAGE_RETRY_BACKOFF", "0.5", float, 0)
+
+app = App()
+
+
+class _Storage:
+    """The connection pool, open between the startup and the shutdown hooks."""
+
+    pool: Any = None
+
+
+_storage = _Storage()
+
+
+@app.on_startup
+async def open_pool() -> None:
+    """Connect to ``STORAGE_DSN`` and create the table if it is not there."""
+    if asyncpg is None:
+        raise ConfigError("worker.examples.storage needs asyncpg: pip install 'worker[postgres]'")
+    dsn = os.environ.get("STORAGE_DSN", "").strip()
+    if not dsn:
+        raise ConfigError(
+            "STORAGE_DSN is not set: accepted is a PostgreSQL URL such as "
+            "postgresql://user:password@host:5432/database"
+        )
+    try:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=POOL_SIZE)
+        await pool.execute(SCHEMA)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        # the message names the variable, never its value: a DSN may carry a password
+        raise ConnectError(f"cannot use the database of STORAGE_DSN: {exc}") from exc
+    _storage.pool = pool
+
+
+@app.on_shutdown
+async def close_pool() -> None:
+    """Close the pool (after the worker drained, so no COPY is running)."""
+    pool, _storage.pool = _storage.pool, None
+    if pool is None:
+        return
+    try:
+        await asyncio.wait_for(pool.close(), CLOSE_DEADLINE)
+    except TimeoutError:
+        pool.terminate()
+
+
+@app.event(
+    format="json",
+    batch=Batch(max_size=BATCH_SIZE, max_wait=BATCH_WAIT),
+    timeout=TIMEOUT,
+    retries=RETRIES,
+    retry_backoff=RETRY_BACKOFF,
+    name="store",
+)
+async def store(events: list[Event]) -> None:
+    """Store the batch with one COPY; its messages are acknowledged when this returns."""
+    try:
+        await _copy(events)
+    except asyncpg.DataError:
+        # One payload the database refuses must not fail the others: store them one by one
+        # and report only the refused ones (they alone are retried, then dead-lettered).
+        await _copy_each(events)
+
+
+async def _copy(events: Sequence[Event]) -> None:
+    pool = _storage.pool
+    if pool is None:
+        raise ConnectError("the pool is closed (the worker is shutting down)")
+    await pool.copy_records_to_table(TABLE, records=rows(events), columns=COLUMNS)
+
+
+async def _copy_each(events: Sequence[Event]) -> None:
+    refused: list[Event] = []
+    error: BaseException | None = None
+    for event in events:
+        try:
+            await _copy([event])
+        except asyncpg.DataError as exc:
+            refused.append(event)
+            error = exc
+    if refused:
+        raise BatchFailed(failed=refused, error=error)
+
+
+def rows(events: Sequence[Event]) -> list[tuple[str, str, str, str, datetime]]:
+    """The COPY records of ``events``, in COLUMNS order.
+
+    The payload goes as its JSON text (the worker already checked that it decodes), and
+    ``received_at`` is converted once per distinct value: a batch's events mostly arrived in
+    the same read from the socket, so they share it.
+    """
+    out = []
+    last_ts, last_at = -1.0, datetime.fromtimestamp(0, UTC)
+    for e in events:
+        if e.received_at != last_ts:
+            last_ts, last_at = e.received_at, datetime.fromtimestamp(e.received_at, UTC)
+        out.append((e.device_type, e.device_id, e.event, e.payload.decode(), last_at))
+    return out
