@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import pytest
 
-from tests.pipeline_kit import Published
+from tests.support.pipeline import Published
 from worker import (
     App,
     AppStatus,
@@ -273,3 +274,28 @@ async def test_publish_without_a_publisher_says_how_to_bind_one() -> None:
     app = App()
     with pytest.raises(ConnectError, match="bind_publisher"):
         await app.publish_event("sensor", "d1", "reading", {"a": 1})
+
+
+def test_a_positional_topic_component_is_refused_saying_where_and_what_to_write() -> None:
+    app = App()
+    line = sys._getframe().f_lineno + 2
+    with pytest.raises(RegistrationError) as raised:
+        app.event("reading")  # type: ignore[call-arg]
+    assert str(raised.value) == (
+        f"@app.event(...) at {__file__}:{line}: 'reading' was given by position; every "
+        "argument is a keyword, so name the topic component (device_type=, device_id=, "
+        "event=, format=) or the option it is"
+    )
+
+
+def test_a_misspelt_option_gets_a_did_you_mean_and_the_accepted_names() -> None:
+    app = App()
+    with pytest.raises(
+        RegistrationError, match=r"unknown option 'retry' \(did you mean 'retries'\?\)"
+    ):
+        app.device_status(retry=2)  # type: ignore[call-arg]
+    with pytest.raises(
+        RegistrationError,
+        match=r"at .*test_app.py:\d+: unknown option 'colour'\. Accepted: app_id, ordered",
+    ):
+        app.app_status(colour="red")  # type: ignore[call-arg]

@@ -32,11 +32,14 @@ then unsubscribe, drain, ``await app.shutdown()``, disconnect.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import inspect
 import logging
 import math
+import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 from worker import messages, topics
 from worker.deadletter import SinkChoice, check_choice
@@ -71,6 +74,58 @@ _TOPIC_ALLOWANCE: Final = 200
 SHARED_SUBSCRIPTION_QUOTA: Final = 10
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _explained(decorator: Callable[P, R]) -> Callable[P, R]:
+    """Turn a decorator call with bad arguments into a RegistrationError that says where.
+
+    ``@app.event("reading")`` would otherwise be a bare TypeError (or, were the components
+    positional, silently the device *type* "reading"); ``retry=2`` gets a "did you mean".
+    The file and line are the decorator call's, so the message points at the handler.
+    """
+    signature = inspect.signature(decorator)
+
+    @functools.wraps(decorator)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError:
+            caller = sys._getframe(1)  # the module that registers the handler
+            where = f"{caller.f_code.co_filename}:{caller.f_lineno}"
+            raise RegistrationError(
+                _misuse(decorator.__name__, signature, args[1:], kwargs, where)
+            ) from None
+        return decorator(*args, **kwargs)
+
+    return checked
+
+
+def _misuse(
+    name: str,
+    signature: inspect.Signature,
+    positional: tuple[object, ...],
+    keywords: dict[str, object],
+    where: str,
+) -> str:
+    accepted = [p for p in signature.parameters if p != "self"]
+    call = f"@app.{name}(...) at {where}"
+    if positional:
+        components = accepted[: accepted.index("ordered")]
+        return (
+            f"{call}: {positional[0]!r} was given by position; every argument is a keyword, "
+            f"so name the topic component ({', '.join(c + '=' for c in components)}) "
+            "or the option it is"
+        )
+    unknown = [k for k in keywords if k not in accepted]
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, accepted, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"{call}: unknown option {', '.join(hints)}. Accepted: {', '.join(accepted)}"
+
+
 class App:
     """A set of routes and hooks; ``worker run module`` finds it and serves it."""
 
@@ -84,13 +139,14 @@ class App:
 
     # --- registration ----------------------------------------------------------------
 
+    @_explained
     def event(
         self,
+        *,
         device_type: str = topics.SINGLE,
         device_id: str = topics.SINGLE,
         event: str = topics.SINGLE,
         format: str = topics.SINGLE,
-        *,
         ordered: bool = False,
         timeout: float | None = None,
         retries: int = 0,
@@ -110,13 +166,14 @@ class App:
             name,
         )
 
+    @_explained
     def command(
         self,
+        *,
         device_type: str = topics.SINGLE,
         device_id: str = topics.SINGLE,
         command: str = topics.SINGLE,
         format: str = topics.SINGLE,
-        *,
         ordered: bool = False,
         timeout: float | None = None,
         retries: int = 0,
@@ -136,11 +193,12 @@ class App:
             name,
         )
 
+    @_explained
     def device_status(
         self,
+        *,
         device_type: str = topics.SINGLE,
         device_id: str = topics.SINGLE,
-        *,
         ordered: bool = False,
         timeout: float | None = None,
         retries: int = 0,
@@ -159,10 +217,11 @@ class App:
             name,
         )
 
+    @_explained
     def app_status(
         self,
-        app_id: str = topics.SINGLE,
         *,
+        app_id: str = topics.SINGLE,
         ordered: bool = False,
         timeout: float | None = None,
         retries: int = 0,
