@@ -119,13 +119,21 @@ class Settings:
         return rows
 
 
-def default_instance() -> str:
-    """The host name (the pod name on Kubernetes), made a legal instance ID.
+def default_instance(env: Mapping[str, str] | None = None) -> str:
+    """A name unique per process on one machine, and stable per pod on Kubernetes.
 
-    Pod names can run to 63 characters; the last 36 keep the unique suffix.
+    In a Kubernetes pod (``KUBERNETES_SERVICE_HOST`` is set) the host name is the pod name:
+    unique in the namespace and the same for the pod's whole life, so it is the name as is.
+    Elsewhere two processes on one machine share the host name, so the process ID is added:
+    ``{hostname}-{pid}``. Pod names can run to 63 characters; the last 36 keep the unique
+    suffix, and a long host name is cut from the left so that ``-{pid}`` always survives.
     """
-    name = _INSTANCE_BAD.sub("-", socket.gethostname()) or "worker"
-    return name[-topics.NAME_MAX :]
+    env = os.environ if env is None else env
+    host = _INSTANCE_BAD.sub("-", socket.gethostname()) or "worker"
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        return host[-topics.NAME_MAX :]
+    suffix = f"-{os.getpid()}"
+    return host[: topics.NAME_MAX - len(suffix)] + suffix
 
 
 def load_settings(
@@ -147,7 +155,7 @@ def load_settings(
         except ValueError as exc:
             shown = "********" if option.secret else raw
             problems.append(f"{source}={shown!r}: {exc}")
-    settings = _resolve(values, sources, problems)
+    settings = _resolve(values, sources, problems, env)
     if problems or settings is None:
         raise ConfigError(problems)
     return settings
@@ -164,10 +172,10 @@ def _raw(option: Option, env: Mapping[str, str], flags: Mapping[str, Any]) -> tu
 
 
 def _resolve(
-    values: dict[str, Any], sources: dict[str, str], problems: list[str]
+    values: dict[str, Any], sources: dict[str, str], problems: list[str], env: Mapping[str, str]
 ) -> Settings | None:
     """Cross-field rules: org from the key, identity from the instance ID, host and port."""
-    resolver = _Resolver(values, sources, problems)
+    resolver = _Resolver(values, sources, problems, env)
     return resolver.run()
 
 
@@ -176,6 +184,7 @@ class _Resolver:
     values: dict[str, Any]
     sources: dict[str, str]
     problems: list[str]
+    env: Mapping[str, str]
 
     def name(self, field_name: str) -> str:
         return self.sources.get(field_name) or by_field(field_name).envs[0]
@@ -187,7 +196,7 @@ class _Resolver:
         mode = self._identity()
         if "instance_id" in v:
             v["instance"] = v.pop("instance_id")
-        v.setdefault("instance", default_instance())
+        v.setdefault("instance", default_instance(self.env))
         ibm_host = profile is Profile.WIOTP and "host" not in v and org != ids.QUICKSTART_ORG
         tls = v.get("tls", ibm_host)
         self._host(profile, org, v.pop("domain", default_of("domain")))

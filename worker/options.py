@@ -141,7 +141,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
         envs=("WORKER_INSTANCE",),
         flag="--instance",
         parse=name("instance"),
-        default_rule="the host name (pod name)",
+        default_rule="{hostname}-{pid}; the pod name in Kubernetes",
         help="this instance's name in metrics and mqtt client IDs",
     ),
     Option(
@@ -303,8 +303,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
         envs=("WORKER_METRICS_HOST",),
         flag="--metrics-host",
         parse=text("an address"),
-        default="0.0.0.0",
-        help="address of the /metrics, /livez, /readyz server",
+        default="127.0.0.1",
+        help="address of the /metrics, /livez, /readyz server (0.0.0.0: every interface)",
     ),
     Option(
         field="metrics_port",
