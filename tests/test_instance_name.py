@@ -30,7 +30,7 @@ def _check(env: dict[str, str]) -> dict[str, str]:
 
 
 def test_two_processes_on_one_machine_get_distinct_instances_and_client_ids() -> None:
-    clean = {k: "" for k in ("WORKER_INSTANCE", "KUBERNETES_SERVICE_HOST")}
+    clean = dict.fromkeys(("WORKER_INSTANCE", "KUBERNETES_SERVICE_HOST"), "")
     first, second = _check(MQTT | clean), _check(MQTT | clean)
     assert first["instance"] != second["instance"]
     assert first["client ID"] != second["client ID"]
