@@ -32,7 +32,7 @@ def check(**flags: Any) -> None:
 
 
 @main.command()
-@click.argument("target", metavar="MODULE[:ATTR]")
+@click.argument("target", metavar="MODULE[:ATTR] | FILE.py[:ATTR]")
 @click.option(
     "--startup-timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -41,7 +41,7 @@ def check(**flags: Any) -> None:
 )
 @settings_options
 def run(target: str, startup_timeout: float | None, **flags: Any) -> None:
-    """Serve the App of MODULE (its `app`, its only App, or MODULE:ATTR).
+    """Serve the App of MODULE or FILE.py (its `app`, its only App, or the one after ":").
 
     Prints one line when subscribed: client ID, host:port, filters, metrics URL. SIGTERM or
     Ctrl-C unsubscribes, drains and exits 0; a second Ctrl-C gives up the drain (exit 130).
