@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.mosquitto import Mosquitto, mosquitto_binary
+from tests.support.mosquitto import Mosquitto, mosquitto_binary
 
 __all__ = ["BenchMosquitto", "mosquitto_binary", "mosquitto_version"]
 

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
-from tests.fetch import fetch
+from tests.support.fetch import fetch
 from worker.tools.children import die_with_parent
 
 ROOT: Final = Path(__file__).resolve().parents[1]

@@ -31,10 +31,10 @@ from pathlib import Path
 
 from bench.broker import BenchMosquitto, mosquitto_binary
 from bench.procs import until_terminated
-from tests.e2e.procs import WorkerProcess
 from tests.reliability.accounting import family
 from tests.reliability.group import APP, worker_args
 from tests.reliability.load import plain, reading_topic
+from tests.support.processes import WorkerProcess
 from worker.errors import ConnectError
 from worker.transports.base import ConnectOptions
 from worker.transports.native import NativeTransport

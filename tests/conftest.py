@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mosquitto import Mosquitto, mosquitto_binary
+from tests.support.mosquitto import Mosquitto, mosquitto_binary
 
 MosquittoFactory = Callable[..., Mosquitto]
 

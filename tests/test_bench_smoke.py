@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mosquitto import mosquitto_binary
+from tests.support.mosquitto import mosquitto_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import worker
+from tests.support.credentials import STRONG_TOKEN
 
-KEY = {"WIOTP_AUTH_KEY": "a-abc123-k1x", "WIOTP_AUTH_TOKEN": "MP$08VKz!8rXwnR-Q*"}
+KEY = {"WIOTP_AUTH_KEY": "a-abc123-k1x", "WIOTP_AUTH_TOKEN": STRONG_TOKEN}
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

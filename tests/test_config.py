@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.credentials import STRONG_TOKEN
 from worker.config import Settings, load_settings
 from worker.errors import ConfigError
 from worker.identity import IdentityMode
 from worker.options import OPTIONS, Profile
 
-KEY = {"WIOTP_AUTH_KEY": "a-abc123-k1x", "WIOTP_AUTH_TOKEN": "MP$08VKz!8rXwnR-Q*"}
+KEY = {"WIOTP_AUTH_KEY": "a-abc123-k1x", "WIOTP_AUTH_TOKEN": STRONG_TOKEN}
 
 
 def problems(env: dict[str, str], **flags: object) -> list[str]:
@@ -24,7 +25,7 @@ def test_ibm_defaults_from_the_api_key() -> None:
     assert s.org == "abc123"
     assert s.client_id == "A:abc123:myApplication"
     assert (s.host, s.port, s.tls) == ("abc123.messaging.internetofthings.ibmcloud.com", 8883, True)
-    assert s.credentials() == ("a-abc123-k1x", "MP$08VKz!8rXwnR-Q*")
+    assert s.credentials() == ("a-abc123-k1x", STRONG_TOKEN)
 
 
 def test_fallback_key_names() -> None:

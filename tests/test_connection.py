@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import MosquittoFactory
-from tests.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto
+from tests.support.waiting import NETWORK, until
 from worker.config import Settings, load_settings
 from worker.connection import Backoff, Connection, transport_factory
 from worker.errors import ConfigError, NotAuthorized
@@ -21,7 +22,6 @@ from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions, Inbound
 
 pytestmark = pytest.mark.mosquitto
-DEADLINE = 10.0
 EVENTS = "iot-2/type/+/id/+/evt/+/fmt/+"
 FAST = Backoff(initial=0.05, cap=0.2)
 
@@ -47,7 +47,7 @@ class Sink:
             self._changed.notify_all()
 
     async def count(self, n: int) -> None:
-        async with asyncio.timeout(DEADLINE), self._changed:
+        async with asyncio.timeout(NETWORK), self._changed:
             await self._changed.wait_for(lambda: len(self.messages) >= n)
 
 
@@ -69,17 +69,20 @@ class Running:
     def gauge(self, name: str) -> float | None:
         return self.registry.get_sample_value(name)
 
-    async def until(self, check: Callable[[], bool]) -> None:
-        async with asyncio.timeout(DEADLINE):
-            while not check():
-                if self.task.done():
-                    self.task.result()
-                await asyncio.sleep(0.01)
+    async def until(self, check: Callable[[], bool], what: str) -> None:
+        """Wait until ``check()``; a connection task that ended raises its error at once."""
+
+        def holds() -> bool:
+            if self.task.done():
+                self.task.result()
+            return check()
+
+        await until(holds, what, within=NETWORK)
 
     async def close(self) -> None:
         await self.conn.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.task, DEADLINE)
+            await asyncio.wait_for(self.task, NETWORK)
 
 
 @contextlib.asynccontextmanager
@@ -107,10 +110,10 @@ def event(n: int) -> str:
 
 async def test_subscribes_shared_and_feeds_the_sink(mosquitto: Mosquitto) -> None:
     async with running(settings(mosquitto)) as r, publisher(mosquitto) as pub:
-        await asyncio.wait_for(r.conn.wait_online(), DEADLINE)
+        await asyncio.wait_for(r.conn.wait_online(), NETWORK)
         assert not r.conn.subscribed  # nothing arrives before the startup hooks have run
         await r.conn.open_intake()
-        await asyncio.wait_for(r.conn.ready.wait(), DEADLINE)
+        await asyncio.wait_for(r.conn.ready.wait(), NETWORK)
         assert r.conn.client_id == "app-i1"
         assert (r.gauge("worker_connected"), r.gauge("worker_subscribed")) == (1, 1)
         for n in range(5):
@@ -124,9 +127,12 @@ async def test_subscribes_shared_and_feeds_the_sink(mosquitto: Mosquitto) -> Non
 async def test_broker_restart_reconnects_and_resubscribes(mosquitto: Mosquitto) -> None:
     async with running(settings(mosquitto)) as r:
         await r.conn.open_intake()
-        await asyncio.wait_for(r.conn.ready.wait(), DEADLINE)
+        await asyncio.wait_for(r.conn.ready.wait(), NETWORK)
         await asyncio.to_thread(mosquitto.restart)
-        await r.until(lambda: r.gauge("worker_reconnects_total") == 1 and r.conn.subscribed)
+        await r.until(
+            lambda: r.gauge("worker_reconnects_total") == 1 and r.conn.subscribed,
+            "one reconnect and the subscription back",
+        )
         async with publisher(mosquitto) as pub:
             await pub.publish(event(1), b"{}", qos=1)
             await r.sink.count(1)
@@ -146,7 +152,7 @@ async def test_bad_credentials_raise_at_once_without_retrying(
     s = settings(broker, username="alice", password="wrong")
     r = Running(s, transport_factory=counting)
     with pytest.raises(NotAuthorized) as caught:
-        await asyncio.wait_for(r.task, DEADLINE)
+        await asyncio.wait_for(r.task, NETWORK)
     assert attempts == 1
     assert "alice" in str(caught.value)
     assert "wrong" not in str(caught.value)
@@ -183,9 +189,10 @@ async def test_refused_suback_is_an_error_not_silence(caplog: pytest.LogCaptureF
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with running(settings(port)) as r:
-        await asyncio.wait_for(r.conn.wait_online(), DEADLINE)
+        await asyncio.wait_for(r.conn.wait_online(), NETWORK)
         await r.conn.open_intake()
-        await r.until(lambda: subscribes >= 3)  # it keeps trying, loudly
+        # It keeps trying, loudly.
+        await r.until(lambda: subscribes >= 3, "three subscription attempts")
         assert "refused the subscription to $share/abc123:app/" + EVENTS in caplog.text
         assert not r.conn.subscribed
         assert r.conn.problem is not None
@@ -197,7 +204,7 @@ async def test_refused_suback_is_an_error_not_silence(caplog: pytest.LogCaptureF
 async def test_pause_unsubscribes_and_resume_resubscribes(mosquitto: Mosquitto) -> None:
     async with running(settings(mosquitto)) as r, publisher(mosquitto) as pub:
         await r.conn.open_intake()
-        await asyncio.wait_for(r.conn.ready.wait(), DEADLINE)
+        await asyncio.wait_for(r.conn.ready.wait(), NETWORK)
         await r.conn.pause()
         assert (r.conn.connected, r.conn.subscribed, r.conn.paused) == (True, False, True)
         assert r.gauge("worker_subscribed") == 0
@@ -218,14 +225,16 @@ async def test_takeover_of_a_unique_client_id_is_reported(
     async with running(s, stable_after=5.0) as one, running(s, stable_after=5.0) as two:
         await one.conn.open_intake()
         await two.conn.open_intake()
-        await one.until(lambda: "another process uses the same client ID" in caplog.text)
+        await one.until(
+            lambda: "another process uses the same client ID" in caplog.text, "the takeover report"
+        )
         assert "app-i1" in caplog.text
 
 
 async def test_publish_goes_through_the_live_connection(mosquitto: Mosquitto) -> None:
     async with running(settings(mosquitto)) as r:
         await r.conn.open_intake()
-        await asyncio.wait_for(r.conn.ready.wait(), DEADLINE)
+        await asyncio.wait_for(r.conn.ready.wait(), NETWORK)
         await r.conn.publish(event(7), b'{"x":1}', qos=1)
         await r.sink.count(1)
         assert r.sink.messages[0].payload == b'{"x":1}'

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.pipeline_kit import Acks, Published, event, new_metrics, running, value
+from tests.support.pipeline import Acks, Published, event, new_metrics, running, value
 from worker import App, ConfigError, Event
 from worker.config import load_settings
 from worker.deadletter import DeadLetter, DeadLetters, FileSink, LogSink, MqttSink, check_choice

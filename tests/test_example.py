@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from tests.pipeline_kit import Acks, Published, event, new_metrics, running, value
+from tests.support.pipeline import Acks, Published, event, new_metrics, running, value
 from worker import DeviceStatus, Event
 from worker.deadletter import DeadLetters
 from worker.examples import fleet as example

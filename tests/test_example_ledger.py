@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline_kit import Published
+from tests.support.pipeline import Published
 from worker import Event
 from worker.examples import fleet as example
 

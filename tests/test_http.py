@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from tests.fetch import fetch
+from tests.support.fetch import fetch
 from worker.errors import ConfigError
 from worker.http import HttpServer
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.pipeline_kit import Acks, event, running, until
+from tests.support.pipeline import Acks, event, running
+from tests.support.waiting import QUICK, until
 from worker import App, Event
 from worker.pipeline import TURN
 
@@ -32,7 +33,7 @@ async def test_a_summoned_lane_that_finds_ordered_work_summons_another_for_share
     acks = Acks()
     async with running(app, concurrency=lanes) as pipeline:
         # white-box: every lane has started and waits (in order 0, 1, 2) for work
-        await until(lambda: pipeline._awake == 0)
+        await until(lambda: pipeline._awake == 0, "every lane asleep", within=QUICK, every=0)
         batch = [
             event("x1", 1, name="free"),
             event(device, 2, name="ordered"),  # queued on the summoned lane itself
@@ -41,7 +42,9 @@ async def test_a_summoned_lane_that_finds_ordered_work_summons_another_for_share
         await pipeline.put(batch, acks)
         # lane 0 takes its own (ordered) work first and waits in it: the shared messages
         # must still reach the two other lanes
-        await until(lambda: pipeline.in_flight == 3)
+        await until(
+            lambda: pipeline.in_flight == 3, "three events in flight", within=QUICK, every=0
+        )
         gate.set()
         await acks.wait_for(3)
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline_kit import Acks, event, new_metrics, running, until, value, wait
+from tests.support.pipeline import Acks, event, new_metrics, running, value, wait
+from tests.support.waiting import QUICK, until
 from worker import App, DeviceStatus, Event
 from worker.config import Settings
 from worker.pipeline import Pipeline
@@ -42,7 +43,7 @@ async def test_acks_leave_in_arrival_order_when_handlers_finish_out_of_order() -
         await wait(started)
         for n in (3, 1, 2):  # everything but the first finishes
             gates[n].set()
-        await until(lambda: pipeline.in_flight == 1)
+        await until(lambda: pipeline.in_flight == 1, "one event in flight", within=QUICK, every=0)
         gates[0].set()
         assert await acks.wait_for(4) == [1, 2, 3, 4]
 
@@ -233,7 +234,12 @@ async def test_block_policy_holds_put_until_a_lane_takes_work() -> None:
         await wait(first)
         batches = [[event(n=n, qos=0) for n in range(1, 5)], [event(n=5, qos=0)]]
         puts = [asyncio.create_task(pipeline.put(b, Acks())) for b in batches]
-        await until(lambda: pipeline.intake_depth == 2)
+        await until(
+            lambda: pipeline.intake_depth == 2,
+            "two events queued at the intake",
+            within=QUICK,
+            every=0,
+        )
         await asyncio.sleep(0)
         assert not any(p.done() for p in puts)
         gate.set()
@@ -305,7 +311,7 @@ async def test_unrouted_messages_are_counted_and_acknowledged_in_order() -> None
     ]
     async with running(app, metrics) as pipeline:
         await pipeline.put(batch, acks)
-        await until(lambda: pipeline.in_flight == 1)
+        await until(lambda: pipeline.in_flight == 1, "one event in flight", within=QUICK, every=0)
         gate.set()  # the unrouted ones waited for the first
         assert await acks.wait_for(3) == [1, 2, 3]
     assert dropped(metrics, "unrouted") == 2
@@ -329,7 +335,12 @@ async def test_a_message_for_two_routes_is_acked_after_both() -> None:
     acks = Acks()
     async with running(app) as pipeline:
         await pipeline.put([event()], acks)
-        await until(lambda: len(calls) == 2 and pipeline.in_flight == 1)
+        await until(
+            lambda: len(calls) == 2 and pipeline.in_flight == 1,
+            "two calls with one event in flight",
+            within=QUICK,
+            every=0,
+        )
         gate.set()
         await acks.wait_for(1)
     assert sorted(calls) == ["audit", "reading"]
@@ -419,7 +430,7 @@ async def test_idle_returns_once_work_is_done_and_its_acks_have_left() -> None:
             await pipeline.idle()
         await pipeline.put([event(n=0), event(n=1, name="unrouted")], acks)
         idle = asyncio.create_task(pipeline.idle())
-        await until(lambda: pipeline.in_flight == 1)
+        await until(lambda: pipeline.in_flight == 1, "one event in flight", within=QUICK, every=0)
         assert not idle.done()
         gate.set()
         async with asyncio.timeout(3):

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.prometheus import needs_prometheus, prometheus_server
+from tests.support.prometheus import needs_prometheus, prometheus_server
+from tests.support.waiting import SCENARIO
 from tests.test_shares import FakeInstance, metrics_endpoint, run_command, serve
 from worker.tools.shares import InstanceShare, SharesError, prometheus_shares
 
-DEADLINE = 45.0
 EXPECTED = (0.2, 0.3, 0.5)
 
 pytestmark = [pytest.mark.promtool, needs_prometheus]
@@ -48,7 +48,7 @@ async def test_prometheus_records_the_shares_of_three_instances(prometheus: str)
             return False
         return all(abs(a - b) <= 0.05 for a, b in zip(shares, EXPECTED, strict=True))
 
-    async with asyncio.timeout(DEADLINE):
+    async with asyncio.timeout(SCENARIO):
         # Early rates rest on two or three scrapes and may be off; poll until the recorded
         # split settles on 5:3:2. The deadline turns a split that never does into a failure.
         while not split_is_5_3_2():

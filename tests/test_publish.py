@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import run_cli
-from tests.tools import KEY, TOKEN, listening
+from tests.support.credentials import API_KEY, TOKEN
+from tests.support.listener import listening
+from tests.support.processes import run_cli
 from worker.platform import Platform, PlatformConfig
 from worker.tools.publish import (
     PublishError,
@@ -26,12 +27,12 @@ COMMANDS = "iot-2/type/+/id/+/cmd/+/fmt/+"
 
 @pytest.fixture
 async def platform() -> AsyncIterator[Platform]:
-    async with Platform(PlatformConfig(host="127.0.0.1", port=0, api_keys={KEY: TOKEN})) as p:
+    async with Platform(PlatformConfig(host="127.0.0.1", port=0, api_keys={API_KEY: TOKEN})) as p:
         yield p
 
 
 def login(platform: Platform) -> list[str]:
-    return ["--host", "127.0.0.1", "--port", str(platform.port), "--auth-key", KEY,
+    return ["--host", "127.0.0.1", "--port", str(platform.port), "--auth-key", API_KEY,
             "--auth-token", TOKEN]  # fmt: skip
 
 
@@ -122,7 +123,7 @@ async def test_bad_input_exits_2_before_connecting() -> None:
 
 
 async def test_a_refused_login_exits_4(platform: Platform) -> None:
-    args = ["--host", "127.0.0.1", "--port", str(platform.port), "--auth-key", KEY,
+    args = ["--host", "127.0.0.1", "--port", str(platform.port), "--auth-key", API_KEY,
             "--auth-token", "wrong"]  # fmt: skip
     code, _, err = await run_cli("publish", "event", "sensor", "s1", "reading", *args)
     assert code == 4, err

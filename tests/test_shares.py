@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.support.waiting import PROCESS
 from worker.tools.shares import (
     InstanceShare,
     Reading,
@@ -24,8 +25,6 @@ from worker.tools.shares import (
     prometheus_shares,
 )
 from worker.tools.shares_view import BAR_WIDTH, render, run_shares
-
-DEADLINE = 30.0
 
 
 @dataclass
@@ -64,7 +63,7 @@ async def serve(respond: Responder) -> tuple[asyncio.Server, str]:
     """A real HTTP server on a free port; ``respond(path)`` gives the status and body."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(PROCESS):
             head = await reader.readuntil(b"\r\n\r\n")
         target = head.split(b" ", 2)[1].decode()
         status, body = respond(target)
@@ -220,7 +219,7 @@ async def run_command(*args: str) -> tuple[int, str, str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    async with asyncio.timeout(DEADLINE):
+    async with asyncio.timeout(PROCESS):
         out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()

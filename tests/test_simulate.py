@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.e2e.procs import run_cli
-from tests.tools import KEY, TOKEN, listening
+from tests.support.credentials import API_KEY, TOKEN
+from tests.support.listener import listening
+from tests.support.processes import run_cli
 from worker.config import Settings, load_settings
 from worker.platform import Platform, PlatformConfig
 from worker.tools.simulate import SimConfig, Simulator, fleet
@@ -19,13 +20,20 @@ STATUS = "iot-2/type/+/id/+/mon"
 
 @pytest.fixture
 async def platform() -> AsyncIterator[Platform]:
-    config = PlatformConfig(host="127.0.0.1", port=0, api_keys={KEY: TOKEN}, accept_any_key=True)
+    config = PlatformConfig(
+        host="127.0.0.1", port=0, api_keys={API_KEY: TOKEN}, accept_any_key=True
+    )
     async with Platform(config) as p:
         yield p
 
 
 def settings(platform: Platform) -> Settings:
-    flags = {"host": "127.0.0.1", "port": str(platform.port), "api_key": KEY, "api_token": TOKEN}
+    flags = {
+        "host": "127.0.0.1",
+        "port": str(platform.port),
+        "api_key": API_KEY,
+        "api_token": TOKEN,
+    }
     return load_settings(env={}, flags=flags | {"identity": "standalone"})
 
 
@@ -68,7 +76,7 @@ async def test_an_application_publishes_for_the_devices(platform: Platform) -> N
 
 async def test_the_command_prints_progress_and_a_summary(platform: Platform) -> None:
     code, out, err = await run_cli(
-        "simulate", "--host", "127.0.0.1", "--port", str(platform.port), "--auth-key", KEY,
+        "simulate", "--host", "127.0.0.1", "--port", str(platform.port), "--auth-key", API_KEY,
         "--auth-token", TOKEN, "--devices", "3", "--count", "120", "--rate", "80",
     )  # fmt: skip
     assert code == 0, err
@@ -77,9 +85,11 @@ async def test_the_command_prints_progress_and_a_summary(platform: Platform) -> 
 
 
 async def test_an_unregistered_device_exits_4() -> None:
-    async with Platform(PlatformConfig(host="127.0.0.1", port=0, api_keys={KEY: TOKEN})) as strict:
+    async with Platform(
+        PlatformConfig(host="127.0.0.1", port=0, api_keys={API_KEY: TOKEN})
+    ) as strict:
         code, _, err = await run_cli(
-            "simulate", "--host", "127.0.0.1", "--port", str(strict.port), "--auth-key", KEY,
+            "simulate", "--host", "127.0.0.1", "--port", str(strict.port), "--auth-key", API_KEY,
             "--auth-token", TOKEN, "--count", "1",
         )  # fmt: skip
     assert code == 4, err

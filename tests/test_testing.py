@@ -8,6 +8,7 @@ import traceback
 import aiomqtt
 import pytest
 
+from tests.support.waiting import SCENARIO
 from worker import App, AppStatus, Command, ConnectError, DeviceStatus, Event, NotAuthorized
 from worker.config import Settings
 from worker.testing import TestClient
@@ -344,15 +345,13 @@ async def test_reading() -> None:
     assert result.ok
 """
 
-SUBPROCESS_DEADLINE = 60.0
-
 
 def test_a_handler_bug_fails_the_users_test_with_the_handlers_traceback(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makeini(USER_INI)
     pytester.makepyfile(handlers_under_test=BUGGY_HANDLERS, test_user=USER_TEST)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=SUBPROCESS_DEADLINE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=SCENARIO)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -374,7 +373,7 @@ async def test_platform(platform) -> None:
 def test_the_fixtures_are_not_loaded_unless_asked_for(pytester: pytest.Pytester) -> None:
     pytester.makeini(USER_INI)
     pytester.makepyfile(test_fixture=FIXTURE_TEST)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=SUBPROCESS_DEADLINE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=SCENARIO)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'platform' not found*"])
 
@@ -393,7 +392,5 @@ def test_the_fixtures_load_when_asked_for(
 ) -> None:
     pytester.makeini(USER_INI + ini)
     pytester.makepyfile(test_fixture=FIXTURE_TEST)
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", *args, timeout=SUBPROCESS_DEADLINE
-    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=SCENARIO)
     result.assert_outcomes(passed=1)

@@ -20,7 +20,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MosquittoFactory
-from tests.mosquitto import Mosquitto, free_port
+from tests.support.credentials import API_KEY, ORG, TOKEN
+from tests.support.mosquitto import Mosquitto
+from tests.support.ports import free_port
+from tests.support.waiting import NETWORK, until
 from worker.errors import ConnectError, NotAuthorized
 from worker.platform import Platform, PlatformConfig
 from worker.platform.tls import dev_server_context, ensure_dev_certificates
@@ -29,9 +32,6 @@ from worker.transports.base import ConnectOptions, Inbound, Transport
 from worker.transports.native import NativeTransport
 
 pytestmark = pytest.mark.mosquitto
-DEADLINE = 10.0
-ORG = "abc123"
-API_KEY, TOKEN = f"a-{ORG}-k1", "tok"
 USER, PASSWORD = "alice", "s3cret"
 #: QoS 1 messages a server sends before it waits for acks (small, to see the window)
 WINDOW = 5
@@ -118,7 +118,6 @@ class Receiver:
         self.messages: list[Inbound] = []
         self.batch_sizes: list[int] = []
         self.error: BaseException | None = None
-        self._changed = asyncio.Condition()
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -126,24 +125,19 @@ class Receiver:
             async for batch in self.transport.batches():
                 self.messages.extend(batch)
                 self.batch_sizes.append(len(batch))
-                async with self._changed:
-                    self._changed.notify_all()
         except ConnectError as exc:
             self.error = exc
-            async with self._changed:
-                self._changed.notify_all()
 
-    async def until(self, check: Callable[[], bool]) -> None:
-        async with asyncio.timeout(DEADLINE), self._changed:
-            await self._changed.wait_for(check)
+    async def until(self, check: Callable[[], bool], what: str) -> None:
+        await until(check, what, within=NETWORK)
 
     async def count(self, n: int) -> list[Inbound]:
-        await self.until(lambda: len(self.messages) >= n)
+        await self.until(lambda: len(self.messages) >= n, f"{n} messages")
         return self.messages
 
     async def close(self) -> None:
         await self.transport.disconnect()
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(NETWORK):
             await self._task
 
 
@@ -253,7 +247,7 @@ async def test_server_side_drop_ends_batches_and_reconnect_works(
     await sub.subscribe([(topic("x"), 1)])
     receiver = Receiver(sub)
     await server.drop("sub")
-    await receiver.until(lambda: receiver.error is not None)
+    await receiver.until(lambda: receiver.error is not None, "the connection error")
     assert "lost" in str(receiver.error)
     sub.ack([1])  # an ack for a dead connection is dropped, not an error
     with pytest.raises(ConnectError):
@@ -276,7 +270,7 @@ async def test_takeover_drops_the_first_connection(make: Factory, server: Server
     await first.connect(server.options("solo"))
     receiver = Receiver(first)
     async with connected(make, server.options("solo")) as second:
-        await receiver.until(lambda: receiver.error is not None)
+        await receiver.until(lambda: receiver.error is not None, "the connection error")
         assert await second.subscribe([(topic("x"), 0)]) == [0]
     await first.disconnect()
 
@@ -356,7 +350,7 @@ async def test_pubacks_leave_in_the_order_given(make: Factory) -> None:
         await receiver.count(4)
         transport.ack([3, 1])
         transport.ack([4, 2])
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(NETWORK):
             assert [await acks.get() for _ in range(4)] == [3, 1, 4, 2]
         await receiver.close()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import WorkerProcess
+from tests.support.processes import WorkerProcess
 
 Spawn = Callable[..., WorkerProcess]
 

@@ -10,15 +10,13 @@ import sys
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import pytest
 
-from tests.e2e.procs import ROOT, clean_env, until
-from tests.mosquitto import mosquitto_binary
-
-#: the whole run: six short phases, three worker processes starting, the drains
-DEMO_DEADLINE: Final = 55.0
+from tests.support.mosquitto import mosquitto_binary
+from tests.support.processes import ROOT, clean_env
+from tests.support.waiting import SCENARIO, until
 
 
 async def run_demo(out: Path, *args: str) -> tuple[int, str, str]:
@@ -28,7 +26,7 @@ async def run_demo(out: Path, *args: str) -> tuple[int, str, str]:
         cwd=ROOT, env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        out_b, err_b = await asyncio.wait_for(proc.communicate(), DEMO_DEADLINE)
+        out_b, err_b = await asyncio.wait_for(proc.communicate(), SCENARIO)
     except TimeoutError:
         proc.kill()
         await proc.wait()
@@ -115,7 +113,7 @@ async def demo_in_phase_one(out: Path, *args: str) -> AsyncIterator[asyncio.subp
     )  # fmt: skip
     assert proc.stdout is not None
     try:
-        async with asyncio.timeout(DEMO_DEADLINE):
+        async with asyncio.timeout(SCENARIO):
             # Phase 1 runs for 10 s: the worker and the fleet are up as soon as it is announced.
             while b"phase 1/6" not in await proc.stdout.readline():
                 pass

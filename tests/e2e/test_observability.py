@@ -15,21 +15,22 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Spawn
-from tests.e2e.procs import WorkerProcess, event_topic, run_cli
-from tests.e2e.test_run_platform import KEY, TOKEN, wiotp_args
-from tests.prometheus import needs_prometheus, prometheus_server
+from tests.e2e.test_run_platform import wiotp_args
+from tests.support.credentials import API_KEY, TOKEN
+from tests.support.processes import WorkerProcess, event_topic, run_cli
+from tests.support.prometheus import needs_prometheus, prometheus_server
+from tests.support.waiting import SCENARIO
 from worker.platform import Platform, PlatformConfig
 from worker.tools.shares import InstanceShare, SharesError, prometheus_shares
 from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions
 
 pytestmark = [pytest.mark.promtool, needs_prometheus]
-DEADLINE = 60.0
 
 
 @pytest.fixture
 async def platform() -> AsyncIterator[Platform]:
-    config = PlatformConfig(host="127.0.0.1", port=0, api_keys={KEY: TOKEN})
+    config = PlatformConfig(host="127.0.0.1", port=0, api_keys={API_KEY: TOKEN})
     async with Platform(config) as running:
         yield running
 
@@ -37,7 +38,7 @@ async def platform() -> AsyncIterator[Platform]:
 async def steady_load(port: int, stop: asyncio.Event) -> int:
     """Publish about 1000 events/s at QoS 1 until ``stop``; the count sent."""
     pub = AiomqttTransport()
-    await pub.connect(ConnectOptions("127.0.0.1", port, "a:abc123:load", KEY, TOKEN))
+    await pub.connect(ConnectOptions("127.0.0.1", port, "a:abc123:load", API_KEY, TOKEN))
     sent = 0
     try:
         while not stop.is_set():
@@ -89,7 +90,7 @@ async def test_prometheus_and_worker_shares_see_the_real_split(
     try:
         async with (
             prometheus_server(tmp_path, [f"127.0.0.1:{w.port}" for w in workers]) as prom,
-            asyncio.timeout(DEADLINE),
+            asyncio.timeout(SCENARIO),
         ):
             rows = await recorded_shares(prom, workers)
             code, out, err = await run_cli(

@@ -9,8 +9,10 @@ import pytest
 
 from tests.conftest import MosquittoFactory
 from tests.e2e.conftest import Spawn
-from tests.e2e.procs import publish_events, run_cli, until
-from tests.mosquitto import Mosquitto, free_port
+from tests.support.mosquitto import Mosquitto
+from tests.support.ports import free_port
+from tests.support.processes import publish_events, run_cli
+from tests.support.waiting import until
 
 MQTT = ("--profile", "mqtt", "--org", "abc123", "--app-id", "app", "--instance", "i1")
 

@@ -9,8 +9,9 @@ import pytest
 
 from tests.conftest import MosquittoFactory
 from tests.e2e.conftest import Spawn
-from tests.e2e.procs import WorkerProcess, event_topic, exactly_once, publish_events, until
-from tests.mosquitto import Mosquitto
+from tests.support.mosquitto import Mosquitto
+from tests.support.processes import WorkerProcess, event_topic, exactly_once, publish_events
+from tests.support.waiting import until
 from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions
 

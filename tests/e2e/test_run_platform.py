@@ -9,16 +9,16 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.e2e.conftest import Spawn
-from tests.e2e.procs import WorkerProcess, exactly_once, publish_events, run_cli, until
+from tests.support.credentials import API_KEY, TOKEN
+from tests.support.processes import WorkerProcess, exactly_once, publish_events, run_cli
+from tests.support.waiting import until
 from worker.platform import Platform, PlatformConfig
-
-KEY, TOKEN = "a-abc123-k1", "tok"
 
 
 @pytest.fixture
 async def platform() -> AsyncIterator[Platform]:
     config = PlatformConfig(
-        host="127.0.0.1", port=0, ws_port=0, api_keys={KEY: TOKEN}, buffer_size=100_000
+        host="127.0.0.1", port=0, ws_port=0, api_keys={API_KEY: TOKEN}, buffer_size=100_000
     )
     async with Platform(config) as running:
         yield running
@@ -26,14 +26,14 @@ async def platform() -> AsyncIterator[Platform]:
 
 def wiotp_args(port: int, *more: str) -> tuple[str, ...]:
     return (
-        "--auth-key", KEY, "--auth-token", TOKEN, "--app-id", "shared",
+        "--auth-key", API_KEY, "--auth-token", TOKEN, "--app-id", "shared",
         "--host", "127.0.0.1", "--port", str(port), *more,
     )  # fmt: skip
 
 
 async def publish(platform: Platform, numbers: range) -> None:
     await publish_events(
-        "127.0.0.1", platform.port, numbers, client_id="a:abc123:pub", username=KEY,
+        "127.0.0.1", platform.port, numbers, client_id="a:abc123:pub", username=API_KEY,
         password=TOKEN,
     )  # fmt: skip
 

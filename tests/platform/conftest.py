@@ -12,37 +12,17 @@ import aiomqtt
 import pytest
 
 from tests.platform.rawclient import RawClient
-from worker.platform import Platform, PlatformConfig
-
-ORG = "abc123"
-API_KEY = "a-abc123-k1"
-TOKEN = "tok"
-DEVICE = "d:abc123:sensor:s1"
-DEVICE_TOKEN = "devtok"
-GATEWAY = "g:abc123:gw:g1"
-GATEWAY_TOKEN = "gwtok"
-OTHER_ORG_KEY = "a-xyz789-k2"
-OTHER_ORG_TOKEN = "tok2"
+from tests.support.credentials import API_KEY, DEVICE, DEVICE_TOKEN, ORG, TOKEN
+from tests.support.platform import platform_config
+from worker.platform import Platform
 
 StartPlatform = Callable[..., AbstractAsyncContextManager[Platform]]
-
-
-def config(**overrides: Any) -> PlatformConfig:
-    """The test platform's configuration: one org with an app key, a device and a gateway."""
-    values: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "api_keys": {API_KEY: TOKEN, OTHER_ORG_KEY: OTHER_ORG_TOKEN},
-        "device_tokens": {DEVICE: DEVICE_TOKEN, GATEWAY: GATEWAY_TOKEN},
-    }
-    values.update(overrides)
-    return PlatformConfig(**values)
 
 
 @pytest.fixture
 async def platform() -> AsyncIterator[Platform]:
     """A running platform with the default test configuration."""
-    async with Platform(config()) as p:
+    async with Platform(platform_config()) as p:
         assert p.ready.is_set()
         yield p
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.credentials import STRONG_TOKEN
 from worker.errors import ConfigError
 from worker.identity import ClientId, parse_client_id
 from worker.platform import auth
 
 KEY = "a-abc123-a84ps90Ajs"
-TOKEN = "MP$08VKz!8rXwnR-Q*"
+TOKEN = STRONG_TOKEN
 APP = parse_client_id("a:abc123:myserver")
 SCALABLE = parse_client_id("A:abc123:myserver")
 DEVICE = parse_client_id("d:abc123:sensor:s-001")

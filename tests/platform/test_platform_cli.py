@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.support.credentials import ORG, STRONG_TOKEN
+from tests.support.waiting import PROCESS
 from worker.cli import main
 from worker.mqtt import Connack, Connect, PacketReader, encode
 
-DEADLINE = 15.0  # a cold interpreter start with cryptography can be slow on a busy machine
-KEY, TOKEN = "a-abc123-clitest", "MP$08VKz!8rXwnR-Q*"
+KEY, TOKEN = f"a-{ORG}-clitest", STRONG_TOKEN
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Running:
     async def stop(self, sig: signal.Signals) -> tuple[int, str, str]:
         """Send ``sig``; return the exit code and the rest of stdout and stderr."""
         self.process.send_signal(sig)
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(PROCESS):
             out, err = await self.process.communicate()
         assert self.process.returncode is not None
         return self.process.returncode, out.decode(), err.decode()
@@ -61,7 +62,7 @@ async def start(*args: str) -> Running:
     assert process.stdout is not None
     banner: list[str] = []
     try:
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(PROCESS):
             while not banner or not banner[-1].startswith("ready"):
                 line = await process.stdout.readline()
                 if not line:
@@ -85,7 +86,7 @@ async def connect(
     context: ssl.SSLContext | None = None,
 ) -> int:
     """One MQTT 3.1.1 CONNECT; the CONNACK return code."""
-    async with asyncio.timeout(DEADLINE):
+    async with asyncio.timeout(PROCESS):
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", port, ssl=context, server_hostname="localhost" if context else None
         )
@@ -107,7 +108,7 @@ async def connect(
 
 
 async def scrape(port: int) -> str:
-    async with asyncio.timeout(DEADLINE):
+    async with asyncio.timeout(PROCESS):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
         response = await reader.read()
@@ -164,7 +165,7 @@ async def test_a_port_in_use_is_a_clear_error() -> None:
             "--port", str(taken.getsockname()[1]),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(PROCESS):
             _, err = await process.communicate()
     assert process.returncode == 2
     assert "error: cannot listen on 127.0.0.1" in err.decode()

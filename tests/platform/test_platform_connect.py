@@ -14,18 +14,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.platform.conftest import (
-    API_KEY,
-    DEVICE,
-    DEVICE_TOKEN,
-    ORG,
-    TOKEN,
-    app_client,
-    config,
-    device_client,
-    raw,
-    status_where,
-)
+from tests.platform.conftest import app_client, device_client, raw, status_where
+from tests.support.credentials import API_KEY, DEVICE, DEVICE_TOKEN, ORG, TOKEN
+from tests.support.platform import platform_config
 from worker.mqtt import MQTT_3_1, MQTT_5, Connack, Disconnect, Pingreq, Pingresp, Properties
 from worker.platform import Platform
 
@@ -86,7 +77,7 @@ async def test_w6_device_needs_use_token_auth_and_its_token(
 
 async def test_w5_accept_any_key_switch() -> None:
     async with (
-        Platform(config(api_keys={}, accept_any_key=True)) as p,
+        Platform(platform_config(api_keys={}, accept_any_key=True)) as p,
         app_client(p.port, password="anything"),
     ):
         pass
@@ -202,13 +193,13 @@ async def test_w20_v5_session_expiry_makes_a_durable_session(
 
 
 async def test_w41_quickstart_needs_no_credentials_when_enabled() -> None:
-    async with Platform(config(quickstart=True)) as p:
+    async with Platform(platform_config(quickstart=True)) as p:
         async with aiomqtt.Client("127.0.0.1", p.port, identifier="d:quickstart:sensor:s1"):
             pass
         with pytest.raises(aiomqtt.MqttCodeError):
             async with aiomqtt.Client("127.0.0.1", p.port, identifier="A:quickstart:app"):
                 pass
-    async with Platform(config()) as p:
+    async with Platform(platform_config()) as p:
         with pytest.raises(aiomqtt.MqttCodeError):
             async with aiomqtt.Client("127.0.0.1", p.port, identifier="d:quickstart:sensor:s1"):
                 pass

@@ -14,16 +14,9 @@ import aiomqtt
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.platform.conftest import (
-    GATEWAY,
-    GATEWAY_TOKEN,
-    ORG,
-    app_client,
-    config,
-    device_client,
-    raw,
-    status_where,
-)
+from tests.platform.conftest import app_client, device_client, raw, status_where
+from tests.support.credentials import GATEWAY, GATEWAY_TOKEN, ORG
+from tests.support.platform import platform_config
 from worker.errors import ConfigError
 from worker.mqtt import Publish
 from worker.platform import Platform
@@ -42,7 +35,7 @@ async def test_w1_w32_w33_tls_and_websocket_listeners(
     tls_files: tuple[ssl.SSLContext, Path],
 ) -> None:
     server_context, ca = tls_files
-    cfg = config(tls_port=0, ws_port=0, wss_port=0, ssl_context=server_context)
+    cfg = platform_config(tls_port=0, ws_port=0, wss_port=0, ssl_context=server_context)
     client_context = ssl.create_default_context(cafile=str(ca))
     async with Platform(cfg) as p, AsyncExitStack() as stack:
         watch = await stack.enter_async_context(app_client(p.port, f"a:{ORG}:watch"))
@@ -68,7 +61,10 @@ async def test_w1_w32_w33_tls_and_websocket_listeners(
 
 async def test_metrics_hooks_count_connections_messages_and_groups() -> None:
     registry = CollectorRegistry()
-    async with Platform(config(metrics=PlatformMetrics(registry))) as p, AsyncExitStack() as s:
+    async with (
+        Platform(platform_config(metrics=PlatformMetrics(registry))) as p,
+        AsyncExitStack() as s,
+    ):
         app = await s.enter_async_context(app_client(p.port, f"A:{ORG}:metered"))
         await app.subscribe(ALL_EVENTS)
         device = await s.enter_async_context(device_client(p.port))
@@ -98,7 +94,7 @@ async def test_metrics_hooks_count_connections_messages_and_groups() -> None:
 
 def test_bad_configuration_is_one_clear_error_naming_each_value() -> None:
     with pytest.raises(ConfigError) as info:
-        Platform(config(strategy="fastest", max_qos=3, port=70000, tls_port=0))
+        Platform(platform_config(strategy="fastest", max_qos=3, port=70000, tls_port=0))
     problems = info.value.problems
     assert len(problems) == 4
     assert any("strategy 'fastest'" in p and "round-robin" in p for p in problems)
@@ -106,8 +102,8 @@ def test_bad_configuration_is_one_clear_error_naming_each_value() -> None:
 
 
 async def test_a_port_in_use_is_a_config_error_and_nothing_stays_open() -> None:
-    async with Platform(config()) as first:
-        second = Platform(config(port=first.port))
+    async with Platform(platform_config()) as first:
+        second = Platform(platform_config(port=first.port))
         with pytest.raises(ConfigError, match="cannot listen"):
             await second.start()
         assert not second.ready.is_set()

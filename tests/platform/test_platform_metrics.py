@@ -9,10 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.waiting import NETWORK
 from worker.identity import ClientClass
 from worker.platform import metrics as pm
-
-DEADLINE = 5.0
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -102,7 +101,7 @@ async def server() -> AsyncIterator[tuple[pm.MetricsServer, pm.PlatformMetrics]]
 
 
 async def request(port: int, raw: bytes) -> tuple[str, dict[str, str], bytes]:
-    async with asyncio.timeout(DEADLINE):
+    async with asyncio.timeout(NETWORK):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             writer.write(raw)
@@ -159,7 +158,7 @@ async def test_other_requests_get_a_clear_status(
 async def test_a_client_that_leaves_early_gets_a_400_and_no_crash(
     server: tuple[pm.MetricsServer, pm.PlatformMetrics],
 ) -> None:
-    async with asyncio.timeout(DEADLINE):
+    async with asyncio.timeout(NETWORK):
         reader, writer = await asyncio.open_connection("127.0.0.1", server[0].port)
         writer.write(b"GET /metr")
         writer.write_eof()

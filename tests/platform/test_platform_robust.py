@@ -13,8 +13,10 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from tests.platform.conftest import API_KEY, DEVICE, DEVICE_TOKEN, ORG, TOKEN, config, raw
+from tests.platform.conftest import raw
 from tests.platform.rawclient import RawClient
+from tests.support.credentials import API_KEY, DEVICE, DEVICE_TOKEN, ORG, TOKEN
+from tests.support.platform import platform_config
 from worker.mqtt import Pingreq, Pingresp, Puback, Publish
 from worker.platform import Platform
 
@@ -80,7 +82,7 @@ async def test_hostile_first_packet_is_closed(
 async def test_sockets_that_never_connect_leave_no_trace(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with Platform(config()) as p, AsyncExitStack() as stack:
+    async with Platform(platform_config()) as p, AsyncExitStack() as stack:
         for _ in range(3):
             client = await RawClient.open(p.port)
             await client.close()
@@ -95,13 +97,13 @@ async def test_sockets_that_never_connect_leave_no_trace(
 
 
 async def test_silent_socket_is_closed_after_the_connect_timeout() -> None:
-    async with Platform(config(connect_timeout=0.2)) as p, AsyncExitStack() as stack:
+    async with Platform(platform_config(connect_timeout=0.2)) as p, AsyncExitStack() as stack:
         client = await raw(p.port, stack)
         assert await client.until_closed(within=3) == []
 
 
 async def test_slow_subscriber_is_bounded_and_does_not_stall_others() -> None:
-    cfg = config(buffer_size=50, write_buffer_high=16 * 1024)
+    cfg = platform_config(buffer_size=50, write_buffer_high=16 * 1024)
     async with Platform(cfg) as p, AsyncExitStack() as stack:
         slow = await slow_reader(p.port, stack)
         assert (await slow.connect(f"a:{ORG}:slow", API_KEY, TOKEN)).reason_code == 0
@@ -179,7 +181,7 @@ async def test_unacked_qos1_is_resent_with_dup_on_resume(
 
 async def test_leaving_the_platform_block_closes_every_connection() -> None:
     async with AsyncExitStack() as stack:
-        async with Platform(config()) as p:
+        async with Platform(platform_config()) as p:
             clients = [await connected_device(p, stack), await connected_app(p, stack, "x")]
             await clients[1].subscribe(ALL_EVENTS)
         for client in clients:

@@ -10,7 +10,8 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from tests.platform.conftest import (
+from tests.platform.conftest import app_client, device_client, next_message, raw, status_where
+from tests.support.credentials import (
     API_KEY,
     DEVICE,
     DEVICE_TOKEN,
@@ -20,13 +21,8 @@ from tests.platform.conftest import (
     OTHER_ORG_KEY,
     OTHER_ORG_TOKEN,
     TOKEN,
-    app_client,
-    config,
-    device_client,
-    next_message,
-    raw,
-    status_where,
 )
+from tests.support.platform import platform_config
 from worker.mqtt import MQTT_5, Disconnect, Pingreq, Pingresp, Properties, Puback, Publish, Will
 from worker.platform import Platform
 
@@ -117,7 +113,7 @@ async def test_w16_retain_flag_of_clients_is_cleared(
 
 
 async def test_w15_subscription_qos_is_capped_and_higher_publish_closes() -> None:
-    async with Platform(config(max_qos=1)) as p, AsyncExitStack() as stack:
+    async with Platform(platform_config(max_qos=1)) as p, AsyncExitStack() as stack:
         client = await raw(p.port, stack)
         await client.connect(f"a:{ORG}:q", API_KEY, TOKEN)
         ack = await client.subscribe(ALL_EVENTS, qos=2)

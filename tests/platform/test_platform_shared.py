@@ -13,7 +13,8 @@ from contextlib import AsyncExitStack
 import aiomqtt
 import pytest
 
-from tests.platform.conftest import API_KEY, ORG, TOKEN, app_client, device_client, raw
+from tests.platform.conftest import app_client, device_client, raw
+from tests.support.credentials import API_KEY, ORG, TOKEN
 from worker.platform import Platform
 from worker.platform.router import Envelope, RandomChoice, RoundRobin, Router
 from worker.platform.session import Session

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from tests.support.waiting import NETWORK
 from worker.errors import ConfigError
 from worker.platform import tls
-
-DEADLINE = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def client_context(
 
 async def handshake(port: int, context: ssl.SSLContext, host: str = "localhost") -> tuple[str, str]:
     """Connect, read the greeting, and return (TLS version, cipher name)."""
-    async with asyncio.timeout(DEADLINE):
+    async with asyncio.timeout(NETWORK):
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", port, ssl=context, server_hostname=host
         )

@@ -18,10 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.support.waiting import NETWORK
 from worker.platform import Platform, PlatformConfig, auth, tls, websocket, ws_handshake
 from worker.platform.wsframes import Opcode, encode_frame
 
-DEADLINE = 5.0
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # the example of RFC 6455 section 1.3
 
 
@@ -303,7 +303,7 @@ async def echo_server() -> AsyncIterator[tuple[int, Log]]:
     log = Log()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: websocket.WebSocketProtocol(lambda: Echo(log), close_timeout=DEADLINE),
+        lambda: websocket.WebSocketProtocol(lambda: Echo(log), close_timeout=NETWORK),
         "127.0.0.1",
         0,
     )
@@ -353,7 +353,7 @@ class Client:
 
 async def test_the_inner_protocol_sees_only_mqtt_bytes(echo_server: tuple[int, Log]) -> None:
     port, log = echo_server
-    async with asyncio.timeout(DEADLINE):
+    async with asyncio.timeout(NETWORK):
         client = await Client.connect(port)
         client.writer.write(frame(Opcode.BINARY, b"\x10\x0c", fin=False))
         client.writer.write(frame(Opcode.CONTINUATION, b"MQTT"))
@@ -369,7 +369,7 @@ async def test_the_inner_protocol_sees_only_mqtt_bytes(echo_server: tuple[int, L
 
 async def test_closing_from_inside_sends_a_close_frame(echo_server: tuple[int, Log]) -> None:
     port, log = echo_server
-    async with asyncio.timeout(DEADLINE):
+    async with asyncio.timeout(NETWORK):
         client = await Client.connect(port)
         client.writer.write(frame(Opcode.BINARY, b"close please"))
         assert await client.frame() == (Opcode.CLOSE, struct.pack("!H", 1000))
@@ -384,7 +384,7 @@ async def test_a_bad_handshake_never_reaches_the_inner_protocol(
     echo_server: tuple[int, Log],
 ) -> None:
     port, log = echo_server
-    async with asyncio.timeout(DEADLINE):
+    async with asyncio.timeout(NETWORK):
         client = await Client.connect(port, request=None)
         client.writer.write(upgrade(None))
         response = await client.reader.read()
@@ -402,7 +402,7 @@ async def test_a_silent_client_gets_408_after_the_handshake_timeout() -> None:
         0,
     )
     try:
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(NETWORK):
             client = await Client.connect(server.sockets[0].getsockname()[1], request=None)
             assert (await client.reader.read()).startswith(b"HTTP/1.1 408 Request Timeout\r\n")
             await client.close()
@@ -420,7 +420,7 @@ async def test_a_client_that_never_answers_our_close_is_dropped() -> None:
         0,
     )
     try:
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(NETWORK):
             client = await Client.connect(server.sockets[0].getsockname()[1])
             client.writer.write(frame(Opcode.BINARY, b"close please"))
             assert await client.frame() == (Opcode.CLOSE, struct.pack("!H", 1000))
@@ -448,7 +448,7 @@ async def test_start_server_gives_plain_streams() -> None:
 
     server = await websocket.start_server(handle, "127.0.0.1", 0)
     try:
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(NETWORK):
             port = server.sockets[0].getsockname()[1]
             client = await Client.connect(port, upgrade("mqttv3.1"))
             client.writer.write(frame(Opcode.BINARY, b"abc") + frame(Opcode.BINARY, b"def"))
@@ -528,7 +528,7 @@ def paho_client(client_id: str, username: str, password: str, ca: Path | None) -
 
 def pump(client: mqtt.Client, done: Callable[[], bool], rounds: int | None = None) -> None:
     """Run paho's loop until ``done()`` (or for ``rounds`` turns), within the deadline."""
-    deadline = time.monotonic() + DEADLINE
+    deadline = time.monotonic() + NETWORK
     turns = 0
     while not done() and (rounds is None or turns < rounds):
         assert time.monotonic() < deadline, "paho did not get there in time"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MosquittoFactory
-from tests.e2e.procs import WorkerProcess
-from tests.mosquitto import Mosquitto
 from tests.reliability.group import APP, worker_args
 from tests.reliability.proxy import Proxy
+from tests.support.mosquitto import Mosquitto
+from tests.support.processes import WorkerProcess
 
 #: QoS 1 messages the broker has in flight per member: the bound of what a dropped member loses
 WINDOW = 20

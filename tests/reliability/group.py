@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from tests.e2e.procs import WorkerProcess, until
 from tests.reliability.accounting import Ledger, Samples, conservation, family, ledger
 from tests.reliability.load import Load
+from tests.support.processes import WorkerProcess
+from tests.support.waiting import until
 
 APP = "tests.reliability.faulty"
 

@@ -17,18 +17,16 @@ import time
 from contextlib import AsyncExitStack
 from typing import Final
 
-from tests.fetch import fetch
 from tests.platform.rawclient import RawClient
+from tests.support.credentials import API_KEY, DEVICE_TOKEN, ORG, TOKEN
+from tests.support.fetch import fetch
+from tests.support.waiting import NETWORK
 from worker.mqtt import Connect, Disconnect, Puback, Publish, Subscribe, Subscription, encode
 
-ORG: Final = "abc123"
-API_KEY: Final = "a-abc123-k1"
-TOKEN: Final = "tok"
-DEVICE: Final = "d:abc123:sensor:bystander"
-DEVICE_TOKEN: Final = "devtok"
+#: the bystander's device (its token is the test device token)
+DEVICE: Final = f"d:{ORG}:sensor:bystander"
 #: the bystander device's own events only: attackers publish events of their own
 EVENTS: Final = "iot-2/type/sensor/id/bystander/evt/+/fmt/+"
-DEADLINE: Final = 10.0
 
 
 class Bystander:
@@ -55,7 +53,7 @@ class Bystander:
         assert (await dev.connect(device, "use-token-auth", token)).reason_code == 0
         return cls(app, dev)
 
-    async def round_trip(self, count: int = 20, within: float = DEADLINE) -> float:
+    async def round_trip(self, count: int = 20, within: float = NETWORK) -> float:
         """Publish ``count`` events and receive all of them in order; the seconds it took."""
         started = time.perf_counter()
         first = self.sent
@@ -156,7 +154,7 @@ async def trickle(port: int, data: bytes, gap: float = 0.05) -> float:
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(NETWORK):
             for byte in data:
                 if reader.at_eof():
                     break
@@ -196,7 +194,7 @@ async def _idle(port: int, n: int) -> asyncio.StreamWriter:
         # keepalive 0: a logged-in client that never has to speak again (M311 3.1.2.10)
         connect = Connect(f"d:{ORG}:idle:i{n}", True, 0, "use-token-auth", b"x")
         writer.write(encode(connect))
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(NETWORK):
             assert await reader.readexactly(4) == b"\x20\x02\x00\x00"  # CONNACK, accepted
     return writer
 

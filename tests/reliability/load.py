@@ -18,12 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from tests.support.waiting import NETWORK
 from worker.errors import ConnectError
 from worker.transports.base import ConnectOptions
 from worker.transports.native import NativeTransport
 
-#: how long one PUBACK or one reconnection may take
-DEADLINE: Final = 10.0
 _RETRY: Final = 0.05
 
 
@@ -91,7 +90,7 @@ class Load:
 
     async def _one(self, transport: NativeTransport, n: int) -> None:
         try:
-            async with asyncio.timeout(DEADLINE):
+            async with asyncio.timeout(NETWORK):
                 await transport.publish(reading_topic(n), self.payload(n), qos=1)
         except (ConnectError, TimeoutError):
             self.unconfirmed.add(n)
@@ -106,7 +105,7 @@ class Load:
 
     async def _connect(self) -> NativeTransport:
         """A new connection, once allowed; retried until the deadline."""
-        async with asyncio.timeout(DEADLINE * 3):
+        async with asyncio.timeout(NETWORK * 3):
             await self.reconnect.wait()
             while True:
                 transport = NativeTransport()

@@ -10,7 +10,7 @@ the workers at ``proxy.port``) and forwards bytes both ways, one pump per direct
     proxy.delay = 0.05       # latency added to every chunk, each way
 
 A paused proxy holds new connections too, as a stalled network would. Every operation
-finishes within ``DEADLINE`` seconds or raises TimeoutError, so a wedged socket cannot hang
+finishes within ``NETWORK`` seconds or raises TimeoutError, so a wedged socket cannot hang
 a test.
 """
 
@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 from typing import Final, Self
 
-DEADLINE: Final = 5.0
+from tests.support.waiting import NETWORK
+
 _CHUNK: Final = 65536
 
 
@@ -48,7 +49,7 @@ class Proxy:
     async def start(cls, upstream_host: str, upstream_port: int) -> Self:
         """A proxy listening on a free loopback port."""
         proxy = cls(upstream_host, upstream_port)
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(NETWORK):
             proxy._server = await asyncio.start_server(proxy._accept, proxy.host, 0)
         proxy.port = int(proxy._server.sockets[0].getsockname()[1])
         return proxy
@@ -77,9 +78,9 @@ class Proxy:
         # the links are the server's own tasks: they end by themselves once their pumps did
         links = list(self._links)
         if links:
-            await asyncio.wait(links, timeout=DEADLINE)
+            await asyncio.wait(links, timeout=NETWORK)
         if any(not link.done() for link in links):
-            raise TimeoutError(f"the proxy's links did not close within {DEADLINE}s")
+            raise TimeoutError(f"the proxy's links did not close within {NETWORK}s")
 
     async def close(self) -> None:
         """Stop listening and cut everything."""
@@ -89,7 +90,7 @@ class Proxy:
         self._flowing.set()
         await self.cut()
         if server is not None:
-            async with asyncio.timeout(DEADLINE):
+            async with asyncio.timeout(NETWORK):
                 await server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -110,7 +111,7 @@ class Proxy:
 
     async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            async with asyncio.timeout(DEADLINE):
+            async with asyncio.timeout(NETWORK):
                 up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except (OSError, TimeoutError):
             return  # the broker is down: the client sees its connection closed

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import WorkerProcess, until
-from tests.fetch import fetch
-from tests.mosquitto import Mosquitto
 from tests.reliability.conftest import StartGroup
 from tests.reliability.faulty import failing
 from tests.reliability.group import books
 from tests.reliability.load import Load
+from tests.support.fetch import fetch
+from tests.support.mosquitto import Mosquitto
+from tests.support.processes import WorkerProcess
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.mosquitto
 

@@ -8,12 +8,13 @@ from collections.abc import Sequence
 
 import pytest
 
-from tests.e2e.procs import WorkerProcess, until
-from tests.mosquitto import Mosquitto
 from tests.reliability.conftest import WINDOW, StartGroup
 from tests.reliability.group import books
 from tests.reliability.load import Load
 from tests.reliability.proxy import Proxy
+from tests.support.mosquitto import Mosquitto
+from tests.support.processes import WorkerProcess
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.mosquitto
 

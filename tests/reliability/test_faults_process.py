@@ -7,11 +7,11 @@ import signal
 
 import pytest
 
-from tests.e2e.procs import until
-from tests.mosquitto import Mosquitto
 from tests.reliability.conftest import WINDOW, StartGroup
 from tests.reliability.group import books, wait_subscribed
 from tests.reliability.load import Load
+from tests.support.mosquitto import Mosquitto
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.mosquitto
 

@@ -31,15 +31,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.e2e.procs import until
 from tests.platform.rawclient import RawClient
 from tests.platform.test_platform_cli import start
 from tests.reliability.hostile import (
-    API_KEY,
     DEVICE,
-    DEVICE_TOKEN,
-    ORG,
-    TOKEN,
     Bystander,
     attack,
     closed_by_server,
@@ -51,6 +46,9 @@ from tests.reliability.hostile import (
     trickle,
     writer_closed,
 )
+from tests.support.credentials import API_KEY, DEVICE_TOKEN, ORG, TOKEN
+from tests.support.platform import platform_config
+from tests.support.waiting import until
 from worker.mqtt import (
     Connect,
     Publish,
@@ -72,16 +70,13 @@ CONNECT_TIMEOUT = 0.5
 
 def hostile_config(**overrides: object) -> PlatformConfig:
     """One org; the development switch on, so attackers can log in and attack from inside."""
-    values: dict[str, object] = {
-        "host": "127.0.0.1",
-        "port": 0,
+    hostile: dict[str, object] = {
         "api_keys": {API_KEY: TOKEN},
         "device_tokens": {DEVICE: DEVICE_TOKEN},
         "accept_any_key": True,
         "connect_timeout": CONNECT_TIMEOUT,
     }
-    values.update(overrides)
-    return PlatformConfig(**values)  # type: ignore[arg-type]
+    return platform_config(**(hostile | overrides))
 
 
 @pytest.fixture

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import WorkerProcess, publish_events, until
-from tests.mosquitto import Mosquitto
 from tests.reliability import hostile_app
-from tests.reliability.hostile import API_KEY, ORG, TOKEN
+from tests.support.credentials import API_KEY, ORG, TOKEN
+from tests.support.mosquitto import Mosquitto
+from tests.support.processes import WorkerProcess, publish_events
+from tests.support.waiting import until
 from worker.config import Settings
 from worker.metrics import Outcome
 from worker.mqtt import Connect, Disconnect, encode

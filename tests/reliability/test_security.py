@@ -21,27 +21,30 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import WorkerProcess, clean_env, run_cli, until
-from tests.fetch import fetch
 from tests.platform.rawclient import RawClient
 from tests.platform.test_platform_cli import start
-from tests.reliability.hostile import API_KEY, ORG, TOKEN, closed_by_server
+from tests.reliability.hostile import closed_by_server
+from tests.support.credentials import API_KEY, DEVICE, GATEWAY, ORG, OTHER_ORG, OTHER_ORG_KEY, TOKEN
+from tests.support.fetch import fetch
+from tests.support.platform import platform_config
+from tests.support.processes import WorkerProcess, clean_env, run_cli
+from tests.support.waiting import until
 from worker.mqtt import MQTT_5, Connack, Publish, Subscribe, Subscription
 from worker.platform import Platform, PlatformConfig, tls
 
 APP = "tests.reliability.hostile_app"
-DEVICE, DEVICE_TOKEN = "d:abc123:sensor:s1", "dev-Secret-1!"
-OTHER_DEVICE, OTHER_TOKEN = "d:abc123:sensor:s2", "dev-Secret-2!"
-GATEWAY, GATEWAY_TOKEN = "g:abc123:gw:g1", "gw-Secret-3!"
-XYZ_KEY, XYZ_TOKEN = "a-xyz789-k2", "xyz-Secret-4!"
-XYZ_DEVICE, XYZ_DEVICE_TOKEN = "d:xyz789:sensor:s1", "xyz-dev-Secret-5!"
+# Distinct secrets per client here: a token that leaks, or is accepted where it must not be,
+# names its owner.
+DEVICE_TOKEN = "dev-Secret-1!"
+OTHER_DEVICE, OTHER_TOKEN = f"d:{ORG}:sensor:s2", "dev-Secret-2!"
+GATEWAY_TOKEN = "gw-Secret-3!"
+XYZ_KEY, XYZ_TOKEN = OTHER_ORG_KEY, "xyz-Secret-4!"
+XYZ_DEVICE, XYZ_DEVICE_TOKEN = f"d:{OTHER_ORG}:sensor:s1", "xyz-dev-Secret-5!"
 
 
 def secure_config(**overrides: object) -> PlatformConfig:
     """Two orgs with real credentials; neither development switch."""
-    values: dict[str, object] = {
-        "host": "127.0.0.1",
-        "port": 0,
+    secure: dict[str, object] = {
         "api_keys": {API_KEY: TOKEN, XYZ_KEY: XYZ_TOKEN},
         "device_tokens": {
             DEVICE: DEVICE_TOKEN,
@@ -50,8 +53,7 @@ def secure_config(**overrides: object) -> PlatformConfig:
             XYZ_DEVICE: XYZ_DEVICE_TOKEN,
         },
     }
-    values.update(overrides)
-    return PlatformConfig(**values)  # type: ignore[arg-type]
+    return platform_config(**(secure | overrides))
 
 
 @pytest.fixture

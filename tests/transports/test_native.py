@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from tests.support.waiting import NETWORK
 from worker.connection import transport_factory
 from worker.errors import ConfigError, ConnectError, NotAuthorized
 from worker.mqtt import encode_publish
@@ -21,7 +22,6 @@ from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions
 from worker.transports.native import NativeTransport
 
-DEADLINE = 10.0
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -145,7 +145,7 @@ async def test_all_acks_of_one_call_leave_in_one_write() -> None:
     async with scripted(script) as port:
         transport = NativeTransport()
         await transport.connect(ConnectOptions("127.0.0.1", port, "c"))
-        batch = await asyncio.wait_for(anext(transport.batches()), DEADLINE)
+        batch = await asyncio.wait_for(anext(transport.batches()), NETWORK)
         sock = transport._transport
         assert sock is not None
         writes: list[bytes] = []
@@ -158,7 +158,7 @@ async def test_all_acks_of_one_call_leave_in_one_write() -> None:
         sock.write = counting  # type: ignore[method-assign]
         transport.ack([m.packet_id for m in reversed(batch)])
         assert writes == [b"\x40\x02\x00\x03\x40\x02\x00\x02\x40\x02\x00\x01"]
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(NETWORK):
             assert [await seen.get() for _ in range(3)] == [3, 2, 1]
         await transport.disconnect()
 
@@ -175,7 +175,7 @@ async def test_a_silent_server_is_declared_dead_within_the_keepalive() -> None:
         transport = NativeTransport()
         await transport.connect(ConnectOptions("127.0.0.1", port, "c", keepalive=1))
         with pytest.raises(ConnectError, match="did not answer PINGREQ within 1s"):
-            async with asyncio.timeout(DEADLINE):
+            async with asyncio.timeout(NETWORK):
                 await drain(transport)
         assert pings == 1
         await transport.disconnect()
@@ -194,7 +194,7 @@ async def test_an_answering_server_keeps_the_connection() -> None:
         transport = NativeTransport()
         await transport.connect(ConnectOptions("127.0.0.1", port, "c", keepalive=1))
         consumer = asyncio.create_task(drain(transport))
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(NETWORK):
             for _ in range(3):  # a dead verdict would come a keepalive after a lost answer
                 await pings.get()
             assert not consumer.done()
@@ -243,7 +243,7 @@ async def test_a_broken_server_is_a_lost_connection(sent: bytes, text: str) -> N
     async with scripted(script) as port:
         transport = NativeTransport()
         with pytest.raises(ConnectError, match=text):
-            await asyncio.wait_for(connect_and_drain(transport, port), DEADLINE)
+            await asyncio.wait_for(connect_and_drain(transport, port), NETWORK)
         await transport.disconnect()
 
 

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from tests.support.ports import free_port
+from tests.support.waiting import PROCESS
+
 MOSQUITTO: Final = os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto")
-START_DEADLINE: Final = 10.0
 _ATTEMPTS: Final = 5
 
 
@@ -28,13 +30,6 @@ def mosquitto_binary() -> str | None:
     if os.access(MOSQUITTO, os.X_OK):
         return MOSQUITTO
     return shutil.which("mosquitto")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def password_line(user: str, password: str) -> str:
@@ -92,7 +87,7 @@ class Mosquitto:
         port = self.port
         self.stop()
         self.port = port
-        deadline = time.monotonic() + START_DEADLINE
+        deadline = time.monotonic() + PROCESS
         # The old listening socket may linger a moment; Mosquitto sets SO_REUSEADDR, so
         # retrying the same port until the deadline is enough.
         while not self._try_start():
@@ -106,7 +101,7 @@ class Mosquitto:
             self.process = subprocess.Popen(
                 [self.binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + START_DEADLINE
+        deadline = time.monotonic() + PROCESS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.process = None

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from tests.support.waiting import QUICK
 from worker.app import App
 from worker.config import Settings
 from worker.deadletter import DeadLetters
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
 from worker.transports.base import Inbound
-
-#: every wait in these tests ends within this many seconds
-DEADLINE = 3.0
 
 
 def new_metrics() -> Metrics:
@@ -72,7 +70,7 @@ class Acks:
         return [i for call in self.calls for i in call]
 
     async def wait_for(self, count: int) -> list[int]:
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(QUICK):
             while len(self.ids) < count:
                 self._changed.clear()
                 await self._changed.wait()
@@ -95,7 +93,7 @@ async def running(
     metrics: Metrics | None = None,
     *,
     dead_letters: DeadLetters | None = None,
-    drain: float = DEADLINE,
+    drain: float = QUICK,
     **settings: Any,
 ) -> AsyncIterator[Pipeline]:
     """A pipeline whose lanes run for the block; drained (within ``drain`` s) at its end."""
@@ -110,12 +108,5 @@ async def running(
 
 async def wait(event: asyncio.Event) -> None:
     """Wait for ``event`` within the deadline."""
-    async with asyncio.timeout(DEADLINE):
+    async with asyncio.timeout(QUICK):
         await event.wait()
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    """Give the loop turns until ``predicate()`` holds, within the deadline."""
-    async with asyncio.timeout(DEADLINE):
-        while not predicate():  # noqa: ASYNC110 - pipeline state has no event of its own
-            await asyncio.sleep(0)

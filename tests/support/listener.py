@@ -6,14 +6,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Final
 
+from tests.support.credentials import API_KEY, ORG, TOKEN
+from tests.support.waiting import PROCESS, until
 from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions, Inbound
-
-KEY: Final = "a-abc123-k1"
-TOKEN: Final = "tok"
-DEADLINE: Final = 15.0
 
 
 @dataclass
@@ -21,31 +18,27 @@ class Listener:
     """Everything received on the filters, in arrival order."""
 
     got: list[Inbound] = field(default_factory=list)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def until(self, check: Callable[[list[Inbound]], bool], what: str) -> None:
-        """Wait until ``check(got)``; AssertionError naming ``what`` past the deadline."""
+        """Wait until ``check(got)``; AssertionError naming ``what`` and the count past the
+        deadline (the publishing tools run as processes)."""
         try:
-            async with asyncio.timeout(DEADLINE):
-                while not check(self.got):
-                    self.arrived.clear()
-                    await self.arrived.wait()
-        except TimeoutError:
-            raise AssertionError(f"timed out waiting for {what}; got {len(self.got)}") from None
+            await until(lambda: check(self.got), what, within=PROCESS, every=0.01)
+        except AssertionError as failed:
+            raise AssertionError(f"{failed}; got {len(self.got)}") from None
 
 
 @contextlib.asynccontextmanager
 async def listening(port: int, *filters: str) -> AsyncIterator[Listener]:
-    """An application ``a:abc123:listener`` subscribed to ``filters`` (QoS 1, acked at once)."""
+    """An application ``a:{ORG}:listener`` subscribed to ``filters`` (QoS 1, acked at once)."""
     transport = AiomqttTransport()
-    await transport.connect(ConnectOptions("127.0.0.1", port, "a:abc123:listener", KEY, TOKEN))
+    await transport.connect(ConnectOptions("127.0.0.1", port, f"a:{ORG}:listener", API_KEY, TOKEN))
     listener = Listener()
 
     async def pump() -> None:
         async for batch in transport.batches():
             listener.got.extend(batch)
             transport.ack([m.packet_id for m in batch if m.qos])
-            listener.arrived.set()
 
     task: asyncio.Task[None] | None = None
     try:
@@ -55,4 +48,4 @@ async def listening(port: int, *filters: str) -> AsyncIterator[Listener]:
     finally:
         await transport.disconnect()
         if task is not None:
-            await asyncio.wait_for(task, DEADLINE)
+            await asyncio.wait_for(task, PROCESS)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -12,21 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+from tests.support.waiting import PROCESS
+
 PROMETHEUS = shutil.which("prometheus")
-RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules.yaml"
-STOP_DEADLINE = 30.0
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.yaml"
 
 needs_prometheus = pytest.mark.skipif(
     PROMETHEUS is None,
     reason="prometheus is not installed (`make test` installs it via scripts/system-deps.sh)",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @asynccontextmanager
@@ -55,5 +49,5 @@ async def prometheus_server(folder: Path, targets: Sequence[str]) -> AsyncIterat
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
-        async with asyncio.timeout(STOP_DEADLINE):
+        async with asyncio.timeout(PROCESS):
             await proc.wait()

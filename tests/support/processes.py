@@ -1,4 +1,4 @@
-"""``worker run`` as real processes, a QoS 1 publisher, and waiting on what they report."""
+"""``worker run`` as real processes, a QoS 1 publisher, and what the processes report."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import re
 import signal
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from tests.fetch import fetch
+from tests.support.fetch import fetch
+from tests.support.waiting import PROCESS
 from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions
 
 ROOT: Final = Path(__file__).resolve().parents[2]
-DEADLINE: Final = 20.0
 _READY = re.compile(r"metrics http://[^:]+:(\d+)/metrics")
 _SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$")
 
@@ -34,7 +34,7 @@ async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, s
         sys.executable, "-m", "worker.cli", *args, cwd=ROOT, env=env or clean_env(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+    out, err = await asyncio.wait_for(proc.communicate(), PROCESS)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -61,7 +61,7 @@ class WorkerProcess:
             )  # fmt: skip
         assert self.proc.stdout is not None
         try:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), DEADLINE)
+            line = await asyncio.wait_for(self.proc.stdout.readline(), PROCESS)
         except TimeoutError:
             raise AssertionError(f"{self.name} not ready:\n{self.log_text()}") from None
         match = _READY.search(line.decode())
@@ -75,7 +75,7 @@ class WorkerProcess:
     async def wait(self) -> int:
         """Wait for the exit; its code."""
         assert self.proc is not None
-        return await asyncio.wait_for(self.proc.wait(), DEADLINE)
+        return await asyncio.wait_for(self.proc.wait(), PROCESS)
 
     async def stop(self) -> None:
         """SIGTERM (if still running) and wait; kill past the deadline."""
@@ -84,7 +84,7 @@ class WorkerProcess:
             return
         proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), DEADLINE)
+            await asyncio.wait_for(proc.wait(), PROCESS)
         except TimeoutError:
             proc.kill()
             await proc.wait()
@@ -114,21 +114,6 @@ class WorkerProcess:
     async def readyz(self) -> tuple[int, str]:
         status, _, body = await fetch(self.port, "/readyz")
         return status, body.decode()
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], what: str) -> None:
-    """Poll ``check`` until true; AssertionError naming ``what`` past the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def event_topic(n: int, fmt: str = "json") -> str:
