@@ -185,6 +185,6 @@ def test_an_option_has_a_default_or_a_rule_not_both() -> None:
 def test_a_parser_says_what_it_accepts() -> None:
     assert integer(1, 10_000).accepts == "1-10000"
     assert integer(0, 1).accepts == "0, 1"
-    assert by_field("overflow").accepted == "drop-oldest, block"
+    assert by_field("overflow").accepted == "drop-oldest, pace, block"
     with pytest.raises(ValueError, match="from 1 to 10000"):
         integer(1, 10_000)("0")

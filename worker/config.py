@@ -62,6 +62,11 @@ class Settings:
     dead_letter: str = default_of("dead_letter")
     loop: str = default_of("loop")
     transport: str = default_of("transport")
+    #: "3.1.1" or "5"; ``load_settings`` picks it by profile when it is not set
+    mqtt_version: str = "3.1.1"
+    receive_maximum: int = default_of("receive_maximum")
+    max_packet_size: int = default_of("max_packet_size")
+    pace_limit: float = default_of("pace_limit")
     metrics_host: str = default_of("metrics_host")
     metrics_port: int = default_of("metrics_port")
 
@@ -117,6 +122,16 @@ class Settings:
             rows["user"] = user
         rows["password"] = "********" if self.credentials()[1] else "(none)"
         return rows
+
+
+def default_mqtt_version(profile: Profile) -> str:
+    """MQTT 5 on a standard broker, 3.1.1 on Watson IoT (docs/guide/mqtt5.md says why).
+
+    IBM's platform speaks MQTT 3.1 and 3.1.1 only; the brokers of the ``mqtt`` profile
+    (Mosquitto 2, EMQX, HiveMQ) speak 5, whose Receive Maximum bounds the QoS 1 messages in
+    flight to the worker whatever the broker's own window.
+    """
+    return "5" if profile is Profile.MQTT else "3.1.1"
 
 
 def default_instance(env: Mapping[str, str] | None = None) -> str:
@@ -201,6 +216,7 @@ class _Resolver:
         tls = v.get("tls", ibm_host)
         self._host(profile, org, v.pop("domain", default_of("domain")))
         self._port(tls)
+        v.setdefault("mqtt_version", default_mqtt_version(profile))
         v.update(profile=profile, org=org, identity=mode, tls=tls)
         if self.problems:
             return None

@@ -262,9 +262,19 @@ OPTIONS: Final[tuple[Option, ...]] = (
         field="overflow",
         envs=("WORKER_OVERFLOW",),
         flag="--overflow",
-        parse=choice("drop-oldest", "block"),
+        parse=choice("drop-oldest", "pace", "block"),
         default="drop-oldest",
-        help="QoS 0 intake overflow policy (drops are counted)",
+        help="QoS 0 intake overflow: pace (stop reading while full, drop the oldest once full "
+        "for --pace-limit), drop-oldest or block; drops are counted",
+    ),
+    Option(
+        field="pace_limit",
+        envs=("WORKER_PACE_LIMIT",),
+        flag="--pace-limit",
+        parse=seconds(0, 3600),
+        default="5",
+        help="with --overflow pace: seconds the QoS 0 intake may stay full before the oldest "
+        "queued messages are dropped (a backlog that stays)",
     ),
     Option(
         field="drain_timeout",
@@ -297,6 +307,31 @@ OPTIONS: Final[tuple[Option, ...]] = (
         parse=choice("aiomqtt", "native"),
         default="native",
         help="MQTT client implementation: native (the fast one) or aiomqtt; WebSockets use aiomqtt",
+    ),
+    Option(
+        field="mqtt_version",
+        envs=("WORKER_MQTT_VERSION",),
+        flag="--mqtt-version",
+        parse=choice("3.1.1", "5"),
+        default_rule="5 for the mqtt profile, 3.1.1 for wiotp",
+        help="MQTT protocol version (docs/guide/mqtt5.md says why the defaults differ)",
+    ),
+    Option(
+        field="receive_maximum",
+        envs=("WORKER_RECEIVE_MAXIMUM",),
+        flag="--receive-maximum",
+        parse=integer(1, 65535),
+        default="1000",
+        help="MQTT 5: QoS 1 messages the broker may have in flight to this worker at once",
+    ),
+    Option(
+        field="max_packet_size",
+        envs=("WORKER_MAX_PACKET_SIZE",),
+        flag="--max-packet-size",
+        parse=integer(1024, 268_435_460),
+        default="1048576",
+        help="largest MQTT packet accepted, in bytes; a larger one closes the connection "
+        "(sent to the broker as Maximum Packet Size with MQTT 5)",
     ),
     Option(
         field="metrics_host",
