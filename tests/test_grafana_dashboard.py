@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.binaries import installed
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "worker.json"
@@ -135,10 +136,6 @@ def test_the_name_check_catches_a_typo() -> None:
 
 
 @pytest.mark.promtool
-@pytest.mark.skipif(
-    shutil.which("promtool") is None,
-    reason="promtool is not installed (`make test` installs it via scripts/system-deps.sh)",
-)
 def test_every_expression_is_valid_promql(tmp_path: Path) -> None:
     """promtool parses each panel query, with Grafana's variables filled in as Grafana would."""
     lines = ["groups:", "  - name: dashboard", "    rules:"]
@@ -150,8 +147,7 @@ def test_every_expression_is_valid_promql(tmp_path: Path) -> None:
         ]
     path = tmp_path / "dashboard-rules.yaml"
     path.write_text("\n".join(lines) + "\n")
-    promtool = shutil.which("promtool")
-    assert promtool is not None
+    promtool = installed("promtool")
     out = subprocess.run(
         [promtool, "check", "rules", str(path)],
         capture_output=True,

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.prometheus import needs_prometheus, prometheus_server
+from tests.support.prometheus import prometheus_server
 from tests.support.waiting import SCENARIO
 from tests.test_shares import FakeInstance, metrics_endpoint, run_command, serve
 from worker.tools.shares import InstanceShare, SharesError, prometheus_shares
 
 EXPECTED = (0.2, 0.3, 0.5)
 
-pytestmark = [pytest.mark.promtool, needs_prometheus]
+pytestmark = pytest.mark.promtool
 
 
 @pytest.fixture

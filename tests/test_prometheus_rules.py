@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
-PROMTOOL = shutil.which("promtool")
+from tests.support.binaries import installed
 
-pytestmark = [
-    pytest.mark.promtool,
-    pytest.mark.skipif(
-        PROMTOOL is None,
-        reason="promtool is not installed (`make test` installs it via scripts/system-deps.sh)",
-    ),
-]
+RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+
+pytestmark = pytest.mark.promtool
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     """Run promtool in the rules folder, where tests.yaml finds rules.yaml by relative path."""
-    assert PROMTOOL is not None
     return subprocess.run(
-        [PROMTOOL, *args],
+        [installed("promtool"), *args],
         cwd=RULES_DIR,
         capture_output=True,
         text=True,

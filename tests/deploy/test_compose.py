@@ -3,7 +3,6 @@ Prometheus and Grafana to the workers, the rules and the dashboard."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -21,6 +20,7 @@ from tests.deploy.manifests import (
     Obj,
     load_compose,
 )
+from tests.support.binaries import installed
 from worker.cli import main
 from worker.config import load_settings
 
@@ -114,9 +114,7 @@ def test_prometheus_scrapes_every_worker_with_the_rules() -> None:
 
 @pytest.mark.promtool
 def test_prometheus_config_passes_promtool() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (make test installs it)")
+    promtool = installed("promtool")
     path = _mounts(SERVICES["prometheus"])["/etc/prometheus/prometheus.yml"]
     out = subprocess.run(
         [promtool, "check", "config", "--syntax-only", str(path)],
@@ -139,5 +137,4 @@ def test_grafana_provisions_the_datasource_and_the_dashboard() -> None:
     folder = PurePosixPath(provider["options"]["path"])
     dashboards = [t for t, source in mounts.items() if source == DASHBOARD.resolve()]
     assert dashboards and PurePosixPath(dashboards[0]).parent == folder
-    if not DASHBOARD.is_file():
-        pytest.skip("deploy/grafana/worker.json is not written yet (the mount is checked)")
+    assert DASHBOARD.is_file(), "deploy/grafana/worker.json is missing"

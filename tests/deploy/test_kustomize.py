@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from tests.deploy.manifests import (
     selector_matches,
     worker_containers,
 )
+from tests.support.binaries import installed
 from worker.cli import main
 from worker.config import load_settings
 from worker.errors import ConfigError
@@ -281,10 +281,6 @@ def test_prometheusrule_carries_the_rules_file(objects: list[Obj]) -> None:
             assert isinstance(item["expr"], str) and item["expr"].strip()
             for key in ("labels", "annotations"):
                 assert all(isinstance(v, str) for v in item.get(key, {}).values()), item
-    if not RULES.is_file():
-        pytest.skip(
-            "deploy/prometheus/rules.yaml is not written yet (rules are checked when it is)"
-        )
     source = yaml.safe_load(RULES.read_text(encoding="utf-8"))
     assert groups == source["groups"], "run: python scripts/render_monitoring.py"
 
@@ -292,8 +288,6 @@ def test_prometheusrule_carries_the_rules_file(objects: list[Obj]) -> None:
 def test_grafana_dashboard_configmap(objects: list[Obj]) -> None:
     cm = one(objects, "ConfigMap", "worker-grafana-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-    if not DASHBOARD.is_file():
-        pytest.skip("deploy/grafana/worker.json is not written yet (checked when it is)")
     shipped = json.loads(cm["data"]["worker.json"])
     assert shipped == json.loads(DASHBOARD.read_text(encoding="utf-8"))
 
@@ -308,15 +302,12 @@ def test_generated_monitoring_files_are_up_to_date() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    if missing:
-        pytest.skip(f"not written yet, rendered as empty objects: {', '.join(missing)}")
+    assert not missing, f"missing (scripts/render_monitoring.py writes them): {missing}"
 
 
 @pytest.mark.promtool
 def test_the_shipped_rules_pass_promtool(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (make test installs it)")
+    promtool = installed("promtool")
     rule = one(render("base"), "PrometheusRule")
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}), encoding="utf-8")

@@ -18,14 +18,14 @@ from tests.e2e.conftest import Spawn
 from tests.e2e.test_run_platform import wiotp_args
 from tests.support.credentials import API_KEY, TOKEN
 from tests.support.processes import WorkerProcess, event_topic, run_cli
-from tests.support.prometheus import needs_prometheus, prometheus_server
+from tests.support.prometheus import prometheus_server
 from tests.support.waiting import SCENARIO
 from worker.platform import Platform, PlatformConfig
 from worker.tools.shares import InstanceShare, SharesError, prometheus_shares
 from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions
 
-pytestmark = [pytest.mark.promtool, needs_prometheus]
+pytestmark = pytest.mark.promtool
 
 
 @pytest.fixture

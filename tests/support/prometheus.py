@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pytest
-
+from tests.support.binaries import installed
 from tests.support.ports import free_port
 from tests.support.waiting import PROCESS
 
-PROMETHEUS = shutil.which("prometheus")
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.yaml"
-
-needs_prometheus = pytest.mark.skipif(
-    PROMETHEUS is None,
-    reason="prometheus is not installed (`make test` installs it via scripts/system-deps.sh)",
-)
 
 
 @asynccontextmanager
 async def prometheus_server(folder: Path, targets: Sequence[str]) -> AsyncIterator[str]:
     """Run Prometheus scraping ``targets`` (host:port) every second; yield its base URL."""
-    assert PROMETHEUS is not None
+    prometheus = installed("prometheus")
     config = folder / "prometheus.yml"
     quoted = ", ".join(f"'{t}'" for t in targets)
     config.write_text(
@@ -38,7 +30,7 @@ async def prometheus_server(folder: Path, targets: Sequence[str]) -> AsyncIterat
     )
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        PROMETHEUS,
+        prometheus,
         f"--config.file={config}",
         f"--storage.tsdb.path={folder / 'prometheus-data'}",
         f"--web.listen-address=127.0.0.1:{port}",
