@@ -15,6 +15,8 @@ timing. Modules:
 - :mod:`bench.scenarios`   latency, overload RSS, shared-group scaling
 - :mod:`bench.routing`     routing cost with 1 and 10,000 routes, in-process
 - :mod:`bench.brokers`     the local platform beside Mosquitto (one publisher, a group of three)
+- :mod:`bench.storage`     events into PostgreSQL: batch route, per-event route, COPY, no-op
+- :mod:`bench.insert_app`  the per-event route (one INSERT per event) the batch route is held to
 - :mod:`bench.machine`     the machine, the versions and the load before each section
 - :mod:`bench.report`      the results and the targets; :mod:`bench.markdown` BENCHMARKS.md
 """

@@ -4,10 +4,12 @@
     python -m bench --quick               everything, smaller and shorter (prints only)
     python -m bench --only throughput,latency --qos 1
     python -m bench --quick --output /tmp/bench.md
+    python -m bench --only storage        events into PostgreSQL (its own section)
 
 A full run of every section writes BENCHMARKS.md at the repository root; a quick or partial
 run only prints, unless ``--output`` names a file, so that the recorded figures are always
-those of a complete run.
+those of a complete run. The storage section is kept in BENCHMARKS.md between markers of its
+own: any run that measured it in full (not ``--quick``) replaces it there, whatever else ran.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from bench.machine import describe
 from bench.markdown import render, with_foreign_sections
 from bench.procs import ROOT, until_terminated
 from bench.report import Results
+from bench.storage import record as record_storage
+from bench.storage import section as storage_section
 from bench.suite import SECTIONS, Plan, Suite
 from worker import loops
 from worker.config import Settings
@@ -132,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {output}")
     else:
         print("quick or partial run: BENCHMARKS.md left as it is (use --output to write)")
+    if suite.storage is not None and (args.output or not args.quick):
+        where = args.output or ROOT / "BENCHMARKS.md"
+        record_storage(storage_section(suite.storage, results.command), where)
+        print(f"wrote the storage section of {where}")
     return 1 if failed else 0
 
 

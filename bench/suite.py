@@ -1,7 +1,8 @@
 """One invocation: every selected section against one Mosquitto, in order, printing as it goes.
 
 Sections: ``throughput`` (baseline, no-op worker per transport, example app; QoS 0 and 1),
-``latency``, ``overload``, ``routing``, ``group`` and ``platform``. Later sections use what
+``latency``, ``overload``, ``routing``, ``group``, ``platform`` and ``storage`` (events into
+PostgreSQL, :mod:`bench.storage`, QoS 1 only, its own brokers). Later sections use what
 earlier ones measured (the latency section's flat-out publisher sends at twice the no-op
 capacity); when run alone they measure that capacity first.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench import brokers, payloads, scenarios
+from bench import brokers, payloads, scenarios, storage
 from bench.broker import BenchMosquitto
 from bench.machine import Load, measure_load
 from bench.procs import ROOT, BenchError
@@ -35,7 +36,7 @@ from bench.throughput import (
 
 #: busy share of the cores (other people's work) below which the machine counts as quiet
 QUIET: Final = 0.2
-SECTIONS: Final = ("throughput", "latency", "overload", "routing", "group", "platform")
+SECTIONS: Final = ("throughput", "latency", "overload", "routing", "group", "platform", "storage")
 Say = Callable[[str], None]
 
 
@@ -105,6 +106,8 @@ class Suite:
     ) -> None:
         self.plan, self.broker, self.results = plan, broker, results
         self.folder, self.say = folder, say
+        #: the storage section's figures, which BENCHMARKS.md keeps in a section of their own
+        self.storage: storage.StorageResults | None = None
         self.native = native_problem()
         if self.native:
             say(f"native transport: skipped: {self.native}")
@@ -270,3 +273,11 @@ class Suite:
         finally:
             stock.stop()
             await server.stop()
+
+    async def _storage(self) -> None:
+        if 1 not in self.plan.qos:
+            self.say("  skipped: storing is measured at QoS 1 only")
+            return
+        self.storage = await storage.run_section(
+            self.plan.messages, self.plan.runs, self.broker.binary, self.folder, self.say
+        )

@@ -1,0 +1,401 @@
+"""Storing events in PostgreSQL: events stored per second, QoS 1, all on one Mosquitto.
+
+Four figures against the same broker (``max_inflight_messages 1000``) and the same private
+PostgreSQL cluster (``tests.support.postgres``, default settings: every commit is fsynced):
+
+- the batch route, ``worker run worker.examples.storage`` (one COPY per batch of up to 1000);
+- a per-event route, ``worker run bench.insert_app --concurrency 64`` (one INSERT per event);
+- the database's own limit: COPY of the same rows in 1,000-row batches on one connection,
+  from this process, with nothing else running;
+- the no-op worker (``bench.apps:noop``), the ceiling of any route.
+
+Plus the batch route once more on a Mosquitto with its default window (20 messages in flight
+per client): a batch can hold no more than the broker lets out before acknowledgements, so
+this row shows what the window costs. Workers are timed as in the throughput section
+(``bench.throughput.drain_runs``: fill while the worker is stopped, time the drain); a
+message counts once the worker acknowledged it, which for the storage routes means once its
+row was committed. The per-event route and the default-window row use a quarter of the
+messages (they are the slow ones). Every worker's rows are counted afterwards, and its peak
+RSS (VmHWM) and the CPU seconds of the worker and of PostgreSQL (all its processes) over the
+timed drains are recorded: that says where the time goes.
+
+The section is written into BENCHMARKS.md between its own markers by a full run of it
+(``python -m bench --only storage``, or the whole suite); a quick run only prints.
+"""
+
+from __future__ import annotations
+
+import datetime
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Final
+
+from bench import payloads
+from bench.broker import BenchMosquitto, mosquitto_version
+from bench.machine import cpu_seconds, describe
+from bench.procs import BenchError, WorkerProc
+from bench.publisher import Publisher
+from bench.report import MB, Target, rate, table
+from bench.throughput import drain_runs, worker_args
+from tests.support.postgres import PostgresCluster, PostgresError, postgres_bindir
+from worker.messages import Event
+
+BEGIN: Final = "<!-- storage: written by python -m bench --only storage -->"
+END: Final = "<!-- /storage -->"
+#: Mosquitto's own default window (max_inflight_messages)
+DEFAULT_WINDOW: Final = 20
+WINDOW: Final = 1000
+COPY_BATCH: Final = 1000
+BATCH: Final = "batch route: worker.examples.storage"
+PER_EVENT: Final = "per-event route: bench.insert_app, --concurrency 64"
+COPY: Final = "PostgreSQL COPY, 1,000-row batches, one connection"
+NOOP: Final = "no-op worker: bench.apps:noop"
+Say = Callable[[str], None]
+
+
+@dataclass
+class StorageFigure:
+    """One consumer's runs."""
+
+    name: str
+    window: int | None
+    command: str
+    messages: int
+    rates: list[float] = field(default_factory=list)
+    #: rows in the table after its runs (None: it stores nothing)
+    rows: int | None = None
+    peak_rss: int = 0
+    #: CPU seconds per 100,000 events during the timed drains: (worker, PostgreSQL)
+    cpu: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates) if self.rates else 0.0
+
+
+@dataclass
+class StorageResults:
+    """The section's figures and what they were measured on."""
+
+    date: str
+    machine: dict[str, str]
+    runs: int
+    figures: list[StorageFigure] = field(default_factory=list)
+
+    def get(self, name: str, window: int | None = WINDOW) -> StorageFigure | None:
+        found = [f for f in self.figures if f.name == name and f.window == window]
+        return found[0] if found else None
+
+    def ratio(self, name: str, other: str, window: int | None = WINDOW) -> float:
+        """The median of ``name`` over that of ``other`` (0 when either is missing)."""
+        a, b = self.get(name), self.get(other, window)
+        return a.median / b.median if a and b and b.median else 0.0
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def problem() -> str | None:
+    """Why the section cannot run here, or None."""
+    if postgres_bindir() is None:
+        return "PostgreSQL is not installed (scripts/system-deps.sh installs it)"
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        return "asyncpg is not installed (pip install 'worker[postgres]')"
+    return None
+
+
+async def reset(dsn: str) -> None:
+    """Drop the table: each consumer starts from an empty one (its app creates it)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS device_events")
+    finally:
+        await conn.close()
+
+
+async def count_rows(dsn: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        value: int = await conn.fetchval("SELECT count(*) FROM device_events")
+    finally:
+        await conn.close()
+    return value
+
+
+def postgres_cpu(cluster: PostgresCluster) -> float:
+    """CPU seconds of the postmaster and all its children so far."""
+    try:
+        master = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = cpu_seconds(master)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:
+            total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A ``worker run`` to measure: its target, flags and environment."""
+
+    name: str
+    target: str
+    extra: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    stores: bool = True
+
+
+async def measure_worker(
+    consumer: Consumer,
+    broker: BenchMosquitto,
+    packets: Sequence[bytes],
+    runs: int,
+    folder: Path,
+    cluster: PostgresCluster,
+) -> StorageFigure:
+    """Start the worker, run the drains, read its RSS, CPU and rows, stop it."""
+    dsn = cluster.dsn()
+    await reset(dsn)
+    slug = f"{consumer.target.replace(':', '-')}-{broker.max_inflight}"[:36]
+    args = worker_args(broker.port, 1, slug, *consumer.extra)
+    proc = WorkerProc(consumer.name, folder / f"{slug}.log", consumer.target, args,
+                      STORAGE_DSN=dsn, **dict(consumer.env))  # fmt: skip
+    command = " ".join(["worker run", consumer.target, *worker_args(0, 1, "ID", *consumer.extra)])
+    figure = StorageFigure(consumer.name, broker.max_inflight, command, len(packets))
+    await proc.start()
+    pub = await Publisher.connect("127.0.0.1", broker.port, "bench-storage-pub")
+    try:
+        worker0, pg0 = cpu_seconds(proc.pid), postgres_cpu(cluster)
+        figure.rates, _, _ = await drain_runs(proc, pub, packets, 1, runs)
+        worker1, pg1 = cpu_seconds(proc.pid), postgres_cpu(cluster)
+        per = 100_000 / (len(packets) * (runs + 1))
+        figure.cpu = ((worker1 - worker0) * per, (pg1 - pg0) * per)
+        figure.peak_rss = proc.peak_rss()
+    finally:
+        await pub.close()
+        await proc.stop()
+    if consumer.stores:
+        figure.rows = await count_rows(dsn)
+    return figure
+
+
+def device(seq: int) -> str:
+    """The device ID of ``bench.payloads.topic(seq)``."""
+    return f"d{seq % payloads.DEVICES:03d}"
+
+
+def records(count: int) -> list[tuple[Any, ...]]:
+    """The example's COPY records for ``count`` benchmark events."""
+    from worker.examples.storage import rows
+
+    now = time.time()
+    events = [
+        Event("sensor", device(seq), "reading", "json", payloads.payload(seq), received_at=now)
+        for seq in range(count)
+    ]
+    return list(rows(events))
+
+
+async def copy_limit(cluster: PostgresCluster, count: int, runs: int) -> StorageFigure:
+    """COPY ``count`` rows in 1,000-row batches on one connection, ``runs`` times (one warm-up)."""
+    import asyncpg
+
+    from worker.examples.storage import COLUMNS, SCHEMA, TABLE
+
+    dsn = cluster.dsn()
+    await reset(dsn)
+    rows = records(count)
+    chunks = [rows[i : i + COPY_BATCH] for i in range(0, len(rows), COPY_BATCH)]
+    figure = StorageFigure(COPY, None, "asyncpg copy_records_to_table, bench/storage.py", count)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(SCHEMA)
+        pg0 = postgres_cpu(cluster)
+        for run in range(runs + 1):
+            started = time.monotonic()
+            for chunk in chunks:
+                await conn.copy_records_to_table(TABLE, records=chunk, columns=COLUMNS)
+            if run:
+                figure.rates.append(count / (time.monotonic() - started))
+        figure.cpu = (0.0, (postgres_cpu(cluster) - pg0) * 100_000 / (count * (runs + 1)))
+        figure.rows = await conn.fetchval(f"SELECT count(*) FROM {TABLE}")
+    finally:
+        await conn.close()
+    return figure
+
+
+async def run_section(
+    messages: int, runs: int, binary: str, folder: Path, say: Say
+) -> StorageResults | None:
+    """Every figure of the section; None (said why) when it cannot run here."""
+    why = problem()
+    if why:
+        say(f"  skipped: {why}")
+        return None
+    from tests.support.postgres import postgres_cluster
+
+    results = StorageResults(
+        datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        describe(mosquitto_version(binary)) | software(),
+        runs,
+    )
+    slow = max(1, messages // 4)
+    try:
+        with postgres_cluster(settings={}) as cluster:
+            results.machine["PostgreSQL"] = cluster.psql("SHOW server_version").strip()
+            await _figures(results, messages, slow, binary, folder, cluster, say)
+    except PostgresError as exc:
+        raise BenchError(f"PostgreSQL: {exc}") from exc
+    return results
+
+
+def software() -> dict[str, str]:
+    try:
+        return {"asyncpg": metadata.version("asyncpg")}
+    except metadata.PackageNotFoundError:
+        return {"asyncpg": "not installed"}
+
+
+async def _figures(
+    results: StorageResults,
+    messages: int,
+    slow: int,
+    binary: str,
+    folder: Path,
+    cluster: PostgresCluster,
+    say: Say,
+) -> None:
+    full, fewer = payloads.encode_many(messages, 1), payloads.encode_many(slow, 1)
+    brokers = {w: BenchMosquitto(binary, folder / f"storage-{w}", max_inflight=w)
+               for w in (WINDOW, DEFAULT_WINDOW)}  # fmt: skip
+    batch = Consumer(BATCH, "worker.examples.storage")
+    plan = [
+        (Consumer(NOOP, "bench.apps:noop", stores=False), WINDOW, full),
+        (batch, WINDOW, full),
+        (Consumer(PER_EVENT, "bench.insert_app", ("--concurrency", "64")), WINDOW, fewer),
+        (batch, DEFAULT_WINDOW, fewer),
+    ]
+    for broker in brokers.values():
+        broker.folder.mkdir(exist_ok=True)
+        broker.start()
+    try:
+        for consumer, window, packets in plan:
+            figure = await measure_worker(
+                consumer, brokers[window], packets, results.runs, folder, cluster
+            )
+            results.figures.append(figure)
+            say(line(figure))
+        figure = await copy_limit(cluster, messages, results.runs)
+        results.figures.append(figure)
+        say(line(figure))
+    finally:
+        for broker in brokers.values():
+            broker.stop()
+    for target in targets(results):
+        say(f"  {target.what}: {target.figure} ({target.goal}: {target.status})")
+
+
+def line(f: StorageFigure) -> str:
+    """One figure as the run prints it."""
+    where = f"window {f.window}" if f.window else "no broker"
+    stored = f"; {f.rows:,} rows" if f.rows is not None else ""
+    rss = f"; peak RSS {f.peak_rss / MB:.1f} MB" if f.peak_rss else ""
+    return (f"  {f.name} ({where}): {rate(f.median)} events/s "
+            f"(runs {', '.join(rate(x) for x in f.rates)}{stored}{rss})")  # fmt: skip
+
+
+# --- targets and the section -------------------------------------------------------------------
+
+
+def _status(ok: bool | None) -> str:
+    return "not measured" if ok is None else "met" if ok else "**not met**"
+
+
+def targets(r: StorageResults) -> list[Target]:
+    """Batch route: >= 50,000 events/s, >= 0.7x the no-op worker, >= 8x per event; RSS."""
+    batch = r.get(BATCH)
+    if batch is None:
+        return []
+    to_noop, to_each = r.ratio(BATCH, NOOP), r.ratio(BATCH, PER_EVENT)
+    rss = batch.peak_rss / MB
+    return [
+        Target("batch route, events stored/s", ">= 50,000", rate(batch.median),
+               _status(batch.median >= 50_000)),
+        Target("batch route vs the no-op worker", ">= 0.70x", f"{to_noop:.2f}x",
+               _status(to_noop >= 0.7 if to_noop else None)),
+        Target("batch route vs the per-event route", ">= 8x", f"{to_each:.2f}x",
+               _status(to_each >= 8 if to_each else None)),
+        Target("batch route, peak RSS while storing", "< 80 MB", f"{rss:.1f} MB",
+               _status(rss < 80 if batch.peak_rss else None)),
+    ]  # fmt: skip
+
+
+def section(r: StorageResults, command: str) -> str:
+    """The section of BENCHMARKS.md, between its markers."""
+    rows = []
+    noop = r.get(NOOP)
+    for f in r.figures:
+        ratio = f"{f.median / noop.median:.2f}x" if noop and noop.median else "-"
+        rows.append([
+            f.name, str(f.window) if f.window else "-", f"{f.messages:,}", rate(f.median), ratio,
+            ", ".join(rate(x) for x in f.rates), f"{f.rows:,}" if f.rows is not None else "-",
+            f"{f.peak_rss / MB:.1f}" if f.peak_rss else "-", f"{f.cpu[0]:.2f} / {f.cpu[1]:.2f}",
+        ])  # fmt: skip
+    header = ["consumer", "Mosquitto window", "events per run", "events/s (median)", "x no-op",
+              "runs", "rows after", "peak RSS MB", "CPU s per 100k: worker / db"]  # fmt: skip
+    target_rows = [[t.what, t.goal, t.figure, t.status] for t in targets(r)]
+    lines = [
+        BEGIN,
+        "## Storing events in PostgreSQL (QoS 1)",
+        "",
+        f"Written by `{command}` on {r.date}; {r.runs} timed runs per figure after a warm-up.",
+        "",
+        *table(["", ""], [[k, v] for k, v in r.machine.items()]),
+        *table(["target", "goal", "measured", "status"], target_rows),
+        *table(header, rows),
+        "Commands (port and instance vary; every worker has `STORAGE_DSN`):",
+        "",
+        *sorted({f"    {f.command}" for f in r.figures}),
+        "",
+        METHOD,
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+METHOD: Final = """\
+Method: one private PostgreSQL cluster with its default settings (every commit fsynced), on
+a Unix socket, and the table of `worker.examples.storage` (an identity primary key, text
+columns, the payload as jsonb, a timestamptz), emptied before each consumer. Workers are
+timed as in the throughput section: the broker is filled while the worker is stopped, then
+the drain is timed; an event counts once the worker acknowledged it, and the storage routes
+acknowledge only committed rows ("rows after" counts them: every run plus the warm-up). The
+COPY limit is this process sending the same rows, pre-built, in 1,000-row COPYs on one
+connection. CPU is user plus system seconds over the timed drains and their warm-up, per
+100,000 events, of the worker process and of all PostgreSQL processes."""
+
+
+def record(text: str, path: Path) -> None:
+    """Replace the storage section of ``path`` (or append it)."""
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + text.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    path.write_text(new)
