@@ -193,7 +193,8 @@ class Connection:
         while not self._closed.is_set():
             transport = self._factory()
             try:
-                await self._connect(transport, first)
+                if not await self._connect_unless_closed(transport, first):
+                    return
             except NotAuthorized as exc:
                 # Retrying cannot fix it: the caller reports it once (the CLI exits 4).
                 self.problem = connack_meaning(exc.return_code)
@@ -215,6 +216,32 @@ class Connection:
                 short_lived += 1
             await self._wait_before_retry(failures, self._loss(reason, lived, short_lived))
             failures += 1
+
+    async def _connect_unless_closed(self, transport: Transport, first: bool) -> bool:
+        """Connect; False (and the attempt abandoned) as soon as ``close`` is called.
+
+        A handshake can take up to the connect timeout against a silent host: a SIGTERM in
+        the middle of it must not wait for it.
+        """
+        attempt = asyncio.ensure_future(self._connect(transport, first))
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({attempt, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            finished = attempt.done()
+            if not finished:
+                attempt.cancel()
+        if finished:
+            attempt.result()  # raises what the attempt raised
+            if not self._closed.is_set():
+                return True
+        # Closed mid-handshake, or just after it: leave without a word to the platform.
+        with contextlib.suppress(asyncio.CancelledError, ConnectError, OSError):
+            await attempt
+        await transport.disconnect()
+        self._metrics.set_connected(False)
+        return False
 
     async def _connect(self, transport: Transport, first: bool) -> None:
         await transport.connect(self._options)

@@ -60,6 +60,7 @@ class Worker:
         handle_signals: bool = True,
         observer: Observer | None = None,
     ) -> None:
+        """``on_ready`` is called once subscribed, in place of logging the ready line."""
         self.app = app
         self.settings = settings
         self.registry = registry or CollectorRegistry()
@@ -189,8 +190,11 @@ class Worker:
         if not await self._until(self.connection.ready.wait(), "subscribe"):
             return
         self.started.set()
-        log.info("%s", self.describe())
-        if self._on_ready is not None:
+        # One ready line: the caller's (``worker run`` prints it on stdout) or the log's, not
+        # both, which a shared stdout and stderr would show twice.
+        if self._on_ready is None:
+            log.info("%s", self.describe())
+        else:
             self._on_ready(self)
 
     async def _until(self, ready: Coroutine[Any, Any, object], what: str) -> bool:

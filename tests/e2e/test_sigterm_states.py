@@ -1,0 +1,96 @@
+"""SIGTERM stops ``worker run`` promptly in every state before serving: mid-handshake and
+during the backoff between attempts (serving and draining are covered by the drain tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from tests.support.processes import ROOT, clean_env
+from tests.support.waiting import PROCESS, until
+
+#: far below the 10 s connect timeout and the backoff's 30 s cap: "promptly"
+PROMPT = 2.5
+
+
+class Run:
+    """A ``worker run`` process and the lines it logged so far."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+
+    async def pump(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+
+    def logged(self, pattern: str) -> bool:
+        return any(re.search(pattern, line) for line in self.lines)
+
+    async def stop_within(self, seconds: float) -> tuple[int, float]:
+        """SIGTERM; (exit code, seconds it took)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(self.proc.wait(), PROCESS)
+        return code, loop.time() - started
+
+
+@asynccontextmanager
+async def worker_run(port: int) -> AsyncIterator[Run]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker.cli", "run", "worker.examples.fleet",
+        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
+        cwd=ROOT, env=clean_env(WORKER_ORG="abc123"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    run = Run(proc)
+    pump = asyncio.create_task(run.pump())
+    try:
+        yield run
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await pump
+
+
+async def test_sigterm_during_a_connection_attempt_stops_at_once() -> None:
+    """A host that accepts TCP and never answers CONNECT: the attempt would last 10 s."""
+    accepted = asyncio.Event()
+    holding: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        holding.append(writer)
+        accepted.set()
+        await reader.read()  # until the worker goes away; never a CONNACK
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, worker_run(port) as run:
+        await asyncio.wait_for(accepted.wait(), PROCESS)
+        code, took = await run.stop_within(PROMPT)
+        assert code == 0, run.lines
+        assert took < PROMPT, f"took {took:.1f}s: {run.lines}"
+        assert not run.logged("retrying"), run.lines
+        for writer in holding:
+            writer.close()
+
+
+async def test_sigterm_during_the_backoff_stops_at_once() -> None:
+    """A refused port: wait until the backoff is seconds long, then SIGTERM."""
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()  # the port is now closed: every attempt is refused
+    async with worker_run(port) as run:
+        await until(lambda: run.logged(r"retrying in [2-9]\.\d+s"), "a backoff of seconds")
+        code, took = await run.stop_within(PROMPT)
+        assert code == 0, run.lines
+        assert took < PROMPT, f"took {took:.1f}s: {run.lines}"
+        assert run.logged("stopped")
