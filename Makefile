@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 SYSDEPS := $(VENV)/.system-deps
 
-.PHONY: help install test lint typecheck docs pytest demo bench soak clean
+.PHONY: help install test test-fast lint typecheck docs pytest demo bench soak clean
 
 help:
 	@echo "make demo   - set up and run the local horizontal-scaling demo"
 	@echo "make test   - set up and run lint, type checks, the docs build and the test suite"
+	@echo "make test-fast - the test suite without the tests marked slow (under a minute)"
 	@echo "make lint   - ruff check, format check and the import layer contracts"
 	@echo "make docs   - build the documentation site in strict mode (into $(VENV)/site)"
 	@echo "make bench  - benchmarks (results in BENCHMARKS.md; BENCH_ARGS=--quick for a short run)"
@@ -47,6 +48,10 @@ pytest: $(INSTALLED) $(SYSDEPS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck docs pytest
+
+# The edit-run loop: pytest without the tests marked slow (each over about a second).
+test-fast: $(INSTALLED) $(SYSDEPS)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # DEMO_ARGS passes flags on, e.g. make demo DEMO_ARGS="--broker mosquitto --duration 30";
 # only a Mosquitto demo needs the Debian package.

@@ -18,7 +18,7 @@ from tests.support.mosquitto import mosquitto_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.mosquitto
+pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
 
 @pytest.mark.timeout(120)

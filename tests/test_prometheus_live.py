@@ -19,7 +19,7 @@ from worker.tools.shares import InstanceShare, SharesError, prometheus_shares
 
 EXPECTED = (0.2, 0.3, 0.5)
 
-pytestmark = pytest.mark.promtool
+pytestmark = [pytest.mark.promtool, pytest.mark.slow]
 
 
 @pytest.fixture

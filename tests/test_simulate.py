@@ -74,6 +74,7 @@ async def test_an_application_publishes_for_the_devices(platform: Platform) -> N
     }
 
 
+@pytest.mark.slow
 async def test_the_command_prints_progress_and_a_summary(platform: Platform) -> None:
     code, out, err = await run_cli(
         "simulate", "--host", "127.0.0.1", "--port", str(platform.port), "--auth-key", API_KEY,

@@ -346,6 +346,7 @@ async def test_reading() -> None:
 """
 
 
+@pytest.mark.slow
 def test_a_handler_bug_fails_the_users_test_with_the_handlers_traceback(
     pytester: pytest.Pytester,
 ) -> None:
@@ -370,6 +371,7 @@ async def test_platform(platform) -> None:
 """
 
 
+@pytest.mark.slow
 def test_the_fixtures_are_not_loaded_unless_asked_for(pytester: pytest.Pytester) -> None:
     pytester.makeini(USER_INI)
     pytester.makepyfile(test_fixture=FIXTURE_TEST)
@@ -378,6 +380,7 @@ def test_the_fixtures_are_not_loaded_unless_asked_for(pytester: pytest.Pytester)
     result.stdout.fnmatch_lines(["*fixture 'platform' not found*"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("ini", "args"),
     [

@@ -10,6 +10,15 @@ import pytest
 from tests.support.processes import WorkerProcess
 
 Spawn = Callable[..., WorkerProcess]
+HERE = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects, so that "not slow" sees the mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here runs ``worker`` processes for seconds: all are slow (make test-fast)."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

@@ -203,6 +203,7 @@ def test_fuzz_arbitrary_bytes_raise_only_protocol_error(
     assert reader.buffered <= len(data)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", LEVELS)
 @FUZZ
 @given(data=st.data())

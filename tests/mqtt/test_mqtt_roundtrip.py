@@ -109,6 +109,7 @@ def test_every_packet_type_is_covered_at_every_level() -> None:
     assert Auth in {type(packet) for packet in _for_level(5)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", LEVELS)
 @FAST
 @given(data=st.data())
@@ -120,6 +121,7 @@ def test_encode_decode_round_trip(level: int, data: st.DataObject) -> None:
     assert encode(decode_packet(raw, level), level) == raw
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", LEVELS)
 @FAST
 @given(data=st.data())

@@ -145,6 +145,7 @@ async def test_w25_scalable_app_without_instance_needs_clean_session(
     assert ack.reason_code == 0
 
 
+@pytest.mark.slow
 async def test_w23_keepalive_closes_at_one_and_a_half_times_with_160(
     platform: Platform, clients: AsyncExitStack
 ) -> None:

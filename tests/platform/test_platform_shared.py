@@ -61,6 +61,7 @@ def near(shares: Sequence[float], expected: Sequence[float], points: float = 5.0
     return all(abs(s - e) <= points for s, e in zip(shares, expected, strict=True))
 
 
+@pytest.mark.slow
 async def test_w24_w28_ibm_scenario_shares_are_measured(platform: Platform) -> None:
     tally = Tally(3)
     async with AsyncExitStack() as stack, asyncio.TaskGroup() as tasks:

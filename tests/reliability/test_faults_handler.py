@@ -19,7 +19,7 @@ from tests.support.mosquitto import Mosquitto
 from tests.support.processes import WorkerProcess
 from tests.support.waiting import until
 
-pytestmark = pytest.mark.mosquitto
+pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
 
 def letters(path: Path) -> list[dict[str, object]]:

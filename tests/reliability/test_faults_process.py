@@ -13,7 +13,7 @@ from tests.reliability.load import Load
 from tests.support.mosquitto import Mosquitto
 from tests.support.waiting import until
 
-pytestmark = pytest.mark.mosquitto
+pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
 RATE = 1000.0
 COUNT = 3000

@@ -99,6 +99,7 @@ async def run_attacker(port: int, data: bytes, stall: bool) -> None:
         await closed_by_server(client, 1.0)
 
 
+@pytest.mark.slow
 async def test_fuzzed_and_truncated_streams_leave_the_others_served(
     errors: Callable[[], list[str]],
 ) -> None:
@@ -146,6 +147,7 @@ async def test_huge_announced_lengths_are_refused_on_the_header_without_bufferin
         assert errors() == []
 
 
+@pytest.mark.slow
 async def test_slow_loris_on_every_listener_is_dropped_at_the_connect_timeout(
     tmp_path: Path, errors: Callable[[], list[str]]
 ) -> None:
@@ -172,6 +174,7 @@ async def test_slow_loris_on_every_listener_is_dropped_at_the_connect_timeout(
         assert errors() == []
 
 
+@pytest.mark.slow
 async def test_a_half_sent_packet_after_connect_ends_with_the_keepalive() -> None:
     """A logged-in slow-loris is bounded by its keepalive (W23: 1.5 times, close code 160)."""
     async with Platform(hostile_config()) as p, AsyncExitStack() as stack:
@@ -185,6 +188,7 @@ async def test_a_half_sent_packet_after_connect_ends_with_the_keepalive() -> Non
         await bystander.round_trip()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("listener", "data"),
     [
@@ -223,6 +227,7 @@ def storm_filters(first: int, count: int) -> tuple[Subscription, ...]:
     )
 
 
+@pytest.mark.slow
 async def test_subscription_storms_are_capped_cheap_and_leave_nothing_behind(
     errors: Callable[[], list[str]],
 ) -> None:
@@ -329,6 +334,7 @@ async def left_only_bystander(metrics_port: int) -> bool:
 IDLE = 2000  # half of them logged-in devices, half sockets that never send a byte
 
 
+@pytest.mark.slow
 async def test_thousands_of_idle_connections_cost_little_and_leave_nothing_behind() -> None:
     """A ``worker platform`` process under 2000 idle sockets: RSS per socket, and no leak."""
     raise_fd_limit(2 * IDLE + 500)

@@ -186,6 +186,7 @@ async def visit(port: int, n: int) -> None:
     await writer.wait_closed()
 
 
+@pytest.mark.slow
 async def test_a_retained_flood_on_subscribe_is_accounted_for_and_does_not_stall(
     fleet_platform: Platform, spawn: Spawn
 ) -> None:

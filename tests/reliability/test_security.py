@@ -297,6 +297,7 @@ DEVICE_SECRET = "dev$Tok3n-never-logged"
 WRONG_SECRETS = ("wr0ng$app-token", "wr0ng$device-token")
 
 
+@pytest.mark.slow
 async def test_secrets_never_appear_in_the_logs_of_any_component(tmp_path: Path) -> None:
     """Platform and workers at debug level, good and bad logins: no token in any output."""
     keys = tmp_path / "keys.json"

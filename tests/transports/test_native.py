@@ -163,6 +163,7 @@ async def test_all_acks_of_one_call_leave_in_one_write() -> None:
         await transport.disconnect()
 
 
+@pytest.mark.slow
 async def test_a_silent_server_is_declared_dead_within_the_keepalive() -> None:
     pings = 0
 
@@ -181,6 +182,7 @@ async def test_a_silent_server_is_declared_dead_within_the_keepalive() -> None:
         await transport.disconnect()
 
 
+@pytest.mark.slow
 async def test_an_answering_server_keeps_the_connection() -> None:
     pings: asyncio.Queue[None] = asyncio.Queue()
 
