@@ -69,7 +69,7 @@ def sync_handler(e: Event) -> None: ...
 async def no_argument() -> None: ...
 
 
-async def two_arguments(a: Event, b: int) -> None: ...
+async def three_arguments(a: Event, b: int, c: int) -> None: ...
 
 
 @pytest.mark.parametrize(
@@ -77,8 +77,8 @@ async def two_arguments(a: Event, b: int) -> None: ...
     [
         (sync_handler, "must be a coroutine function"),
         (lambda e: None, "must be a coroutine function"),
-        (no_argument, "one positional argument"),
-        (two_arguments, "one positional argument"),
+        (no_argument, "the message as its one positional argument"),
+        (three_arguments, "optionally a worker.Context as a second"),
     ],
 )
 def test_handlers_that_cannot_be_called_with_a_message_are_refused(func: Any, message: str) -> None:
@@ -238,12 +238,12 @@ async def test_publish_encodes_by_format_and_sends_through_the_bound_publisher()
     sent = Published()
     app.bind_publisher(sent)
     await app.publish_event("sensor", "d1", "reading", {"temp": 21.5})
-    await app.publish_command("sensor", "d1", "cool", "on", format="text", qos=1)
+    await app.publish_command("sensor", "d1", "cool", "on", format="text", qos=0)
     await app.publish_command("sensor", "d1", "raw", b"\x00\x01", format="bin")
     assert sent.sent == [
         ("iot-2/type/sensor/id/d1/evt/reading/fmt/json", b'{"temp":21.5}', 0, False),
-        ("iot-2/type/sensor/id/d1/cmd/cool/fmt/text", b"on", 1, False),
-        ("iot-2/type/sensor/id/d1/cmd/raw/fmt/bin", b"\x00\x01", 0, False),
+        ("iot-2/type/sensor/id/d1/cmd/cool/fmt/text", b"on", 0, False),
+        ("iot-2/type/sensor/id/d1/cmd/raw/fmt/bin", b"\x00\x01", 1, False),  # commands: QoS 1
     ]
 
 
@@ -291,7 +291,7 @@ def test_a_positional_topic_component_is_refused_saying_where_and_what_to_write(
 def test_a_misspelt_option_gets_a_did_you_mean_and_the_accepted_names() -> None:
     app = App()
     with pytest.raises(
-        RegistrationError, match=r"unknown option 'retry' \(did you mean 'retries'\?\)"
+        RegistrationError, match=r"unknown option 'retry' \(did you mean 'retry_on' or 'retries'\?\)"
     ):
         app.device_status(retry=2)  # type: ignore[call-arg]
     with pytest.raises(

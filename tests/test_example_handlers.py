@@ -81,7 +81,7 @@ async def test_on_the_local_platform_an_alert_reaches_the_device(
     assert isinstance(message.payload, bytes)
     assert orjson.loads(message.payload)["temp"] == 99.5
     [handled] = await serving.handled(1)
-    assert (handled.route.name, handled.outcome) == ("on_reading", "ok")
+    assert (handled.route, handled.outcome) == ("on_reading", "ok")
 
 
 async def test_on_the_local_platform_a_device_reports_readings(
@@ -93,7 +93,7 @@ async def test_on_the_local_platform_a_device_reports_readings(
             await device.publish("iot-2/evt/reading/fmt/json", orjson.dumps({"temp": temp}), 1)
         # three readings and the platform's Connect status for the device, in either order
         outcomes = await serving.handled(4)
-    readings = [h.outcome for h in outcomes if h.route.name == "on_reading"]
+    readings = [h.outcome for h in outcomes if h.route == "on_reading"]
     assert readings == ["ok"] * 3
     assert example.presence[("sensor", "dev-live")] is not None
     assert list(example.stats[("sensor", "dev-live")].values) == [1.0, 2.0, 3.0]

@@ -2,6 +2,7 @@
 
 from worker.app import App
 from worker.batching import BatchFailed
+from worker.context import Context
 from worker.deadletter import DeadLetter, DeadLetterSink
 from worker.errors import (
     AppLoadError,
@@ -11,6 +12,7 @@ from worker.errors import (
     IdentityError,
     NotAuthorized,
     PayloadTooLarge,
+    PermanentError,
     ProtocolError,
     QuickstartError,
     RegistrationError,
@@ -30,6 +32,7 @@ __all__ = [
     "BatchFailed",
     "CodecError",
     "Command",
+    "Context",
     "ConfigError",
     "ConnectError",
     "DeadLetter",
@@ -39,6 +42,7 @@ __all__ = [
     "IdentityError",
     "NotAuthorized",
     "PayloadTooLarge",
+    "PermanentError",
     "ProtocolError",
     "QuickstartError",
     "RegistrationError",

@@ -51,6 +51,7 @@ from worker.errors import (
     TopicError,
 )
 from worker.metrics import Kind
+from worker.payloads import PayloadModel, compile_model
 from worker.routes import (
     BACKOFF_CAP,
     Batch,
@@ -63,6 +64,8 @@ from worker.routes import (
 log = logging.getLogger("worker.app")
 
 H = TypeVar("H", bound=Callable[..., Any])
+#: the ``retry_on=`` option: one exception class, a tuple of them, or None
+RetryOn = type[BaseException] | tuple[type[BaseException], ...] | None
 Hook = Callable[[], Awaitable[Any]]
 #: ``async fn(topic, payload, qos, retain)``, bound by the runner to the live connection
 Publisher = Callable[[str, bytes, int, bool], Awaitable[None]]
@@ -102,6 +105,10 @@ def _explained(decorator: Callable[P, R]) -> Callable[P, R]:
     return checked
 
 
+#: the decorators' topic components, in topic order
+_COMPONENTS: Final = ("device_type", "device_id", "event", "command", "format", "app_id")
+
+
 def _misuse(
     name: str,
     signature: inspect.Signature,
@@ -112,7 +119,7 @@ def _misuse(
     accepted = [p for p in signature.parameters if p != "self"]
     call = f"@app.{name}(...) at {where}"
     if positional:
-        components = accepted[: accepted.index("ordered")]
+        components = [p for p in accepted if p in _COMPONENTS]
         return (
             f"{call}: {positional[0]!r} was given by position; every argument is a keyword, "
             f"so name the topic component ({', '.join(c + '=' for c in components)}) "
@@ -121,8 +128,8 @@ def _misuse(
     unknown = [k for k in keywords if k not in accepted]
     hints = []
     for key in unknown:
-        close = difflib.get_close_matches(key, accepted, n=1)
-        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        close = " or ".join(repr(c) for c in difflib.get_close_matches(key, accepted, n=2))
+        hints.append(f"{key!r}" + (f" (did you mean {close}?)" if close else ""))
     return f"{call}: unknown option {', '.join(hints)}. Accepted: {', '.join(accepted)}"
 
 
@@ -147,6 +154,7 @@ class App:
         device_id: str = topics.SINGLE,
         event: str = topics.SINGLE,
         format: str = topics.SINGLE,
+        payload: type | None = None,
         ordered: bool = False,
         timeout: float | None = None,
         retries: int = 0,
@@ -154,9 +162,11 @@ class App:
         dead_letter: SinkChoice = None,
         name: str | None = None,
         batch: Batch | None = None,
+        retry_on: RetryOn = None,
     ) -> Callable[[H], H]:
         """Handle device events ``iot-2/type/T/id/D/evt/E/fmt/F``; the handler gets an Event."""
-        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch)
+        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch, retry_on)
+        options["payload"] = _payload(payload)
         parts = {"device_type": device_type, "device_id": device_id, "event": event}
         return self._decorator(
             Kind.EVENT,
@@ -174,6 +184,7 @@ class App:
         device_id: str = topics.SINGLE,
         command: str = topics.SINGLE,
         format: str = topics.SINGLE,
+        payload: type | None = None,
         ordered: bool = False,
         timeout: float | None = None,
         retries: int = 0,
@@ -181,9 +192,11 @@ class App:
         dead_letter: SinkChoice = None,
         name: str | None = None,
         batch: Batch | None = None,
+        retry_on: RetryOn = None,
     ) -> Callable[[H], H]:
         """Handle device commands ``iot-2/type/T/id/D/cmd/C/fmt/F``; the handler gets a Command."""
-        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch)
+        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch, retry_on)
+        options["payload"] = _payload(payload)
         parts = {"device_type": device_type, "device_id": device_id, "command": command}
         return self._decorator(
             Kind.COMMAND,
@@ -206,9 +219,10 @@ class App:
         dead_letter: SinkChoice = None,
         name: str | None = None,
         batch: Batch | None = None,
+        retry_on: RetryOn = None,
     ) -> Callable[[H], H]:
         """Handle device status ``iot-2/type/T/id/D/mon``; the handler gets a DeviceStatus."""
-        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch)
+        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch, retry_on)
         return self._decorator(
             Kind.DEVICE_STATUS,
             lambda: topics.device_status(device_type, device_id, wildcard=True),
@@ -229,9 +243,10 @@ class App:
         dead_letter: SinkChoice = None,
         name: str | None = None,
         batch: Batch | None = None,
+        retry_on: RetryOn = None,
     ) -> Callable[[H], H]:
         """Handle application status ``iot-2/app/A/mon``; the handler gets an AppStatus."""
-        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch)
+        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch, retry_on)
         return self._decorator(
             Kind.APP_STATUS,
             lambda: topics.app_status(app_id, wildcard=True),
@@ -269,7 +284,7 @@ class App:
     def _add(
         self, kind: Kind, topic_filter: str, func: Any, options: dict[str, Any], name: str | None
     ) -> None:
-        route_name = _check_handler(func, name)
+        route_name, wants_context = _check_handler(func, name)
         where = f"{route_name} ({topic_filter})"
         if self._router is not None:
             raise RegistrationError(f"{where}: register handlers before the worker starts")
@@ -284,8 +299,11 @@ class App:
                 raise RegistrationError(f"{where}: this route is already registered")
         self._names[route_name] = func
         self._routes.append(
-            Route(len(self._routes), route_name, kind, topic_filter, func, **options)
-        )
+            Route(
+                len(self._routes), route_name, kind, topic_filter, func, **options,
+                wants_context=wants_context,
+            )
+        )  # fmt: skip
 
     def on_startup(self, func: H) -> H:
         """Run ``async func()`` after connecting and before subscribing, in registration order."""
@@ -386,9 +404,13 @@ class App:
         command: str,
         data: Any,
         format: str = "json",
-        qos: int = 0,
+        qos: int = 1,
     ) -> None:
-        """Send a command to one device; the same rules as :meth:`publish_event`."""
+        """Send a command to one device; the same rules as :meth:`publish_event`.
+
+        QoS 1 by default, as the worker's own subscriptions: a command is an action the
+        device must get (QoS 0 is lost silently when the device is offline a moment).
+        """
         topic = str(topics.device_command(device_type, device_id, command, format))
         await self._publish(topic, format, data, qos)
 
@@ -418,6 +440,7 @@ def _options(
     backoff: float,
     dead_letter: SinkChoice,
     batch: Batch | None = None,
+    retry_on: RetryOn = None,
 ) -> dict[str, Any]:
     """Check a decorator's options at the decorator call; RegistrationError names the bad one."""
     if not isinstance(ordered, bool):
@@ -439,6 +462,7 @@ def _options(
     except ValueError as exc:
         raise RegistrationError(f"dead_letter={dead_letter!r}: {exc}") from None
     return {
+        "retry_on": _retry_on(retry_on),
         "ordered": ordered,
         "timeout": None if timeout is None else float(timeout),
         "retries": retries,
@@ -448,12 +472,35 @@ def _options(
     }
 
 
+def _retry_on(retry_on: RetryOn) -> tuple[type[BaseException], ...] | None:
+    """The exception types a route retries; RegistrationError for anything else."""
+    if retry_on is None:
+        return None
+    kinds = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    if not kinds or not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
+        raise RegistrationError(
+            f"retry_on={retry_on!r}: accepted is None (retry every error but PermanentError), "
+            "an exception class, or a tuple of them"
+        )
+    return kinds
+
+
+def _payload(model: type | None) -> PayloadModel | None:
+    if model is None:
+        return None
+    try:
+        return compile_model(model)
+    except TypeError as exc:
+        raise RegistrationError(str(exc)) from None
+
+
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_handler(func: object, name: str | None) -> str:
-    """The route name of ``func``, after checking it is ``async def f(message)``."""
+def _check_handler(func: object, name: str | None) -> tuple[str, bool]:
+    """(route name, whether it takes a Context) of ``func``, after checking it is
+    ``async def f(message)`` or ``async def f(message, ctx)``."""
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise RegistrationError(f"name={name!r}: accepted is a non-empty string")
     label = name or getattr(func, "__name__", None) or repr(func)
@@ -462,14 +509,23 @@ def _check_handler(func: object, name: str | None) -> str:
             f"handler {label!r} must be a coroutine function (async def), not {type(func).__name__}"
         )
     try:
-        inspect.signature(func).bind(None)
-    except TypeError:
-        raise RegistrationError(
-            f"handler {label!r} must accept one positional argument: the message"
-        ) from None
+        signature = inspect.signature(func)
     except ValueError:  # no signature to inspect (some C callables); the call will tell
-        pass
-    return label
+        return label, False
+    positional = [
+        p for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]  # fmt: skip
+    for args in ((None,), (None, None)):
+        try:
+            signature.bind(*args)
+        except TypeError:
+            continue
+        return label, len(args) == 2 or len(positional) >= 2
+    raise RegistrationError(
+        f"handler {label!r} must accept the message as its one positional argument, and "
+        "optionally a worker.Context as a second"
+    )
 
 
 def _check_hook(func: Any, what: str) -> Hook:

@@ -31,9 +31,10 @@ from typing import Protocol
 from prometheus_client import Counter, Histogram
 
 from worker import messages
+from worker.config import Settings
 from worker.deadletter import DeadLetters
 from worker.errors import CodecError
-from worker.handling import Handled, Observer, RouteRunnerBase, describe
+from worker.handling import Handled, Observer, RouteRunnerBase, describe, typed
 from worker.messages import Command, Event, Message
 from worker.metrics import Outcome, RouteMetrics
 from worker.routes import BACKOFF_CAP, Entry, InboundLike, Route
@@ -99,8 +100,9 @@ class BatchRunner(RouteRunnerBase):
         dead_letter_failed: Counter,
         batch_size: Histogram,
         observer: Observer | None = None,
+        settings: Settings | None = None,
     ) -> None:
-        super().__init__(route, metrics, dead_letters, dead_letter_failed, observer)
+        super().__init__(route, metrics, dead_letters, dead_letter_failed, observer, settings)
         self.batch_size = batch_size
 
     async def handle_batch(self, items: Sequence[BatchItem]) -> list[Outcome]:
@@ -119,8 +121,8 @@ class BatchRunner(RouteRunnerBase):
                 )
             if self.observer is not None:
                 self.observer(
-                    Handled(self.route, item.inbound, outcome, result.outcome, result.error,
-                            result.runs)
+                    Handled(self.route.name, item.inbound, outcome, result.outcome,
+                            result.error, result.runs, self.route)
                 )  # fmt: skip
             outcomes.append(outcome)
         return outcomes
@@ -139,7 +141,9 @@ class BatchRunner(RouteRunnerBase):
         entry, inbound = item.entry, item.inbound
         try:
             message = entry.build(entry.parts, inbound, item.received_at)
-            if isinstance(message, Event | Command) and messages.codec(message.format) is not None:
+            if self.route.payload is not None:
+                typed(message, self.route.payload)
+            elif isinstance(message, Event | Command) and messages.codec(message.format):
                 message.data  # noqa: B018 - decode now; the handler gets it decoded
         except CodecError as exc:
             log.warning("%s: %s on %s", self.route.name, exc, inbound.topic)
@@ -156,11 +160,11 @@ class BatchRunner(RouteRunnerBase):
             run += 1
             for result in pending:
                 result.runs = run
-            outcome, error, failed = await self._once([r.message for r in pending])
+            outcome, error, failed = await self._once([r.message for r in pending], run)
             if outcome is Outcome.OK:
                 return
             pending = [pending[i] for i in failed]
-            final = run > route.retries
+            final = run > route.retries or not route.retryable(error)
             for result in pending:
                 result.outcome, result.error = outcome, error
             _log_batch_failure(route, len(pending), outcome, error, run, final)
@@ -169,20 +173,23 @@ class BatchRunner(RouteRunnerBase):
             await asyncio.sleep(min(route.retry_backoff * 2 ** (run - 1), BACKOFF_CAP))
 
     async def _once(
-        self, batch: list[Message | None]
+        self, batch: list[Message | None], run: int
     ) -> tuple[Outcome, BaseException | None, list[int]]:
         """One handler run: (outcome, error, indices of the failed messages in ``batch``)."""
         route = self.route
+        args: tuple[object, ...] = (batch,)
+        if route.wants_context:
+            args = (batch, self.context(None, run, len(batch)))
         self.batch_size.observe(len(batch))
         started = time.perf_counter()
         everything = list(range(len(batch)))
         timer: asyncio.Timeout | None = None
         try:
             if route.timeout is None:
-                await route.handler(batch)
+                await route.handler(*args)
             else:
                 async with asyncio.timeout(route.timeout) as timer:
-                    await route.handler(batch)
+                    await route.handler(*args)
             result: tuple[Outcome, BaseException | None, list[int]] = (Outcome.OK, None, [])
         except BatchFailed as exc:
             result = Outcome.ERROR, _cause(exc), _positions(batch, exc.failed, route.name)

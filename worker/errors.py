@@ -16,14 +16,16 @@ Foreign errors (OSError, paho's, aiomqtt's, orjson's) are translated at the boun
     ├── ProtocolError          bytes that are not valid MQTT (the sans-IO codec)
     │   ├── PacketTooLarge     a packet whose announced length exceeds the reader's bound
     │   ├── mqtt.decode.UnsupportedProtocolVersion   a CONNECT of a level we do not speak
-    │   ├── platform.wsproto.HandshakeError          a bad WebSocket upgrade request
+    │   ├── platform.ws_handshake.HandshakeError     a bad WebSocket upgrade request
     │   └── platform.wsframes.FrameError             a bad WebSocket frame
     ├── ConnectError           could not reach or stay on the platform
     │   └── NotAuthorized      the platform refused the credentials or client ID (CONNACK)
     ├── platform.rules.Denied  a client may not do this on the local platform (has a close code)
-    ├── publish.PublishError   `worker publish`: a bad message or replay file
-    ├── shares.SharesError     `worker shares`: bad URLs, or Prometheus cannot be queried
-    └── demo_procs.DemoError   `worker demo`: a process or phase that failed
+    ├── PermanentError         raised by a handler: this message can never succeed, do not
+    │                          retry it (dead-lettered per the route)
+    ├── tools.publish.PublishError   `worker publish`: a bad message or replay file
+    ├── tools.shares.SharesError     `worker shares`: bad URLs, or Prometheus cannot be queried
+    └── tools.demo_procs.DemoError   `worker demo`: a process or phase that failed
 
 The subclasses outside this module live beside the one piece of code that raises them.
 """
@@ -81,6 +83,14 @@ class ProtocolError(WorkerError):
 
 class PacketTooLarge(ProtocolError):
     """A packet whose announced remaining length exceeds what the reader accepts."""
+
+
+class PermanentError(WorkerError):
+    """Raise it (or a subclass) from a handler when the message can never succeed.
+
+    The run is not retried, whatever the route's ``retries``: the message is dead-lettered
+    (outcome ``dead_lettered``, or ``error`` without a sink) at once.
+    """
 
 
 class ConnectError(WorkerError):

@@ -25,10 +25,13 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
+from worker.config import Settings
+from worker.context import Context
 from worker.deadletter import DeadLetter, DeadLetters, DeadLetterSink
 from worker.errors import CodecError
-from worker.messages import Message
+from worker.messages import AppStatus, Command, Event, Message
 from worker.metrics import Outcome, RouteMetrics
+from worker.payloads import PayloadModel
 from worker.routes import BACKOFF_CAP, Entry, InboundLike, Route
 
 log = logging.getLogger("worker.pipeline")
@@ -38,10 +41,12 @@ log = logging.getLogger("worker.pipeline")
 class Handled:
     """What happened to one message for one route, as the observer of a pipeline sees it."""
 
-    route: Route
+    #: the route's name, as in metrics and logs
+    route: str
     #: the received message exactly as the transport handed it to the pipeline
     inbound: InboundLike
-    #: the final outcome, as counted in ``worker_messages_handled_total``
+    #: the final outcome, as counted in ``worker_messages_handled_total``; ``dropped`` when
+    #: it failed and its dead letter could not be kept (counted as dropped only)
     outcome: Outcome
     #: the outcome of the last run before any dead-lettering (``ok`` when it succeeded)
     reason: Outcome
@@ -49,6 +54,8 @@ class Handled:
     error: BaseException | None
     #: handler runs (0 when the message could not be decoded before the first)
     runs: int
+    #: the registered route itself: its filter, kind and options
+    definition: Route
 
 
 Observer = Callable[[Handled], None]
@@ -59,7 +66,7 @@ class RouteRunnerBase:
 
     __slots__ = (
         "dead_letter_failed", "dead_letters", "failures", "last_error", "metrics", "observer",
-        "route", "sink",
+        "route", "settings", "sink",
     )  # fmt: skip
 
     def __init__(
@@ -69,8 +76,11 @@ class RouteRunnerBase:
         dead_letters: DeadLetters,
         dead_letter_failed: Counter,
         observer: Observer | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.route = route
+        #: what a handler's Context carries (``Settings()`` when none is given)
+        self.settings = settings or Settings()
         self.metrics = metrics
         self.dead_letters = dead_letters
         self.sink: DeadLetterSink | None = dead_letters.sink_for(route.dead_letter)
@@ -89,6 +99,12 @@ class RouteRunnerBase:
             self.failures += 1
             self.last_error = describe(error, self.route.timeout) or reason.value
 
+    def context(self, message: Message | None, run: int, count: int = 0) -> Context:
+        """The Context of one run: of ``message``, or of a batch of ``count`` when None."""
+        if message is None:
+            return Context(self.settings, self.route.name, None, f"batch of {count}", run)
+        return Context(self.settings, self.route.name, message.topic, subject_of(message), run)
+
     async def dead_letter(
         self,
         sink: DeadLetterSink,
@@ -97,7 +113,8 @@ class RouteRunnerBase:
         inbound: InboundLike,
         runs: int,
     ) -> Outcome:
-        """Give a final failure to ``sink``; ``dead_lettered`` when it took it."""
+        """Give a final failure to ``sink``; ``dead_lettered`` when it took it, ``dropped``
+        (counted once, as ``dead_letter_failed``) when it could not."""
         route = self.route
         letter = DeadLetter(
             route.name, outcome.value, inbound.topic, inbound.payload, inbound.qos,
@@ -107,7 +124,7 @@ class RouteRunnerBase:
             self.metrics.dead_letters.inc()
             return Outcome.DEAD_LETTERED
         self.dead_letter_failed.inc()
-        return outcome
+        return Outcome.DROPPED
 
 
 class RouteRunner(RouteRunnerBase):
@@ -126,7 +143,8 @@ class RouteRunner(RouteRunnerBase):
         if reason is not Outcome.OK and sink is not None:
             outcome = await self.dead_letter(sink, reason, error, inbound, runs)
         if self.observer is not None:
-            self.observer(Handled(self.route, inbound, outcome, reason, error, runs))
+            route = self.route
+            self.observer(Handled(route.name, inbound, outcome, reason, error, runs, route))
         return outcome
 
     async def _runs(
@@ -136,33 +154,38 @@ class RouteRunner(RouteRunnerBase):
         route = self.route
         try:
             message = entry.build(entry.parts, inbound, received_at)
+            if route.payload is not None:
+                typed(message, route.payload)
         except CodecError as exc:
             log.warning("%s: %s on %s", route.name, exc, inbound.topic)
             return Outcome.DECODE_ERROR, exc, 0
         run = 0
         while True:
             run += 1
-            outcome, error = await self._once(message)
+            outcome, error = await self._once(message, run)
             if outcome is Outcome.OK:
                 return outcome, None, run
-            final = outcome is Outcome.DECODE_ERROR or run > route.retries
+            final = (
+                outcome is Outcome.DECODE_ERROR or run > route.retries or not route.retryable(error)
+            )
             _log_failure(route, inbound.topic, outcome, error, run, final)
             if final:
                 return outcome, error, run
             await asyncio.sleep(min(route.retry_backoff * 2 ** (run - 1), BACKOFF_CAP))
 
-    async def _once(self, message: Message) -> tuple[Outcome, BaseException | None]:
+    async def _once(self, message: Message, run: int) -> tuple[Outcome, BaseException | None]:
         route = self.route
+        call = route.handler(message, self.context(message, run)) if route.wants_context else None
         started = time.perf_counter()
         outcome: Outcome = Outcome.OK
         error: BaseException | None = None
         timer: asyncio.Timeout | None = None
         try:
             if route.timeout is None:
-                await route.handler(message)
+                await (call or route.handler(message))
             else:
                 async with asyncio.timeout(route.timeout) as timer:
-                    await route.handler(message)
+                    await (call or route.handler(message))
         except CodecError as exc:
             # only the message's own payload failing to decode is a decode_error; a CodecError
             # from elsewhere (say, encoding a publish) is the handler's error
@@ -175,6 +198,20 @@ class RouteRunner(RouteRunnerBase):
             outcome, error = Outcome.ERROR, exc
         self.metrics.seconds.observe(time.perf_counter() - started)
         return outcome, error
+
+
+def typed(message: Message, model: PayloadModel) -> None:
+    """Validate an event's or command's ``data`` into the route's model; CodecError if not."""
+    if isinstance(message, Event | Command):
+        value = model.validate(message.data)
+        object.__setattr__(message, "_data", value)  # frozen: the one place data is set
+
+
+def subject_of(message: Message) -> str:
+    """Who a message is about, for a Context: ``type/id``, or the app ID."""
+    if isinstance(message, AppStatus):
+        return message.app_id
+    return f"{message.device_type}/{message.device_id}"
 
 
 def describe(error: BaseException | None, timeout: float | None) -> str | None:

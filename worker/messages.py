@@ -24,8 +24,9 @@ An empty payload is the platform clearing a retained status (W30): every field i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -125,11 +126,27 @@ class _Unset:
 _UNSET: Final = _Unset()
 
 
+def message_key(topic: str, payload: bytes) -> str:
+    """32 hex digits of a BLAKE2b digest of the topic and the payload bytes.
+
+    MQTT gives a message no identity that survives a redelivery (the packet ID is per
+    connection), so the key is made of what the device sent: two deliveries share it when
+    they carry the same bytes on the same topic - a redelivery after a lost acknowledgement
+    (the broker's DUP resend, another instance after a crash) or a device that sent identical
+    bytes twice. Payloads with a timestamp or sequence number keep the latter apart.
+    """
+    digest = hashlib.blake2b(topic.encode(), digest_size=16)
+    digest.update(b"\0")
+    digest.update(payload)
+    return digest.hexdigest()
+
+
 class _Decoded:
     """``data``, decoded on first use and kept; a failure is kept and raised again."""
 
     __slots__ = ()
     format: str
+    topic: str
     payload: bytes
     _data: Any
 
@@ -148,16 +165,87 @@ class _Decoded:
         return value
 
     @property
+    def key(self) -> str:
+        """A stable key to de-duplicate on: see :func:`message_key`."""
+        return message_key(self.topic, self.payload)
+
+    @property
     def decode_failed(self) -> bool:
         """Whether ``data`` was asked for and could not be decoded."""
         return isinstance(self._data, CodecError)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageProperties:
+    """The MQTT 5 properties of a message; every field is empty on MQTT 3.1.1.
+
+    ``user_properties`` keeps the publisher's order and repeats (it is a list of pairs, not a
+    mapping). ``message_expiry_interval`` is the seconds left when the message was received.
+    """
+
+    user_properties: tuple[tuple[str, str], ...] = ()
+    content_type: str | None = None
+    #: 1: the payload is UTF-8 text, 0: unspecified bytes, None: not said
+    payload_format_indicator: int | None = None
+    correlation_data: bytes | None = None
+    response_topic: str | None = None
+    message_expiry_interval: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_properties(self)
+
+    def user_property(self, name: str) -> str | None:
+        """The value of the first user property called ``name``, or None."""
+        for key, value in self.user_properties:
+            if key == name:
+                return value
+        return None
+
+    def with_user_property(self, name: str, value: str) -> MessageProperties:
+        """A copy with ``(name, value)`` added at the end of the user properties."""
+        return replace(self, user_properties=(*self.user_properties, (name, value)))
+
+
+_U32_MAX: Final = 0xFFFF_FFFF
+
+
+def _check_properties(p: MessageProperties) -> None:
+    """Refuse what MQTT 5 cannot carry, naming the field and what is accepted."""
+    pairs = p.user_properties
+    if not isinstance(pairs, tuple) or not all(
+        isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
+        for pair in pairs
+    ):
+        raise ValueError(f"user_properties={pairs!r}: accepted is a tuple of (str, str) pairs")
+    for name in ("content_type", "response_topic"):
+        value = getattr(p, name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name}={value!r}: accepted is None or a str")
+    if p.payload_format_indicator not in (None, 0, 1):
+        raise ValueError(
+            f"payload_format_indicator={p.payload_format_indicator!r}: accepted are None, 0, 1"
+        )
+    if p.correlation_data is not None and not isinstance(p.correlation_data, bytes):
+        raise ValueError(f"correlation_data={p.correlation_data!r}: accepted is None or bytes")
+    expiry = p.message_expiry_interval
+    if expiry is not None and (
+        not isinstance(expiry, int) or isinstance(expiry, bool) or not 0 <= expiry <= _U32_MAX
+    ):
+        raise ValueError(
+            f"message_expiry_interval={expiry!r}: accepted is None or seconds from 0 to {_U32_MAX}"
+        )
+
+
+NO_PROPERTIES: Final = MessageProperties()
+"""The properties of a message that has none (every MQTT 3.1.1 message)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Event(_Decoded):
     """A device event: ``iot-2/type/{device_type}/id/{device_id}/evt/{event}/fmt/{format}``.
 
-    ``received_at`` is the wall-clock time (seconds since the epoch) the batch arrived.
+    ``received_at`` is the wall-clock time (seconds since the epoch) the batch arrived;
+    ``properties`` are its MQTT 5 properties (empty on MQTT 3.1.1).
     """
 
     device_type: str
@@ -169,6 +257,7 @@ class Event(_Decoded):
     qos: int = 0
     retain: bool = False
     received_at: float = 0.0
+    properties: MessageProperties = NO_PROPERTIES
     _data: Any = field(default=_UNSET, init=False, repr=False, compare=False)
 
 
@@ -185,6 +274,7 @@ class Command(_Decoded):
     qos: int = 0
     retain: bool = False
     received_at: float = 0.0
+    properties: MessageProperties = NO_PROPERTIES
     _data: Any = field(default=_UNSET, init=False, repr=False, compare=False)
 
 
@@ -230,6 +320,11 @@ class _Status:
     def cleared(self) -> bool:
         """An empty payload: the platform removed the retained status (W30)."""
         return not self.payload
+
+    @property
+    def key(self) -> str:
+        """A stable key to de-duplicate on: see :func:`message_key`."""
+        return message_key(self.topic, self.payload)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

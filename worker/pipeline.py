@@ -143,6 +143,7 @@ class Pipeline:
             settings.dead_letter, publish=app.publish_event
         )
         failed = metrics.dropped[DropReason.DEAD_LETTER_FAILED]
+        self._settings = settings
         self._runs = [self._runner(r, metrics, failed, observer) for r in self._router.routes]
         self._lanes = [_Lane(i) for i in range(settings.concurrency)]
         self._shared: deque[_Work | _Batch] = deque()
@@ -189,10 +190,11 @@ class Pipeline:
         observer: Observer | None,
     ) -> RouteRunner | BatchRunner:
         bound = metrics.route(route.name)
+        letters, settings = self._dead_letters, self._settings
         if route.batch is None:
-            return RouteRunner(route, bound, self._dead_letters, failed, observer)
+            return RouteRunner(route, bound, letters, failed, observer, settings)
         sizes = metrics.batch_size(route.name)
-        return BatchRunner(route, bound, self._dead_letters, failed, sizes, observer)
+        return BatchRunner(route, bound, letters, failed, sizes, observer, settings)
 
     def _batch_slots(self, run: RouteRunner | BatchRunner) -> list[_Open] | None:
         if not isinstance(run, BatchRunner):
@@ -279,10 +281,9 @@ class Pipeline:
     def _count_intake(self, kinds: dict[Kind | None, int], unrouted: int, refused: int) -> None:
         received = self._metrics.received
         for kind, n in kinds.items():
-            if kind is not None:
-                received[kind].inc(n)
+            # a topic outside the grammar has no kind: received as ``unknown``, then unrouted
+            received[Kind.UNKNOWN if kind is None else kind].inc(n)
         dropped = self._metrics.dropped
-        # a topic outside the grammar has no kind: not received, but counted as unrouted
         if unrouted:
             dropped[DropReason.UNROUTED].inc(unrouted)
         if refused:
@@ -298,7 +299,6 @@ class Pipeline:
                     work.state = _DROPPED
                     self._queued -= 1
                     self._qos0_queued -= 1
-                    work.run.metrics.outcome[Outcome.DROPPED].inc()
                     self._metrics.dropped[DropReason.INTAKE_FULL].inc()
                     return
             return
@@ -525,12 +525,12 @@ class Pipeline:
         except asyncio.CancelledError:
             # drain gave up on it: not acknowledged (the broker may redeliver), but counted
             self._abandoned += 1
-            run.metrics.outcome[Outcome.DROPPED].inc()
             self._metrics.dropped[DropReason.ABANDONED].inc()
             raise
         finally:
             self._in_flight -= 1
-        run.metrics.outcome[outcome].inc()
+        if outcome is not Outcome.DROPPED:  # counted where it was dropped
+            run.metrics.outcome[outcome].inc()
         slot = work.slot
         if slot is not None:
             slot.remaining -= 1
@@ -553,14 +553,14 @@ class Pipeline:
             outcomes = await run.handle_batch(items)
         except asyncio.CancelledError:
             self._abandoned += count
-            run.metrics.outcome[Outcome.DROPPED].inc(count)
             self._metrics.dropped[DropReason.ABANDONED].inc(count)
             raise
         finally:
             self._in_flight -= count
         counts = run.metrics.outcome
         for work, outcome in zip(items, outcomes, strict=True):
-            counts[outcome].inc()
+            if outcome is not Outcome.DROPPED:  # counted where it was dropped
+                counts[outcome].inc()
             slot = work.slot
             if slot is not None:
                 slot.remaining -= 1
@@ -638,7 +638,6 @@ class Pipeline:
                     if work.state == _QUEUED:
                         work.state = _DROPPED
                         self._abandoned += 1
-                        work.run.metrics.outcome[Outcome.DROPPED].inc()
                         self._metrics.dropped[DropReason.ABANDONED].inc()
             queue.clear()
         self._qos0.clear()

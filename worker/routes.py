@@ -20,12 +20,13 @@ from typing import Any, Final, Protocol
 
 from worker import topics
 from worker.deadletter import SinkChoice
-from worker.errors import CodecError, RegistrationError, TopicError
+from worker.errors import CodecError, PermanentError, RegistrationError, TopicError
 from worker.messages import AppStatus, Command, DeviceStatus, Event, Message, status_fields
 from worker.metrics import Kind
+from worker.payloads import PayloadModel
 from worker.routing import TopicTrie
 
-Handler = Callable[[Any], Awaitable[Any]]
+Handler = Callable[..., Awaitable[Any]]
 
 #: distinct topics remembered by the router (a fleet's topics; older ones are forgotten first)
 CACHE_SIZE: Final = 65_536
@@ -94,6 +95,20 @@ class Route:
     dead_letter: SinkChoice = None
     #: hand the handler a list of messages (see :class:`Batch`); None: one message a run
     batch: Batch | None = None
+    #: ``data`` is validated into this model before the handler runs (events, commands)
+    payload: PayloadModel | None = None
+    #: only these exceptions are retried (None: every one but PermanentError)
+    retry_on: tuple[type[BaseException], ...] | None = None
+    #: the handler takes a second argument, the :class:`~worker.context.Context`
+    wants_context: bool = False
+
+    def retryable(self, error: BaseException | None) -> bool:
+        """Whether a run that failed with ``error`` (None: it timed out) may run again."""
+        if isinstance(error, PermanentError):
+            return False
+        if self.retry_on is None:
+            return True
+        return isinstance(error if error is not None else TimeoutError(), self.retry_on)
 
 
 Builder = Callable[[tuple[str, ...], InboundLike, float], Message]

@@ -67,7 +67,7 @@ class Delivery:
     @property
     def outcomes(self) -> dict[str, Outcome]:
         """Route name -> final outcome."""
-        return {h.route.name: h.outcome for h in self.handled}
+        return {h.route: h.outcome for h in self.handled}
 
     @property
     def outcome(self) -> Outcome | None:
@@ -101,7 +101,7 @@ def raise_handler_error(handled: Iterable[Handled]) -> None:
     __tracebackhide__ = True  # in pytest reports: the test, then the handler; not this
     for h in handled:
         if h.reason is Outcome.ERROR and h.error is not None:
-            note = f"raised by handler {h.route.name!r} for {h.inbound.topic} (run {h.runs})"
+            note = f"raised by handler {h.route!r} for {h.inbound.topic} (run {h.runs})"
             if note not in getattr(h.error, "__notes__", ()):
                 h.error.add_note(note)
             raise h.error
@@ -299,7 +299,7 @@ class TestClient:
         order = {r.name: i for i, r in enumerate(self.app.routes)}
         deliveries = []
         for pending in waiting:
-            handled = tuple(sorted(pending.handled, key=lambda h: order[h.route.name]))
+            handled = tuple(sorted(pending.handled, key=lambda h: order[h.route]))
             if self.raise_errors if raise_errors is None else raise_errors:
                 raise_handler_error(handled)
             inbound = pending.inbound
