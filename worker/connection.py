@@ -37,6 +37,7 @@ from worker.identity import IdentityMode
 from worker.metrics import Metrics
 from worker.mqtt import SubackReturnCode, connack_meaning
 from worker.options import Profile
+from worker.transports import hints
 from worker.transports.base import ConnectOptions, Inbound, Transport
 
 log = logging.getLogger(__name__)
@@ -200,8 +201,9 @@ class Connection:
                 self.problem = connack_meaning(exc.return_code)
                 raise
             except ConnectError as exc:
-                self.problem = f"not connected: {exc}"
-                await self._wait_before_retry(failures, str(exc))
+                reason = hints.explain(exc, self._options)
+                self.problem = f"not connected: {reason}"
+                await self._wait_before_retry(failures, reason)
                 failures += 1
                 continue
             first = False
