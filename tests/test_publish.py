@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.credentials import API_KEY, TOKEN
 from tests.support.listener import listening
-from tests.support.processes import run_cli
+from tests.support.processes import clean_env, run_cli
 from worker.platform import Platform, PlatformConfig
 from worker.tools.publish import (
     PublishError,
@@ -127,3 +127,20 @@ async def test_a_refused_login_exits_4(platform: Platform) -> None:
             "--auth-token", "wrong"]  # fmt: skip
     code, _, err = await run_cli("publish", "event", "sensor", "s1", "reading", *args)
     assert code == 4, err
+
+
+def test_data_on_the_json_format_must_be_json() -> None:
+    with pytest.raises(
+        PublishError, match=r"--data 'temp=50' is not JSON .* --json '\{\"temp\": 50\}'"
+    ):
+        payload_of("json", None, "temp=50")
+    assert payload_of("json", None, '{"temp": 50}') == b'{"temp": 50}'
+    assert payload_of("text", None, "temp=50") == b"temp=50"
+
+
+async def test_the_cli_refuses_non_json_data_on_fmt_json() -> None:
+    args = ("publish", "event", "sensor", "s1", "reading", "--data", "temp=50")
+    code, _, err = await run_cli(*args, env=clean_env(WORKER_ORG="abc123"))
+    assert code == 2, err
+    assert "is not JSON" in err and "--format text" in err
+    assert len(err.strip().splitlines()) == 1, err

@@ -45,6 +45,17 @@ class PublishError(WorkerError):
     """A message that cannot be sent as given: bad topic, bad payload, too large, bad file."""
 
 
+def _check_json_data(data: str) -> None:
+    """Refuse ``--data`` that is not JSON on the ``json`` format, saying what is accepted."""
+    try:
+        json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise PublishError(
+            f"--data {data!r} is not JSON ({exc.msg}), but the format is json: give JSON, "
+            """e.g. --json '{"temp": 50}', or another format for other text (--format text)"""
+        ) from None
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One checked message, ready to go."""
@@ -67,10 +78,16 @@ def tool_options(settings: Settings, role: str, client_id: str | None = None) ->
 
 
 def payload_of(fmt: str, json_text: str | None, data: str | None) -> bytes:
-    """The payload of ``--json TEXT`` (checked, compacted) or ``--data TEXT`` (sent as is)."""
+    """The payload of ``--json TEXT`` (checked, compacted) or ``--data TEXT`` (sent as is).
+
+    ``--data`` on the ``json`` format must be JSON too: the handlers of ``fmt/json`` decode
+    it as JSON, so anything else would only fail there, as a decode error.
+    """
     if json_text is not None and data is not None:
         raise PublishError("give --json or --data, not both")
     if json_text is None:
+        if fmt == "json" and data is not None:
+            _check_json_data(data)
         return (data or "").encode()
     try:
         parsed = json.loads(json_text)
