@@ -77,3 +77,26 @@ def test_every_variable_and_flag_is_in_the_settings_reference() -> None:
         if f"`{name}`" not in page
     ]
     assert missing == []
+
+
+def _layer_rows() -> list[list[str]]:
+    """The layers of the import-linter contract, each a list of module names, from the top."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    [layers] = [
+        c["layers"] for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers"
+    ]
+    return [[m.strip() for m in re.split(r"[|:]", layer)] for layer in layers]
+
+
+def test_the_architecture_page_draws_the_layers_the_contract_enforces() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = page.split("## The layers", 1)[1].split("\n## ", 1)[0]
+    drawn = []
+    for line in section.splitlines():
+        cells = re.split(r"(?<!\\)\|", line)
+        if len(cells) < 4 or "`" not in cells[2]:
+            continue  # not a table row naming modules
+        drawn.append(sorted(m.strip().strip("`") for m in cells[2].split("\\|")))
+    assert drawn == [sorted(row) for row in _layer_rows()]
