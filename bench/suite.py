@@ -279,5 +279,10 @@ class Suite:
             self.say("  skipped: storing is measured at QoS 1 only")
             return
         self.storage = await storage.run_section(
-            self.plan.messages, self.plan.runs, self.broker.binary, self.folder, self.say
+            self.plan.messages,
+            self.plan.runs,
+            self.plan.seconds,
+            self.broker.binary,
+            self.folder,
+            self.say,
         )
