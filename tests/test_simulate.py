@@ -12,6 +12,7 @@ from tests.support.listener import listening
 from tests.support.processes import run_cli
 from worker.config import Settings, load_settings
 from worker.platform import Platform, PlatformConfig
+from worker.tools.sim_payload import Template
 from worker.tools.simulate import SimConfig, Simulator, fleet
 
 EVENTS = "iot-2/type/+/id/+/evt/+/fmt/+"
@@ -95,3 +96,50 @@ async def test_an_unregistered_device_exits_4() -> None:
         )  # fmt: skip
     assert code == 4, err
     assert "d:abc123:" in err or "refused" in err
+
+
+async def test_refused_devices_get_one_line_that_says_how_to_give_them_tokens() -> None:
+    async with Platform(
+        PlatformConfig(host="127.0.0.1", port=0, api_keys={API_KEY: TOKEN})
+    ) as strict:
+        code, _, err = await run_cli(
+            "simulate", "--host", "127.0.0.1", "--port", str(strict.port), "--auth-key", API_KEY,
+            "--auth-token", TOKEN, "--count", "1",
+        )  # fmt: skip
+    assert code == 4, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err  # no asyncio traceback (CancelledError, "Exception in callback")
+    assert "refused client ID 'd:abc123:" in lines[0]
+    assert "--accept-any-key" in lines[0] and "--keys FILE" in lines[0]
+    assert "--device-token" in lines[0] and "--as app" in lines[0]
+
+
+async def test_a_temperature_range_and_a_template_shape_the_payload(platform: Platform) -> None:
+    template = Template.parse('{"t": "{temp}", "n": "{seq}", "who": "{device_type}/{device_id}"}')
+    config = SimConfig(
+        devices=2, count=40, rate=0, churn=0, mode="app", seed=3, temp_range=(60.0, 62.0),
+        template=template,
+    )  # fmt: skip
+    async with listening(platform.port, EVENTS) as listener:
+        await Simulator(config, settings(platform)).run()
+        await listener.until(lambda got: len(got) >= 40, "40 events")
+    payloads = [json.loads(m.payload) for m in listener.got]
+    assert {p["n"] for p in payloads} == set(range(40))
+    assert all(60.0 <= p["t"] <= 62.0 for p in payloads)
+    assert {p["who"] for p in payloads} == {"sensor/sensor-001", "thermostat/thermostat-001"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--temp-range", "90"), "expected LOW:HIGH"),
+        (("--temp-range", "30:20"), "LOW must be below HIGH"),
+        (("--template", "{temp"), "--template is not valid JSON"),
+        (("--template", "[1]"), "--template must be a JSON object"),
+        (("--template", '{"x": "{pressure}"}'), r"unknown placeholder {pressure}; known: {temp}"),
+    ],
+)
+async def test_bad_payload_options_exit_2(args: tuple[str, ...], message: str) -> None:
+    code, _, err = await run_cli("simulate", "--org", "abc123", "--count", "1", *args)
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1, err

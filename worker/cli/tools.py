@@ -62,7 +62,9 @@ _FORMAT = click.option(
     "--format", "fmt", default="json", show_default=True, help="The fmt topic level."
 )
 _JSON = click.option("--json", "json_text", metavar="JSON", help="The payload, checked as JSON.")
-_DATA = click.option("--data", metavar="TEXT", help="The payload as it is (e.g. --format text).")
+_DATA = click.option(
+    "--data", metavar="TEXT", help="The payload as it is; JSON on --format json (the default)."
+)
 _CLIENT_ID = click.option("--client-id", help="Client ID to publish as. Default: a:ORG:publish-…")
 
 
@@ -189,6 +191,18 @@ def publish_replay(file: Path, rate: float, client_id: str | None, **flags: Any)
     "--device-token", default="demo-token", show_default=True, help="Every device's token."
 )
 @click.option("--seed", type=int, help="Seed for the readings (a repeatable run).")
+@click.option(
+    "--temp-range",
+    metavar="LOW:HIGH",
+    help="Temperatures start and stay between LOW and HIGH (no hot spikes). "
+    "Default: start at 18-24, walk within 5-35, rare spikes above 80.",
+)
+@click.option(
+    "--template",
+    metavar="JSON",
+    help="The payload as a JSON object with placeholders {temp} {seq} {ts} {device_type} "
+    """{device_id}, e.g. '{"t": "{temp}", "n": "{seq}"}'. Default: {"temp", "seq", "ts"}.""",
+)
 @_CLIENT_ID
 @tool_options
 def simulate(**flags: Any) -> None:
@@ -196,11 +210,20 @@ def simulate(**flags: Any) -> None:
 
     Prints a progress line every second (sent, rate, errors) and a summary at the end; runs
     until --count or --duration, or Ctrl-C. Exit 1 when some events could not be published,
-    4 when the fleet cannot connect.
+    2 for a bad option, 4 when the fleet cannot connect (a platform that refuses the devices:
+    give them tokens, see `worker platform --help`, or use --as app).
     """
+    from worker.tools.sim_payload import PayloadOptionError, Template, temp_range
     from worker.tools.simulate import Mode, SimConfig, SimStats, Simulator
 
     sim = {k: flags.pop(k) for k in ("devices", "rate", "count", "duration", "churn", "seed")}
+    try:
+        shape = flags.pop("template")
+        template = None if shape is None else Template.parse(shape)
+        low_high = flags.pop("temp_range")
+        bounds = None if low_high is None else temp_range(low_high)
+    except PayloadOptionError as exc:
+        fail(EXIT_USAGE, str(exc))
     types = tuple(t.strip() for t in flags.pop("types").split(",") if t.strip())
     if not types:
         fail(EXIT_USAGE, "--types: give at least one device type")
@@ -210,8 +233,9 @@ def simulate(**flags: Any) -> None:
     if mode == "app" or mode == "device":  # click.Choice allows nothing else
         chosen = mode
     config = SimConfig(
-        types=types, mode=chosen, device_token=token, qos=settings.qos, client_id=client_id, **sim
-    )
+        types=types, mode=chosen, device_token=token, qos=settings.qos, client_id=client_id,
+        temp_range=bounds, template=template, **sim,
+    )  # fmt: skip
     last = [0, 0.0]  # sent and clock at the previous line: the rate is over the last second
 
     def report(stats: SimStats) -> None:

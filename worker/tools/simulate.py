@@ -15,7 +15,11 @@ platform would have sent.
 
 Each event is ``{"temp": 21.4, "seq": 17, "ts": 1700000000.123}``: ``seq`` numbers every event
 of the run from 0, so whoever handles them can prove that each was handled exactly once, and
-``ts`` is when it was sent. The simulator keeps the numbers the platform acknowledged.
+``ts`` is when it was sent. The simulator keeps the numbers the platform acknowledged. The
+temperature range and the payload's shape can be chosen (``worker.tools.sim_payload``).
+
+A platform that refuses the devices' client IDs stops the run with one line that says how to
+give devices tokens (or to publish for them as an application).
 """
 
 from __future__ import annotations
@@ -33,10 +37,11 @@ from typing import Final, Literal
 import orjson
 
 from worker.config import Settings
-from worker.errors import ConnectError
+from worker.errors import ConnectError, NotAuthorized
 from worker.identity import QUICKSTART_ORG
 from worker.options import Profile
 from worker.tools.publish import tool_options
+from worker.tools.sim_payload import Template
 from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions, Transport
 
@@ -50,6 +55,9 @@ SPIKE_CHANCE: Final = 0.002
 AWAY: Final = 0.5
 #: seconds to wait for a device's publishes before it is disconnected for churn
 _QUIET_DEADLINE: Final = 5.0
+#: where a device's temperature starts, and the bounds of its walk, unless --temp-range
+_START: Final = (18.0, 24.0)
+_BOUNDS: Final = (5.0, 35.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +77,15 @@ class SimConfig:
     in_flight: int = 200
     seed: int | None = None
     client_id: str | None = None
+    #: LOW, HIGH: where temperatures start and stay (None: start 18-24, walk within 5-35)
+    temp_range: tuple[float, float] | None = None
+    #: the payload's shape (None: {"temp", "seq", "ts"})
+    template: Template | None = None
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The range a temperature walks within."""
+        return self.temp_range or _BOUNDS
 
 
 @dataclass
@@ -124,8 +141,9 @@ class SimStats:
 
 def fleet(config: SimConfig, rng: random.Random) -> list[Device]:
     """``config.devices`` devices spread over the types: ``sensor-001``, ``meter-002`` ..."""
+    low, high = config.temp_range or _START
     return [
-        Device(kind, f"{kind}-{i // len(config.types) + 1:03d}", rng.uniform(18.0, 24.0))
+        Device(kind, f"{kind}-{i // len(config.types) + 1:03d}", rng.uniform(low, high))
         for i, kind in ((i, config.types[i % len(config.types)]) for i in range(config.devices))
     ]
 
@@ -201,8 +219,28 @@ class Simulator:
             for device in self.devices:
                 device.online = True
         else:
-            await asyncio.gather(*(self._connect_device(d) for d in self.devices))
+            await self._connect_devices()
         self.stats.online = sum(d.online for d in self.devices)
+
+    async def _connect_devices(self) -> None:
+        """Connect every device; on a failure, the first one's error, explained.
+
+        Every attempt is let finish (none is cancelled mid-handshake, which aiomqtt reports
+        as a traceback of its own), and the devices that did connect are disconnected.
+        """
+        outcomes = await asyncio.gather(
+            *(self._connect_device(d) for d in self.devices), return_exceptions=True
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if not errors:
+            return
+        await self._disconnect()
+        first = errors[0]
+        if isinstance(first, NotAuthorized):
+            raise ConnectError(
+                f"{first}; {refused_devices_hint(self.settings.org, self.devices)}"
+            ) from first
+        raise first
 
     async def _connect_device(self, device: Device) -> None:
         device.transport = await _open(device_options(self.settings, self.config, device))
@@ -252,10 +290,17 @@ class Simulator:
         return self.devices[seq % n]  # all away: the send fails and is counted
 
     def _reading(self, device: Device, seq: int) -> bytes:
+        low, high = self.config.bounds
         device.temp += self._rng.gauss(0.0, 0.3)
-        device.temp = min(35.0, max(5.0, device.temp))
-        temp = self._rng.uniform(81.0, 95.0) if self._rng.random() < SPIKE_CHANCE else device.temp
-        return orjson.dumps({"temp": round(temp, 2), "seq": seq, "ts": round(time.time(), 3)})
+        device.temp = min(high, max(low, device.temp))
+        temp = device.temp
+        if self.config.temp_range is None and self._rng.random() < SPIKE_CHANCE:
+            temp = self._rng.uniform(81.0, 95.0)  # a hot spike, for the example's alert
+        values = {"temp": round(temp, 2), "seq": seq, "ts": round(time.time(), 3)}
+        if self.config.template is None:
+            return orjson.dumps(values)
+        ids = {"device_type": device.device_type, "device_id": device.device_id}
+        return self.config.template.render(values | ids)
 
     def _route(self, device: Device) -> tuple[Transport | None, str]:
         event = self.config.event
@@ -342,6 +387,17 @@ class Simulator:
         await self._app.publish(topic, status_payload("Disconnect", client_id), qos=1)
         await asyncio.sleep(away)  # how long the device is away
         await self._app.publish(topic, status_payload("Connect", client_id), qos=1)
+
+
+def refused_devices_hint(org: str, devices: list[Device]) -> str:
+    """How to let the simulated devices in: tokens on the platform, or publish as an app."""
+    sample = devices[0] if devices else Device("sensor", "sensor-001", 0.0)
+    return (
+        "the platform does not know the simulated devices. Give them tokens: start "
+        "`worker platform` with --accept-any-key, or with --keys FILE listing each device "
+        f'("device_tokens": {{"d:{org}:{sample.device_type}:{sample.device_id}": "TOKEN"}}) and '
+        "pass the same --device-token here; or publish for the devices as an application: --as app"
+    )
 
 
 async def _open(options: ConnectOptions) -> Transport:
