@@ -258,7 +258,7 @@ async def live(
     command = " ".join(["worker run worker.examples.storage", *worker_args(0, 1, "ID")])
     figure = StorageFigure(LIVE, broker.max_inflight, command, 0)
     await proc.start()
-    pub = await Publisher.connect("127.0.0.1", broker.port, "bench-storage-live")
+    pub = await Publisher.connect("127.0.0.1", broker.port, "bench-live-publisher")
     try:
         started = time.monotonic()
         figure.messages = await pub.paced(rate, seconds, 1)
