@@ -37,6 +37,7 @@ from worker.http import HttpServer
 from worker.loops import loop_name
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
+from worker.saturation import Saturation
 from worker.watchdog import LoopWatchdog
 
 log = logging.getLogger("worker")
@@ -65,6 +66,9 @@ class Worker:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.metrics = worker_metrics(self.registry, settings)
+        #: the scaling signal: worker_concurrency and worker_handler_saturation
+        self.saturation = Saturation(self.metrics, settings.concurrency)
+        self.registry.register(self.saturation)
         self.pipeline = Pipeline(app, settings, self.metrics, observer=observer)
         self.filters = app.filters()
         websockets = settings.mqtt_transport == "websockets"
@@ -154,6 +158,8 @@ class Worker:
         await self.http.start()
         self.watchdog.start()
         self._install_signals()
+        # Outside the TaskGroup: it never ends on its own, the group would wait for it.
+        sampler = asyncio.ensure_future(self.saturation.run())
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.pipeline.run(), name="worker-pipeline")
@@ -162,6 +168,7 @@ class Worker:
         except BaseExceptionGroup as group:
             raise _single(group) from None
         finally:
+            sampler.cancel()
             self.watchdog.stop()
             self._remove_signals()
             self.app.bind_publisher(None)
