@@ -5,7 +5,7 @@
 Ctrl-C cut ``worker run``'s drain short.
 
 Each command family is a module of this package that registers its commands on ``main``:
-``run`` (run, check), ``platform``, ``shares``, ``tools`` (publish, simulate) and ``demo``.
+``run`` (run, check), ``platform``, ``shares``, ``tools`` (publish, simulate, subscribe) and ``demo``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``worker publish`` and ``worker simulate``: the tools that only publish, and their flags."""
+"""``worker publish``, ``worker simulate`` and ``worker subscribe``: the tools, and their flags."""
 
 from __future__ import annotations
 
@@ -154,6 +154,46 @@ def publish_replay(file: Path, rate: float, client_id: str | None, **flags: Any)
 
     done = run_tool(pub.replay(options, found, rate=rate, qos=settings.qos, report=report))
     click.echo(f"replayed {done.sent} events from {file}")
+
+
+@main.command()
+@click.argument("filters", nargs=-1, metavar="[FILTER]...")
+@click.option("--count", type=click.IntRange(min=1), help="Exit after this many messages.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@click.option("--client-id", help="Client ID to subscribe as. Default: a:ORG:subscribe-…")
+@tool_options
+def subscribe(
+    filters: tuple[str, ...], count: int | None, as_json: bool, client_id: str | None, **flags: Any
+) -> None:
+    """Print the messages on FILTER (default: every device event), one a line, for debugging.
+
+    Connects with the same settings as `worker run` (profile, host, TLS, credentials) under
+    a client ID of its own, so it sees copies and never takes messages from the workers. Runs
+    until --count messages or Ctrl-C. Exit 2: a bad filter; 4: cannot connect or subscribe.
+    """
+    from worker.tools import publish as pub
+    from worker.tools import subscribe as sub
+
+    settings = tool_settings(flags)
+    try:
+        chosen = sub.check_filters(filters)
+    except pub.PublishError as exc:
+        fail(EXIT_USAGE, str(exc))
+    options = pub.tool_options(settings, "subscribe", client_id)
+
+    def show(message: Any) -> None:
+        click.echo(sub.line(message, as_json=as_json))
+
+    def subscribed(done: list[str]) -> None:
+        where = f"{options.host}:{options.port}"
+        click.echo(f"subscribed to {', '.join(done)} on {where} as {options.client_id}", err=True)
+
+    work = sub.watch(options, chosen, settings.qos, show, count=count, on_subscribed=subscribed)
+    try:
+        run_tool(work)
+    except SystemExit as exc:
+        if exc.code != EXIT_INTERRUPTED:
+            raise  # Ctrl-C is how a watch ends: exit 0
 
 
 @main.command()
