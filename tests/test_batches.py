@@ -309,7 +309,7 @@ async def test_qos0_overflow_drops_the_oldest_batched_messages_and_counts_them()
         recorder.hold.set()
     dropped = value(metrics, "worker_messages_dropped_total", reason="intake_full")
     assert dropped == 10
-    assert handled(metrics, "ok") + handled(metrics, "dropped") == 25
+    assert handled(metrics, "ok") + dropped == 25  # each message counted once, as one or other
     assert recorder.handled == [0, 1, 2, 3, 4, *range(15, 25)]
 
 

@@ -113,7 +113,15 @@ def test_key_and_org_must_agree_and_key_needs_token() -> None:
     [problem] = problems({"WIOTP_AUTH_KEY": "a-abc123-k"})
     assert "token" in problem
     [problem] = problems({"WIOTP_AUTH_KEY": "abc", "WIOTP_AUTH_TOKEN": "t"})
-    assert problem.startswith("WIOTP_AUTH_KEY: API key 'abc': expected a-{org}-{rest}")
+    assert problem.startswith("WIOTP_AUTH_KEY: API key not valid (3 characters, does not start")
+    assert "expected a-{org}-{rest}" in problem
+
+
+def test_a_token_in_the_key_variable_is_never_shown() -> None:
+    for pasted in ("Xk2(pQ9!zR7_wT4&", "Xk2 pQ9 zR7"):  # a key error, a form error
+        [problem] = problems({"WIOTP_AUTH_KEY": pasted, "WIOTP_AUTH_TOKEN": "t"})
+        assert pasted not in problem and "Xk2" not in problem, problem
+        assert problem.startswith("WIOTP_AUTH_KEY")
 
 
 def test_secrets_never_show() -> None:

@@ -95,8 +95,9 @@ async def test_failed_handler_with_an_unwritable_sink_is_counted_and_still_acked
     async with running(app, metrics) as pipeline:
         await pipeline.put([event()], acks)
         assert await acks.wait_for(1) == [1]
+    # counted once, as dropped: it was neither handled nor kept
     labels = {"route": "broken", "outcome": "error"}
-    assert value(metrics, "worker_messages_handled_total", **labels) == 1
+    assert value(metrics, "worker_messages_handled_total", **labels) == 0
     assert value(metrics, "worker_messages_dropped_total", reason="dead_letter_failed") == 1
     assert value(metrics, "worker_dead_letters_total", route="broken") == 0
 

@@ -168,12 +168,18 @@ def load_settings(
         try:
             values[option.field] = option.parse(raw)
         except ValueError as exc:
-            shown = "********" if option.secret else raw
+            # The API key is not secret, but a token pasted into it by mistake would be.
+            hidden = option.secret or option.field in _NEVER_SHOWN
+            shown = "********" if hidden else raw
             problems.append(f"{source}={shown!r}: {exc}")
     settings = _resolve(values, sources, problems, env)
     if problems or settings is None:
         raise ConfigError(problems)
     return settings
+
+
+_NEVER_SHOWN: Final = frozenset({"api_key"})
+"""Fields whose refused value is not repeated in the error, as if they were secrets."""
 
 
 def _raw(option: Option, env: Mapping[str, str], flags: Mapping[str, Any]) -> tuple[Any, str]:

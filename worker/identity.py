@@ -71,10 +71,21 @@ def org_from_api_key(api_key: str) -> str:
     """The org of an application API key ``a-{org}-{rest}``."""
     match = _API_KEY.fullmatch(api_key)
     if match is None:
-        # The key is not a secret (the token is), but keep it short in case of a paste error.
-        shown = api_key if len(api_key) <= 40 else api_key[:37] + "..."
-        raise IdentityError(f"API key {shown!r}: expected {API_KEY_RULE}")
+        # Never echoed: a value that is not a key may be the token, pasted in the wrong place,
+        # and errors end up in logs. Its length and first character are enough to spot that.
+        raise IdentityError(
+            f"API key not valid ({_shape(api_key)}; not shown in case it is a token): "
+            f"expected {API_KEY_RULE}"
+        )
     return match.group(1)
+
+
+def _shape(value: str) -> str:
+    """What a refused secret-like value looks like, without any of its text."""
+    if not value:
+        return "empty"
+    start = "starts with 'a-'" if value.startswith("a-") else "does not start with 'a-'"
+    return f"{len(value)} characters, {start}"
 
 
 @dataclass(frozen=True, slots=True)

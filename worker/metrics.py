@@ -21,7 +21,16 @@ Outcomes (``worker_messages_handled_total``), one per message and matching route
 ``decode_error``   the payload could not be decoded for its format, likewise
 ``dead_lettered``  it failed (error, timeout or decode_error) and a dead-letter sink took it;
                    the reason is in the dead letter and in the log
-``dropped``        never handled: intake overflow, refused while draining, or abandoned
+
+Each drop is counted once, in ``worker_messages_dropped_total{reason}`` and never as an outcome
+(``Outcome.DROPPED`` is what a pipeline observer sees, not a series): intake overflow
+(``intake_full``), refused while draining (``draining``), abandoned at the drain timeout
+(``abandoned``), a failure whose dead letter could not be kept (``dead_letter_failed``), and a
+message no route matches (``unrouted``, once per message). A topic outside the grammar is
+received as kind ``unknown`` and then dropped as ``unrouted``. So every (message, route) pair
+ends exactly once, and for an application with one route per message::
+
+    sum(received) == sum(handled) + sum(dropped)
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ class Kind(enum.StrEnum):
     COMMAND = "command"
     DEVICE_STATUS = "device_status"
     APP_STATUS = "app_status"
+    #: a topic outside the grammar (counted as received, then dropped as ``unrouted``)
+    UNKNOWN = "unknown"
 
 
 class Outcome(enum.StrEnum):
@@ -61,7 +72,7 @@ class DropReason(enum.StrEnum):
 
     #: QoS 0 intake full, overflow policy drop-oldest: the oldest queued message went
     INTAKE_FULL = "intake_full"
-    #: no route matches the topic, or it is not an application topic at all
+    #: no route matches the topic, or it is not an application topic at all (kind ``unknown``)
     UNROUTED = "unrouted"
     #: arrived after draining began
     DRAINING = "draining"
@@ -178,7 +189,7 @@ class RouteMetrics:
         self.name = name
         #: one count per outcome; all exist (at 0) from the start so rates are defined
         self.outcome: dict[Outcome, Count] = metrics.handled.routes.setdefault(
-            name, {o: Count() for o in Outcome}
+            name, {o: Count() for o in Outcome if o is not Outcome.DROPPED}
         )
         self.seconds: Durations = metrics.handler_seconds.routes.setdefault(name, Durations())
         self.dead_letters: Counter = metrics.dead_letters_total.labels(route=name)

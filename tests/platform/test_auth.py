@@ -149,7 +149,7 @@ def test_refusal_reasons_never_contain_the_password(table: auth.Credentials) -> 
         ("a-abc123-key", "--api-key 'a-abc123-key': expected KEY:TOKEN, with KEY a-{org}-{rest}"),
         ("a-abc123-key:", "--api-key 'a-abc123-key': the token must be a non-empty string"),
         ("a-abc123-key:has space", "the token must be a non-empty string without whitespace"),
-        ("b-abc123-key:tok", "--api-key 'b-abc123-key': API key 'b-abc123-key': expected a-{org}"),
+        ("b-abc123-key:tok", "--api-key 'b-abc123-key': API key not valid (12 characters"),
         ("a-ABC123-key:tok", "--api-key 'a-ABC123-key': API key"),
     ],
 )
@@ -189,7 +189,7 @@ def test_every_problem_of_a_keys_file_is_listed(tmp_path: Path) -> None:
     assert f"{where}: unknown member 'apikeys'; accepted are 'api_keys' and 'device_tokens'" in (
         problems
     )
-    assert any(p.startswith(f"{where}: api_keys['nope']: API key 'nope'") for p in problems)
+    assert any(p.startswith(f"{where}: api_keys['nope']: API key not valid") for p in problems)
     assert f"{where}: api_keys['a-abc123-x']: the token must be {auth.TOKEN_RULE}" in problems
     assert any("device_tokens['a:abc123:app']: expected a device or gateway" in p for p in problems)
     assert any("device_tokens['d:abc123:t']: client ID 'd:abc123:t'" in p for p in problems)
