@@ -30,7 +30,7 @@ from typing import Final
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from worker.errors import ConfigError
@@ -107,7 +107,41 @@ def server_context(
             f"{source}: cannot load certificate {os.fspath(certfile)!r} with key "
             f"{os.fspath(keyfile)!r} (PEM files, the key matching the certificate): {exc}"
         ) from exc
+    problem = _cannot_serve(Path(certfile))
+    if problem is not None:
+        raise ConfigError(f"{source}: certificate {os.fspath(certfile)!r} {problem}")
     return context
+
+
+def _cannot_serve(certfile: Path) -> str | None:
+    """Why no client could complete a handshake with this certificate, or None.
+
+    OpenSSL accepts any certificate here and then fails every handshake when none of the
+    configured suites can use it (each of the four authenticates with RSA), so a listener with
+    an ECDSA certificate would accept connections and drop them all without a word.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(certfile.read_bytes())
+    except (OSError, ValueError) as exc:
+        return f"cannot be read as a PEM certificate: {exc}"
+    key = cert.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        kind = "ECDSA" if isinstance(key, ec.EllipticCurvePublicKey) else "non-RSA"
+        return (
+            f"has a {kind} key, but every one of the platform's TLS 1.2 cipher suites "
+            f"({', '.join(CIPHERS)}) authenticates with RSA, so no handshake could succeed; "
+            "use an RSA certificate (--dev-tls DIR makes one for development)"
+        )
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if not (usage.digital_signature or usage.key_encipherment):
+        return (
+            "allows neither digitalSignature (ECDHE-RSA suites) nor keyEncipherment (RSA key "
+            "exchange suites) in its key usage, so no handshake could succeed"
+        )
+    return None
 
 
 def dev_server_context(directory: str | os.PathLike[str]) -> tuple[ssl.SSLContext, Path]:
