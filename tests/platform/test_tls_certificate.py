@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 from pathlib import Path
 
 import pytest
@@ -62,4 +63,4 @@ def test_worker_platform_refuses_to_start_with_it(tmp_path: Path) -> None:
 
 def test_the_development_rsa_certificate_is_accepted(tmp_path: Path) -> None:
     context, ca = tls.dev_server_context(tmp_path)
-    assert ca.is_file() and context.maximum_version == tls.ssl.TLSVersion.TLSv1_2
+    assert ca.is_file() and context.maximum_version == ssl.TLSVersion.TLSv1_2
