@@ -54,4 +54,5 @@ def test_both_gauges_are_exposed_and_idle_is_zero() -> None:
     text = generate_latest(registry).decode()
     assert "worker_concurrency 16.0" in text
     assert "worker_handler_saturation 0.0" in text
+    assert "worker_busy_lanes 0.0" in text
     assert "# TYPE worker_handler_saturation gauge" in text

@@ -1,8 +1,9 @@
 """The scaling signal: how busy the lanes are, as two gauges an autoscaler can read directly.
 
 ``worker_concurrency``         the lanes (``settings.concurrency``): handler runs at once
-``worker_handler_saturation``  the share of the lanes' time spent in handlers over the last
-                               :data:`WINDOW` seconds, 0..1
+``worker_busy_lanes``          lanes busy on average over the last :data:`WINDOW` seconds
+                               (handler seconds per second): the work, whatever the replicas
+``worker_handler_saturation``  ``worker_busy_lanes / worker_concurrency``, 0..1
 
 Saturation is ``Δ sum(worker_handler_seconds_sum) / Δt / worker_concurrency``: the same
 quantity as the recording rule ``sum(rate(worker_handler_seconds_sum[1m])) /
@@ -73,19 +74,26 @@ class Saturation(Collector):
             self.sample()
 
     def describe(self) -> Iterable[Metric]:
-        return self._families(0.0)
+        return families(self._lanes, 0.0)
 
     def collect(self) -> Iterable[Metric]:
-        return self._families(self.ratio())
+        return families(self._lanes, self.busy_lanes())
 
-    def _families(self, ratio: float) -> list[Metric]:
-        lanes = GaugeMetricFamily(
-            "worker_concurrency", "Lanes: handler runs this worker takes at once"
-        )
-        lanes.add_metric([], float(self._lanes))
-        saturation = GaugeMetricFamily(
-            "worker_handler_saturation",
-            f"Share of the lanes' time spent in handlers over the last {WINDOW:g} s (0..1)",
-        )
-        saturation.add_metric([], ratio)
-        return [lanes, saturation]
+
+def families(lanes: int, busy: float) -> list[Metric]:
+    """The three gauges for ``lanes`` lanes of which ``busy`` are busy on average."""
+    concurrency = GaugeMetricFamily(
+        "worker_concurrency", "Lanes: handler runs this worker takes at once"
+    )
+    concurrency.add_metric([], float(lanes))
+    busy_lanes = GaugeMetricFamily(
+        "worker_busy_lanes",
+        f"Lanes busy on average over the last {WINDOW:g} s (handler seconds per second)",
+    )
+    busy_lanes.add_metric([], busy)
+    saturation = GaugeMetricFamily(
+        "worker_handler_saturation",
+        f"Share of the lanes' time spent in handlers over the last {WINDOW:g} s (0..1)",
+    )
+    saturation.add_metric([], min(1.0, busy / lanes) if lanes else 0.0)
+    return [concurrency, busy_lanes, saturation]
