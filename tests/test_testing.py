@@ -397,3 +397,82 @@ def test_the_fixtures_load_when_asked_for(
     pytester.makepyfile(test_fixture=FIXTURE_TEST)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=SCENARIO)
     result.assert_outcomes(passed=1)
+
+
+async def test_handled_returns_the_outcomes_awaited_not_everything_so_far(
+    platform: LocalPlatform, running_app: RunApp
+) -> None:
+    app = App()
+
+    @app.event(event="reading")
+    async def on_reading(event: Event) -> None: ...
+
+    @app.device_status()
+    async def on_status(status: DeviceStatus) -> None: ...
+
+    serving = await running_app(app)
+    async with platform.device_client("sensor", "s7") as device:  # a Connect status, too
+        await device.publish("iot-2/evt/reading/fmt/json", b'{"temp": 1}', qos=1)
+        [reading] = await serving.handled(1, route="on_reading")
+        await device.publish("iot-2/evt/reading/fmt/json", b'{"temp": 2}', qos=1)
+        [second] = await serving.handled(1, route="on_reading")
+    assert (reading.route, second.route) == ("on_reading", "on_reading")
+    assert reading is not second  # each call takes outcomes no earlier call returned
+    [status] = await serving.handled(1, route="on_status")
+    assert status.route == "on_status"
+    [first] = await serving.handled(1)  # the status handler's Disconnect, or its Connect
+    assert first.route == "on_status" and first is not status
+    with pytest.raises(TimeoutError, match=r"0 of 1 outcomes of route 'on_reading' within"):
+        await serving.handled(1, within=SHORT, route="on_reading")
+
+
+MINIMAL_INI = """
+[pytest]
+worker_fixtures = true
+filterwarnings = error
+asyncio_default_fixture_loop_scope = function
+"""
+
+RUNNING_APP_TEST = """
+from worker import App, Event
+
+app = App()
+
+@app.event(event="reading")
+async def on_reading(event: Event) -> None: ...
+
+async def test_serving(running_app) -> None:
+    serving = await running_app(app)
+    assert serving.worker.started.is_set()
+"""
+
+
+@pytest.mark.slow
+def test_without_asyncio_mode_auto_the_plugin_says_what_to_add(pytester: pytest.Pytester) -> None:
+    pytester.makeini(MINIMAL_INI)
+    pytester.makepyfile(test_user=RUNNING_APP_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=SCENARIO)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*test_serving is an async test that pytest-asyncio does not run*asyncio_mode*auto*"]
+    )
+
+
+@pytest.mark.slow
+def test_with_the_documented_minimal_configuration_the_fixtures_work(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini(MINIMAL_INI + "asyncio_mode = auto\n")
+    pytester.makepyfile(test_user=RUNNING_APP_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=SCENARIO)
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.slow
+def test_a_worker_fixture_without_the_switch_says_what_to_add(pytester: pytest.Pytester) -> None:
+    pytester.makeini(USER_INI)
+    pytester.makepyfile(test_user=RUNNING_APP_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=SCENARIO)
+    result.assert_outcomes(errors=1)
+    wanted = "*fixture 'running_app' not found: the worker fixtures are off; add `worker_fixtures*"
+    result.stdout.fnmatch_lines([wanted])

@@ -123,8 +123,8 @@ async def publish_event(
 class RunningApp:
     """An App served by a :class:`~worker.runner.Worker` in this process.
 
-    ``outcomes`` collects what every (message, route) came to; :meth:`handled` waits for
-    them and raises a handler's exception, so a bug fails the test with its traceback.
+    ``outcomes`` collects what every (message, route) came to; :meth:`handled` waits for the
+    next ones and raises a handler's exception, so a bug fails the test with its traceback.
     """
 
     def __init__(self, app: App, settings: Settings, *, raise_errors: bool = True) -> None:
@@ -132,6 +132,8 @@ class RunningApp:
         self.settings = settings
         self.raise_errors = raise_errors
         self.outcomes: list[Handled] = []
+        #: outcomes ``handled`` returned already (by identity: each is returned once)
+        self._taken: set[int] = set()
         self._changed = asyncio.Event()
         self.worker = Worker(
             app, settings, handle_signals=False, startup_timeout=DEADLINE, observer=self._observe
@@ -157,19 +159,42 @@ class RunningApp:
             await self.stop()
             raise TimeoutError(f"the worker was not subscribed within {DEADLINE:g} s")
 
-    async def handled(self, count: int, within: float = DEADLINE) -> list[Handled]:
-        """Wait until ``count`` (message, route) pairs have finished; all outcomes so far.
+    async def handled(
+        self, count: int, within: float = DEADLINE, *, route: str | None = None
+    ) -> list[Handled]:
+        """Wait for the next ``count`` finished (message, route) pairs; exactly those.
 
-        Raises the first handler exception among them (unless ``raise_errors=False``).
+        Each call takes outcomes that no earlier call returned, in the order they finished,
+        so ``[first] = await serving.handled(1)`` then ``[second] = ...`` step through them.
+        With ``route`` (a route's name: the handler's, or its ``name=``) only that route's
+        outcomes count, whatever else (status messages, other routes) finished meanwhile.
+        Raises the first handler exception among them (unless ``raise_errors=False``), and
+        TimeoutError saying how many arrived when fewer than ``count`` did within ``within``.
         """
         __tracebackhide__ = True  # in pytest reports: the test, then the handler; not this
-        async with asyncio.timeout(within):
-            while len(self.outcomes) < count:
-                self._changed.clear()
-                await self._changed.wait()
+        picked = self._next(count, route)
+        try:
+            async with asyncio.timeout(within):
+                while len(picked) < count:
+                    self._changed.clear()
+                    await self._changed.wait()
+                    picked = self._next(count, route)
+        except TimeoutError:
+            which = f" of route {route!r}" if route else ""
+            seen = sorted({h.route for h in self.outcomes})
+            raise TimeoutError(
+                f"{len(picked)} of {count} outcomes{which} within {within:g} s "
+                f"(routes that finished so far: {', '.join(seen) or 'none'})"
+            ) from None
+        self._taken.update(id(h) for h in picked)
         if self.raise_errors:
-            raise_handler_error(self.outcomes)
-        return list(self.outcomes)
+            raise_handler_error(picked)
+        return picked
+
+    def _next(self, count: int, route: str | None) -> list[Handled]:
+        """Up to ``count`` outcomes not yet returned (of ``route``), oldest first."""
+        fresh = (h for h in self.outcomes if id(h) not in self._taken)
+        return [h for h in fresh if route is None or h.route == route][:count]
 
     async def stop(self) -> None:
         """Unsubscribe, drain and disconnect, as on SIGTERM; cancel past the deadline."""
