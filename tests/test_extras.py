@@ -1,4 +1,4 @@
-"""The ``test`` extra holds what a user's handler tests need; the project's own tools are ``dev``."""
+"""The ``test`` extra holds what a user's handler tests need; the project's tools are ``dev``."""
 
 from __future__ import annotations
 
