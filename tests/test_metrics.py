@@ -19,6 +19,7 @@ DOCUMENTED_NAMES = {
     "worker_handler_seconds": "histogram",
     "worker_intake_depth": "gauge",
     "worker_in_flight": "gauge",
+    "worker_handling_lag_seconds": "gauge",
     "worker_messages_dropped_total": "counter",
     "worker_dead_letters_total": "counter",
     "worker_connected": "gauge",

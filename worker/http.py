@@ -8,7 +8,8 @@ platform; this module only knows what the three paths answer:
   longest block the watchdog saw since the previous probe. A loop blocked by a handler
   cannot answer at all: the probe's timeout is the failure, and ``worker.watchdog`` logs
   why (how long, and the blocking call's stack).
-- ``/readyz``: 200 only when the readiness callback has no objection, 503 with its reason.
+- ``/readyz``: 200 only when the readiness callback has no objection, 503 with its reason;
+  either way with the details callback's fields (the handling lag: is the worker keeping up).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ _JSON: Final = "application/json"
 
 #: Returns None when the instance is ready, else the reason it is not.
 Readiness = Callable[[], str | None]
+#: Fields added to every /readyz answer, read when asked.
+Details = Callable[[], dict[str, object]]
 
 
 class HttpServer:
@@ -44,11 +47,13 @@ class HttpServer:
         registry: CollectorRegistry,
         readiness: Readiness,
         watchdog: LoopWatchdog | None = None,
+        details: Details | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self._registry = registry
         self._readiness = readiness
+        self._details = details
         self._watchdog = watchdog
         self._server = web.Server(
             {"/metrics": self._metrics, "/livez": self._livez, "/readyz": self._readyz}
@@ -88,9 +93,10 @@ class HttpServer:
 
     async def _readyz(self) -> web.Response:
         reason = self._readiness()
+        details = self._details() if self._details is not None else {}
         if reason is None:
-            return web.Response(200, _json(status="ready"), _JSON)
-        return web.Response(503, _json(status="not ready", reason=reason), _JSON)
+            return web.Response(200, _json(status="ready", **details), _JSON)
+        return web.Response(503, _json(status="not ready", reason=reason, **details), _JSON)
 
 
 async def _loop_lag() -> float:

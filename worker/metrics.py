@@ -249,6 +249,12 @@ class Metrics:
     def _state_families(self, r: CollectorRegistry) -> None:
         self.intake_depth = Gauge("worker_intake_depth", "Messages queued for a lane", registry=r)
         self.in_flight = Gauge("worker_in_flight", "Handler runs in progress", registry=r)
+        self.handling_lag = Gauge(
+            "worker_handling_lag_seconds",
+            "Age of the oldest message waiting for a handler lane (0 when none waits): the "
+            "worker is falling behind when it grows",
+            registry=r,
+        )
         self.connected = Gauge("worker_connected", "1 while connected", registry=r)
         self.subscribed = Gauge("worker_subscribed", "1 while subscribed", registry=r)
         self.reconnects = Counter("worker_reconnects", "Reconnections after a loss", registry=r)
@@ -265,10 +271,18 @@ class Metrics:
         child: Histogram = self.batch_sizes.labels(route=name)
         return child
 
-    def watch(self, *, intake_depth: Callable[[], float], in_flight: Callable[[], float]) -> None:
-        """Read the two gauges from these functions at scrape time: nothing on the hot path."""
+    def watch(
+        self,
+        *,
+        intake_depth: Callable[[], float],
+        in_flight: Callable[[], float],
+        handling_lag: Callable[[], float] | None = None,
+    ) -> None:
+        """Read these gauges from these functions at scrape time: nothing on the hot path."""
         self.intake_depth.set_function(intake_depth)
         self.in_flight.set_function(in_flight)
+        if handling_lag is not None:
+            self.handling_lag.set_function(handling_lag)
 
     def set_connected(self, connected: bool) -> None:
         """The connection supervisor reports connect (True) and loss (False)."""

@@ -121,6 +121,14 @@ class _Lane:
         self.summoned = False
 
 
+def _oldest_queued(queue: deque[_Work | _Batch]) -> float | None:
+    """When the first still-queued work of ``queue`` arrived (its oldest item for a batch)."""
+    for work in queue:
+        if work.state == _QUEUED:
+            return work.items[0].received_at if isinstance(work, _Batch) else work.received_at
+    return None
+
+
 def _wake(future: asyncio.Future[None] | None) -> None:
     if future is not None and not future.done():
         future.set_result(None)
@@ -180,7 +188,11 @@ class Pipeline:
         self._finished = asyncio.Event()
         self._idle_now = asyncio.Event()
         self._idle_now.set()
-        metrics.watch(intake_depth=lambda: self._queued, in_flight=lambda: self._in_flight)
+        metrics.watch(
+            intake_depth=lambda: self._queued,
+            in_flight=lambda: self._in_flight,
+            handling_lag=self.handling_lag,
+        )
 
     def _runner(
         self,
@@ -223,6 +235,18 @@ class Pipeline:
     def in_flight(self) -> int:
         """Work a lane has started and not finished (including retries and dead-lettering)."""
         return self._in_flight
+
+    def handling_lag(self) -> float:
+        """Seconds the oldest message waiting for a lane has waited (0: none waits).
+
+        Read at scrape time (``/metrics``, ``/readyz``): a look at the head of each queue and
+        each filling batch, so the hot path pays nothing for it. Work at a head that was
+        taken or dropped is skipped (queues are swept lazily).
+        """
+        queues: list[deque[_Work | _Batch]] = [self._shared, *(lane.queue for lane in self._lanes)]
+        times = [t for t in map(_oldest_queued, queues) if t is not None]
+        times += [o.items[0].received_at for o in self._filling if o.items]
+        return max(0.0, time.time() - min(times)) if times else 0.0
 
     async def idle(self) -> None:
         """Return once nothing is queued or running and the finished work's acks have left."""

@@ -80,7 +80,12 @@ class Worker:
         #: reports a blocked event loop (a blocked loop cannot answer /livez, so it logs why)
         self.watchdog = LoopWatchdog()
         self.http = HttpServer(
-            host, port, registry=self.registry, readiness=self.readiness, watchdog=self.watchdog
+            host,
+            port,
+            registry=self.registry,
+            readiness=self.readiness,
+            watchdog=self.watchdog,
+            details=self.readiness_details,
         )
         self._startup_timeout = startup_timeout
         self._on_ready = on_ready
@@ -134,6 +139,10 @@ class Worker:
         if not conn.subscribed:
             return conn.problem or "not subscribed"
         return self.pipeline.degraded()
+
+    def readiness_details(self) -> dict[str, object]:
+        """What /readyz adds to its answer: how far behind the handlers are."""
+        return {"handling_lag_seconds": round(self.pipeline.handling_lag(), 3)}
 
     @property
     def metrics_url(self) -> str:
