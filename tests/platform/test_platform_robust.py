@@ -19,6 +19,7 @@ from tests.support.credentials import API_KEY, DEVICE, DEVICE_TOKEN, ORG, TOKEN
 from tests.support.platform import platform_config
 from worker.mqtt import Pingreq, Pingresp, Puback, Publish
 from worker.platform import Platform
+from worker.platform.limits import Limits
 
 ALL_EVENTS = "iot-2/type/+/id/+/evt/+/fmt/+"
 EVENT = "iot-2/evt/e/fmt/bin"
@@ -103,7 +104,10 @@ async def test_silent_socket_is_closed_after_the_connect_timeout() -> None:
 
 
 async def test_slow_subscriber_is_bounded_and_does_not_stall_others() -> None:
-    cfg = platform_config(buffer_size=50, write_buffer_high=16 * 1024)
+    # A subscriber that never reads holds its publishers back for limits.backpressure_wait at
+    # most (shortened here below the client's wait for each message), then no more.
+    limits = Limits(backpressure_wait=0.5)
+    cfg = platform_config(buffer_size=50, write_buffer_high=16 * 1024, limits=limits)
     async with Platform(cfg) as p, AsyncExitStack() as stack:
         slow = await slow_reader(p.port, stack)
         assert (await slow.connect(f"a:{ORG}:slow", API_KEY, TOKEN)).reason_code == 0
@@ -137,7 +141,7 @@ async def slow_reader(port: int, stack: AsyncExitStack) -> RawClient:
     return client
 
 
-async def test_w20_w21_durable_subscription_keeps_the_newest_5000(
+async def test_w20_w21_durable_subscription_keeps_5000_and_refuses_later_qos1(
     platform: Platform, clients: AsyncExitStack
 ) -> None:
     app = await raw(platform.port, clients)
@@ -160,7 +164,10 @@ async def test_w20_w21_durable_subscription_keeps_the_newest_5000(
             got.append(int(packet.payload))
             assert packet.packet_id is not None
             back.send(Puback(packet.packet_id))
-    assert got == list(range(3, total))  # the three oldest were dropped
+    # A QoS 1 message is never pushed out by a newer one: the three newest were refused
+    # (counted; an MQTT 5 publisher is told in its PUBACK, see test_limits).
+    assert got == list(range(5000))
+    assert platform.router.drops == 3
 
 
 async def test_unacked_qos1_is_resent_with_dup_on_resume(

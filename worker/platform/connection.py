@@ -23,12 +23,15 @@ from worker.mqtt import (
     MQTT_3_1_1,
     MQTT_5,
     Disconnect,
+    Packet,
     PacketReader,
     ReasonCode,
     UnsupportedProtocolVersion,
     encode,
 )
 from worker.platform.handlers import handle, refuse_version
+from worker.platform.limits import Limit
+from worker.platform.logs import clip
 from worker.platform.router import Envelope
 from worker.platform.rules import Principal
 from worker.platform.session import Session
@@ -61,7 +64,9 @@ class MqttConnection(asyncio.Protocol):
         self.hub = hub
         self.secure = secure
         self.websocket = websocket
-        self.reader = PacketReader(hub.max_packet_size)
+        # Until CONNECT is accepted only a small packet is read (limits.connect_bytes): an
+        # unauthenticated socket must not make the platform buffer a 200 KB packet.
+        self.reader = PacketReader(hub.limits.connect_bytes)
         self.protocol_level = MQTT_3_1_1
         self.paused = False
         self.closed = False
@@ -87,9 +92,12 @@ class MqttConnection(asyncio.Protocol):
         self._last_read = self._loop.time()
         #: client topic -> internal topic, for topics this client already published to
         self.routes: dict[str, str] = {}
+        #: held by back-pressure (the hub's); packets read and not yet handled wait here
+        self.held = False
+        self._waiting: list[Packet] | None = None
 
     def __repr__(self) -> str:
-        who = self.principal.client_id if self.principal else "(connecting)"
+        who = clip(self.principal.client_id) if self.principal else "(connecting)"
         return f"<MqttConnection {who} from {self.peer}>"
 
     # --- asyncio.Protocol -------------------------------------------------------------------
@@ -115,6 +123,8 @@ class MqttConnection(asyncio.Protocol):
         try:
             packets = self.reader.feed(data)
         except PacketTooLarge as exc:
+            if self.session is None:
+                self.hub.limit(Limit.CONNECT_BYTES)
             self.close(CloseCode.MESSAGE_TOO_LARGE, str(exc))
             return
         except UnsupportedProtocolVersion as exc:
@@ -123,16 +133,44 @@ class MqttConnection(asyncio.Protocol):
         except ProtocolError as exc:
             self.close(CloseCode.DATA_NOT_VALID, str(exc))
             return
+        if self._waiting is not None:
+            self._waiting.extend(packets)  # held: they wait behind the others, in order
+        else:
+            self._handle_all(packets)
+        self.hub.after_read(self, counters.read_msg - before, len(data))
+
+    def _handle_all(self, packets: list[Packet]) -> None:
         try:
-            for packet in packets:
+            for index, packet in enumerate(packets):
                 handle(self, packet)
                 if self.closed:
+                    break
+                if self.held and index + 1 < len(packets):
+                    # Back-pressure stops at the packet that caused it, not at the end of the
+                    # read: one read can hold thousands of small PUBLISHes.
+                    self._waiting = packets[index + 1 :]
                     break
         except Exception:
             # A bug must cost one connection, not the server: log it once and close.
             log.exception("internal error on %r", self)
             self.close(CloseCode.SERVER_CLOSED, "internal error")
-        self.hub.after_read(self, counters.read_msg - before, len(data))
+
+    def hold(self) -> None:
+        """Back-pressure: stop reading (and handling what was read) until :meth:`release`."""
+        self.held = True
+        if isinstance(self.transport, asyncio.ReadTransport):
+            self.transport.pause_reading()
+
+    def release(self) -> None:
+        """The hold is over: handle the packets that waited, then read again."""
+        self.held = False
+        waiting, self._waiting = self._waiting, None
+        if waiting and not self.closed:
+            before = self.counters.read_msg
+            self._handle_all(waiting)
+            self.hub.after_read(self, self.counters.read_msg - before, 0)
+        if not self.held and not self.closed and isinstance(self.transport, asyncio.ReadTransport):
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         return False
@@ -203,7 +241,10 @@ class MqttConnection(asyncio.Protocol):
         if self.closed:
             return
         if code not in (CloseCode.NORMAL, CloseCode.SERVER_SHUTDOWN, CloseCode.CLIENT_ID_REUSED):
-            log.info("closing %r: %s (%s)", self, REASONS.get(code, code), reason or "-")
+            text = REASONS.get(code, str(code))
+            self.hub.closing_log.info(
+                str(code), "closing %r: %s (%s)", self, text, clip(reason or "-")
+            )
         v5_code = _V5_DISCONNECT.get(code)
         if self.protocol_level == MQTT_5 and self.session is not None and v5_code is not None:
             self.send(encode(Disconnect(v5_code), MQTT_5))

@@ -9,7 +9,9 @@ where the platform answers instead: MQTT 5 reason codes, and gateway ``notify`` 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 from worker.mqtt import (
@@ -38,6 +40,7 @@ from worker.mqtt import (
     encode,
     encode_puback,
 )
+from worker.platform.logs import clip
 from worker.platform.router import Envelope
 from worker.platform.rules import Denied, Principal, check_size, publish_target, subscribe_target
 from worker.platform.session import Session
@@ -93,7 +96,8 @@ def _on_connect(conn: MqttConnection, packet: Connect) -> None:
         return
     props = NO_PROPERTIES
     if packet.protocol_level == MQTT_5:
-        props = conn.hub.connack_properties(keepalive, packet.keep_alive)
+        props = conn.hub.connack_properties(keepalive, packet.keep_alive, packet)
+    conn.reader.max_packet_size = conn.hub.max_packet_size
     conn.send(encode(Connack(present, ConnackReturnCode.ACCEPTED, props), conn.protocol_level))
     conn.start_keepalive(keepalive)
     conn.session = session
@@ -105,10 +109,19 @@ def _refuse(conn: MqttConnection, packet: Connect, exc: Denied) -> None:
     """CONNACK "not authorized" (5.0: the client ID's own code when it is the client ID), a
     FailedConnect status message, close (W4-W6)."""
     code: int = ConnackReturnCode.NOT_AUTHORIZED
+    full = exc.close_code == CloseCode.SERVER_CLOSED  # no room for a session (limits.sessions)
     if conn.protocol_level == MQTT_5:
         bad_id = exc.close_code == CloseCode.CLIENT_ID_NOT_VALID
         code = ReasonCode.CLIENT_IDENTIFIER_NOT_VALID if bad_id else ReasonCode.NOT_AUTHORIZED
-    log.info("refused %r (%s): %s (%s)", packet.client_id, conn.peer, exc, connack_meaning(code))
+        if full:
+            code = ReasonCode.QUOTA_EXCEEDED
+    elif full:
+        code = ConnackReturnCode.SERVER_UNAVAILABLE
+    meaning = connack_meaning(code)
+    conn.hub.refusal_log.info(
+        meaning, "refused %s (%s): %s (%s)", clip(packet.client_id), conn.peer, clip(str(exc)),
+        meaning,
+    )  # fmt: skip
     conn.send(encode(Connack(False, code), conn.protocol_level))
     conn.hub.failed(conn, packet, exc)
     conn.close(exc.close_code, str(exc))
@@ -148,10 +161,39 @@ def _on_publish(conn: MqttConnection, packet: Publish) -> None:
         _on_publish_qos2(conn, session, packet, internal)
         return
     # W16: the client's retain flag is cleared; the message is routed as not retained.
-    conn.hub.route(Envelope(internal, packet.payload, qos))
+    refused = _route_message(conn, _envelope(internal, packet))
     if qos:
         assert packet.packet_id is not None
-        conn.send(encode_puback(packet.packet_id))
+        if refused and conn.protocol_level == MQTT_5:
+            conn.send(encode(Puback(packet.packet_id, ReasonCode.QUOTA_EXCEEDED), MQTT_5))
+        else:
+            conn.send(encode_puback(packet.packet_id))
+
+
+def _envelope(internal: str, packet: Publish) -> Envelope:
+    """The message to route: MQTT 5 properties kept for v5 subscribers, the expiry as a time."""
+    props = packet.properties
+    if props is NO_PROPERTIES:
+        return Envelope(internal, packet.payload, packet.qos)
+    if props.subscription_identifiers:
+        # A client may not send them (MQTT-3.3.4-6); they are not passed on.
+        props = dataclasses.replace(props, subscription_identifiers=())
+    interval = props.message_expiry_interval
+    expires = None if interval is None else time.monotonic() + interval
+    return Envelope(internal, packet.payload, packet.qos, properties=props, expires=expires)
+
+
+def _route_message(conn: MqttConnection, msg: Envelope) -> bool:
+    """Route; hold the publisher when a subscriber fell behind. True when some delivery could
+    not be queued (counted as dropped; an MQTT 5 publisher's acknowledgement says so)."""
+    router = conn.hub.router
+    router.refused = 0
+    router.pressure = None
+    conn.hub.route(msg)
+    if router.pressure is not None:
+        conn.hub.hold(conn, router.pressure)
+        router.pressure = None
+    return router.refused > 0
 
 
 def _route(conn: MqttConnection, principal: Principal, packet: Publish) -> str:
@@ -173,10 +215,16 @@ def _on_publish_qos2(
     packet_id = packet.packet_id
     assert packet_id is not None
     # Delivered on PUBLISH; a resent PUBLISH before PUBREL is answered but not routed again.
+    refused = False
     if packet_id not in session.qos2_received:
         session.qos2_received.add(packet_id)
-        conn.hub.route(Envelope(internal, packet.payload, 2))
-    conn.send(encode(Pubrec(packet_id), conn.protocol_level))
+        refused = _route_message(conn, _envelope(internal, packet))
+    v5_refused = refused and conn.protocol_level == MQTT_5
+    if v5_refused:
+        # A PUBREC with an error code ends the exchange (MQTT 5 4.3.3): no PUBREL follows.
+        session.qos2_received.discard(packet_id)
+    reason = ReasonCode.QUOTA_EXCEEDED if v5_refused else ReasonCode.SUCCESS
+    conn.send(encode(Pubrec(packet_id, reason), conn.protocol_level))
 
 
 def _publish_refused(conn: MqttConnection, packet: Publish, exc: Denied) -> None:

@@ -16,16 +16,27 @@ status messages with their retain rules (W30):
 
 Clearing updates the retained store only; no empty message is sent to live subscribers, so
 consumers never see a status message that is not JSON [INF].
+
+Limits (:mod:`worker.platform.limits`): offline durable sessions expire (MQTT 5: the client's
+Session Expiry Interval, at most ``session_expiry``; 3.1.1: ``session_expiry``) and take their
+retained status with them; past ``sessions`` the oldest offline session is evicted, and with
+none offline a CONNECT is refused (server unavailable / 5.0 quota exceeded); past
+``connecting`` sockets without a completed CONNECT, the oldest is closed. A publisher whose
+message left an online subscriber more than half full is held (its socket not read) until the
+subscriber catches up or ``backpressure_wait`` passes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from worker.errors import IdentityError
 from worker.identity import QUICKSTART_ORG, ClientId, parse_client_id
 from worker.mqtt import MQTT_5, Connect, Properties, Will
+from worker.platform.limits import Limit, Limits
+from worker.platform.logs import Throttle, clip
 from worker.platform.metrics import DropReason, RefusalReason
 from worker.platform.router import Envelope, Router
 from worker.platform.rules import (
@@ -46,10 +57,16 @@ if TYPE_CHECKING:
     from worker.platform.connection import MqttConnection
     from worker.platform.metrics import PlatformMetrics
 
+log = logging.getLogger("worker.platform")
+
 MAX_SUBSCRIPTIONS = 1000
 """Filters one session may hold; more are refused in the SUBACK [INF: AWS IoT allows 50]."""
 SHARED_MAX_KEEPALIVE = 3600
 """W23: keepalive of ``A:org:app`` (no instance) is 1-3600 s; 0 or more becomes 3600."""
+HOLD_CHECK = 0.02
+"""Seconds between checks whether a held publisher may be read again."""
+NEVER_EXPIRES = 0xFFFFFFFF
+"""MQTT 5 Session Expiry Interval meaning "never" (MQTT 5 3.1.2.11.2)."""
 
 
 class Hub:
@@ -68,6 +85,7 @@ class Hub:
         max_keepalive: int | None = None,
         write_buffer_high: int = 256 * 1024,
         metrics: PlatformMetrics | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.router = router
@@ -89,20 +107,46 @@ class Hub:
         self.sessions: dict[str, Session] = {}
         #: live application connections by internal status topic, oldest first
         self._apps: dict[str, list[MqttConnection]] = {}
+        self.limits = limits or Limits()
+        #: offline durable sessions, the longest offline first, with their status topics
+        self.offline: dict[str, tuple[Session, str]] = {}
+        #: connections with a session now
+        self.attached = 0
+        #: sockets whose CONNECT is not accepted yet, oldest first
+        self.connecting: dict[MqttConnection, None] = {}
+        #: publishers held by back-pressure: connection -> (session waited for, give up at)
+        self.held: dict[MqttConnection, tuple[Session, float]] = {}
+        self._hold_timer: asyncio.TimerHandle | None = None
+        #: log lines about closing and refusing clients: one per kind and 10 s, then a count
+        self.closing_log = Throttle(log)
+        self.refusal_log = Throttle(log)
         self.stopping = False
         self._all_closed = asyncio.Event()
 
     # --- connection lifecycle ---------------------------------------------------------------
 
     def opened(self, conn: MqttConnection) -> None:
-        """A socket was accepted."""
+        """A socket was accepted; past ``limits.connecting`` the oldest still connecting goes."""
         self.connections.add(conn)
+        self.connecting[conn] = None
+        if len(self.connecting) > self.limits.connecting:
+            oldest = next(iter(self.connecting))
+            self.limit(Limit.CONNECTING)
+            oldest.close(CloseCode.NO_DATA, "too many connections without CONNECT")
+            self.connecting.pop(oldest, None)
 
     def forget(self, conn: MqttConnection) -> None:
         """A socket is gone."""
         self.connections.discard(conn)
+        self.connecting.pop(conn, None)
+        self.held.pop(conn, None)
         if not self.connections:
             self._all_closed.set()
+
+    def limit(self, limit: Limit) -> None:
+        """Count one hit of a limit."""
+        if self.metrics is not None:
+            self.metrics.limit(limit)
 
     def admit(self, conn: MqttConnection, packet: Connect) -> tuple[Session, bool, int]:
         """Check a CONNECT and give it a session: (session, session present, keepalive)."""
@@ -121,6 +165,7 @@ class Hub:
         session, present = self._session(conn, principal, packet)
         # MQTT 5 3.1.2.11.3: never more unacknowledged QoS 1/2 messages than the client allows.
         session.window = min(self.max_inflight, packet.properties.receive_maximum or 0xFFFF)
+        self.connecting.pop(conn, None)
         if self.metrics is not None:
             conn.metrics = self.metrics.client(client.cls)
             conn.metrics.connected()
@@ -143,10 +188,14 @@ class Hub:
             return cap
         return requested
 
-    def connack_properties(self, keepalive: int, requested: int) -> Properties:
-        """What a v5 CONNACK tells the client (W23: the keepalive it must use)."""
+    def connack_properties(self, keepalive: int, requested: int, packet: Connect) -> Properties:
+        """What a v5 CONNACK tells the client (W23: the keepalive it must use; the session
+        expiry it gets when it asked for more than ``limits.session_expiry``)."""
+        asked = packet.properties.session_expiry_interval or 0
+        granted = self._expiry(packet)
         return Properties(
             server_keep_alive=keepalive if keepalive != requested else None,
+            session_expiry_interval=granted if granted != asked else None,
             maximum_qos=self.max_qos if self.max_qos < 2 else None,
             shared_subscription_available=0,
             subscription_identifier_available=0,
@@ -163,22 +212,45 @@ class Hub:
         share = (client.name, client.qualifier is not None) if client.is_shared else None
         if client.is_shared and client.qualifier is None:
             # W24: every instance uses this same ID; none takes another over.
+            self._make_room(cid)
             return self._new_session(cid, False, share), False
         old = self.live.get(cid)
         if old is not None:
             old.close(CloseCode.CLIENT_ID_REUSED, "a new connection uses this client ID")
         session = self.sessions.pop(cid, None)
+        self.offline.pop(cid, None)
         if session is not None and packet.clean_start:
             session.end()
             session = None
         present = session is not None
         if session is None:
+            self._make_room(cid)
             session = self._new_session(cid, durable, share)
         session.durable = durable
+        session.expiry = self._expiry(packet) if durable else 0
         if durable:
             self.sessions[cid] = session
         self.live[cid] = conn
         return session, present
+
+    def _expiry(self, packet: Connect) -> int:
+        """Seconds the session outlives its connection: MQTT 5 asks, at most the limit."""
+        cap = self.limits.session_expiry
+        if packet.protocol_level != MQTT_5:
+            return 0 if packet.clean_start else cap
+        asked = packet.properties.session_expiry_interval or 0
+        return cap if asked == NEVER_EXPIRES else min(asked, cap)
+
+    def _make_room(self, cid: str) -> None:
+        """Before a new session: past ``limits.sessions``, evict the oldest offline one, or
+        refuse the CONNECT when every session is connected."""
+        if self.attached + len(self.offline) < self.limits.sessions:
+            return
+        self.limit(Limit.SESSIONS)
+        if not self.offline:
+            raise Denied(CloseCode.SERVER_CLOSED, f"no room for a new session ({cid!r})")
+        oldest = next(iter(self.offline))
+        self._expire(oldest, self.offline[oldest][0])
 
     def _new_session(self, cid: str, durable: bool, share: tuple[str, bool] | None) -> Session:
         return Session(
@@ -188,7 +260,28 @@ class Hub:
             share=share,
             window=self.max_inflight,
             buffer_size=self.router.buffer_size,
+            max_bytes=self.limits.session_queue_bytes,
         )
+
+    def _went_offline(self, cid: str, session: Session, status_topic: str) -> None:
+        """A durable session lost its client: keep it until it expires (or is evicted)."""
+        self.offline[cid] = (session, status_topic)
+        loop = asyncio.get_running_loop()
+        session.expiry_timer = loop.call_later(session.expiry, self._expired, cid, session)
+
+    def _expired(self, cid: str, session: Session) -> None:
+        session.expiry_timer = None
+        self.limit(Limit.SESSION_EXPIRY)
+        self._expire(cid, session)
+
+    def _expire(self, cid: str, session: Session) -> None:
+        """End an offline session: its messages are counted, its retained status goes."""
+        entry = self.offline.pop(cid, None)
+        if self.sessions.get(cid) is session:
+            del self.sessions[cid]
+        session.end(DropReason.SESSION_EXPIRED)
+        if entry is not None:
+            self.router.forget_retained(entry[1])
 
     def connected(self, conn: MqttConnection) -> None:
         """The CONNACK is out: publish the retained Connect status message (W30)."""
@@ -196,6 +289,7 @@ class Hub:
         assert p is not None and info is not None
         payload = status_payload(Action.CONNECT, info, now=info.connect_time)
         conn.connect_status = payload
+        self.attached += 1
         if p.client.is_application:
             self._apps.setdefault(p.status_topic, []).append(conn)
         self._status(p.status_topic, payload, retain=not p.quickstart)
@@ -204,10 +298,14 @@ class Hub:
         """A connected client is gone: session, will, registry, Disconnect status (W30, W40)."""
         p, session = conn.principal, conn.session
         assert p is not None and session is not None
+        self.attached -= 1
+        self.held.pop(conn, None)
         session.detach()
         cid = p.client_id
         if not session.durable and self.sessions.get(cid) is session:
             del self.sessions[cid]
+        if session.durable and self.sessions.get(cid) is session and not self.stopping:
+            self._went_offline(cid, session, p.status_topic)
         if self.live.get(cid) is conn:
             del self.live[cid]
         if conn.metrics is not None:
@@ -264,6 +362,43 @@ class Hub:
         if not self.router.publish(msg) and self.metrics is not None:
             self.metrics.dropped(DropReason.NO_SUBSCRIBERS)
 
+    def hold(self, conn: MqttConnection, session: Session) -> None:
+        """Back-pressure: stop reading ``conn`` until ``session`` catches up (bounded wait).
+
+        A client is never held for its own session (its acks arrive on the socket that
+        would not be read), nor while the wait is 0.
+        """
+        wait = self.limits.backpressure_wait
+        if conn.session is session or not wait or conn in self.held or conn.closed:
+            return
+        loop = asyncio.get_running_loop()
+        conn.hold()
+        self.held[conn] = (session, loop.time() + wait)
+        if self._hold_timer is None:
+            self._hold_timer = loop.call_later(HOLD_CHECK, self._check_held)
+
+    def _check_held(self) -> None:
+        """Read held publishers again once their subscriber caught up, or gave up on."""
+        self._hold_timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for conn, (session, until) in list(self.held.items()):
+            if session.behind and not session.stuck and now < until:
+                continue
+            if session.behind and not session.stuck:
+                # The subscriber did not catch up in time: stop waiting for it; what does not
+                # fit from now on is dropped, counted and (MQTT 5) reported to the publisher.
+                session.stuck = True
+                self.limit(Limit.BACKPRESSURE)
+                log.warning(
+                    "subscriber %s fell behind for %g s; its publishers are read again",
+                    clip(session.client_id), self.limits.backpressure_wait,
+                )  # fmt: skip
+            del self.held[conn]
+            conn.release()  # may hold it again, behind another subscriber
+        if self.held and self._hold_timer is None:
+            self._hold_timer = loop.call_later(HOLD_CHECK, self._check_held)
+
     def refused_message(self, exc: Denied) -> None:
         """Count a client's message the platform would not route (W17, W37)."""
         if self.metrics is not None:
@@ -283,11 +418,10 @@ class Hub:
         self.router.publish(Envelope(p.own_prefix + "notify", payload, 0))
 
     def after_read(self, conn: MqttConnection, messages: int, nbytes: int) -> None:
-        """Per-read accounting (metrics are updated per read, never per message)."""
+        """Per-read accounting (metrics are updated per read, never per message; the groups'
+        dispatch counts at scrape time)."""
         if conn.metrics is not None:
             conn.metrics.received(messages, nbytes)
-            for group in self.router.groups():
-                group.report()
 
     def after_write(self, conn: MqttConnection, messages: int, nbytes: int) -> None:
         """Per-write accounting."""
@@ -308,6 +442,13 @@ class Hub:
     async def shutdown(self, grace: float) -> None:
         """Close every connection (93, no status messages) and wait until their sockets are gone."""
         self.stopping = True
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        for session, _topic in list(self.offline.values()):
+            if session.expiry_timer is not None:
+                session.expiry_timer.cancel()
+                session.expiry_timer = None
         for conn in list(self.connections):
             conn.close(CloseCode.SERVER_SHUTDOWN, "the platform is stopping")
         if not self.connections:

@@ -15,18 +15,27 @@ attribute access and a counter increment::
     group = metrics.group(org, app_id)               # when the shared group is created
     group.dispatched(n)                                # once per routed batch
     metrics.dropped(DropReason.QUEUE_FULL, n)
+    metrics.limit(Limit.SESSIONS)                     # a limit of worker.platform.limits hit
+
+Gauges that describe the whole platform (queued bytes, sessions, retained messages) and the
+shared groups' dispatch counts are read when ``/metrics`` is scraped (:meth:`watch`), so no
+per-packet code walks the groups or the sessions.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 from worker import web
 from worker.identity import ClientClass
+from worker.platform.limits import Limit
 
 PREFIX: Final = "worker_platform"
 #: Shared groups beyond this many share one series labelled ``OVERFLOW`` (W29 allows 10).
@@ -47,10 +56,12 @@ class DropReason(enum.StrEnum):
     TOPIC_NOT_VALID = "topic_not_valid"
     #: a valid publish that no subscription matched
     NO_SUBSCRIBERS = "no_subscribers"
-    #: the receiving client went away before the message could be written
+    #: the receiving client went away before acknowledging it, and no one could take it over
     CLIENT_GONE = "client_gone"
-    #: a rate limit of the throttling profile (W42)
-    THROTTLED = "throttled"
+    #: its MQTT 5 Message Expiry Interval passed while it was queued
+    EXPIRED = "expired"
+    #: queued for an offline durable session that expired (or was evicted) before it came back
+    SESSION_EXPIRED = "session_expired"
 
 
 class RefusalReason(enum.StrEnum):
@@ -141,13 +152,36 @@ class _Families:
             "shared_dispatched", "Messages dispatched to a shared group", "org", "app"
         )
         self.members = gauge("shared_members", "Subscribed members of a shared group", "org", "app")
+        self.limits = counter("limit_hits", "Times a limit refused, evicted or dropped", "limit")
+        self.redelivered = counter(
+            "messages_redelivered", "QoS 1 messages handed to another member, flagged DUP"
+        )
+        self.queued_bytes = gauge("queued_bytes", "Bytes of messages queued for clients")
+        self.sessions = gauge("sessions", "Sessions, connected and offline durable")
+        self.retained = gauge("retained_messages", "Retained status messages kept")
+
+
+class _BeforeScrape(Collector):
+    """Runs the scrape-time hooks before the families are read (registered first)."""
+
+    def __init__(self) -> None:
+        self.hooks: list[Callable[[], None]] = []
+
+    def collect(self) -> Iterable[Metric]:
+        for hook in self.hooks:
+            hook()
+        return []
 
 
 class PlatformMetrics:
     """The platform's metrics on ``registry``; every child the hot path uses is pre-bound."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        # Registered before the families: a registry collects in registration order.
+        self._before_scrape = _BeforeScrape()
+        registry.register(self._before_scrape)
         self._families = _Families(registry)
+        self._limits = {limit: self._families.limits.labels(limit) for limit in Limit}
         self._clients = {cls: ClientMetrics(self._families, cls) for cls in ClientClass}
         self._drops = {reason: self._families.dropped.labels(reason) for reason in DropReason}
         self._refusals = {reason: self._families.refused.labels(reason) for reason in RefusalReason}
@@ -176,6 +210,28 @@ class PlatformMetrics:
     def refused(self, reason: RefusalReason) -> None:
         """Count a refused CONNECT."""
         self._refusals[reason].inc()
+
+    def limit(self, limit: Limit) -> None:
+        """Count one hit of a limit (see :mod:`worker.platform.limits`)."""
+        self._limits[limit].inc()
+
+    def redelivered(self, messages: int = 1) -> None:
+        """Count QoS 1 messages handed to another group member after their member went."""
+        self._families.redelivered.inc(messages)
+
+    def watch(
+        self,
+        *,
+        before_scrape: Callable[[], None],
+        queued_bytes: Callable[[], float],
+        sessions: Callable[[], float],
+        retained: Callable[[], float],
+    ) -> None:
+        """Read these when ``/metrics`` is scraped: nothing of it runs per packet."""
+        self._before_scrape.hooks.append(before_scrape)
+        self._families.queued_bytes.set_function(queued_bytes)
+        self._families.sessions.set_function(sessions)
+        self._families.retained.set_function(retained)
 
 
 # --- /metrics over HTTP --------------------------------------------------------------------

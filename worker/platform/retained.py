@@ -8,10 +8,15 @@ split by topic depth first (a filter without ``#`` can only match topics of its 
 and every event filter is deeper than every status topic), then walked level by level: a
 concrete level is one dict lookup, ``+`` visits the children, ``#`` everything below. The
 cost of a lookup is the path plus what it returns.
+
+The store is bounded (``limit``): one topic per client ever seen would otherwise grow without
+end. Past the limit the message stored longest ago without an update goes, and ``on_evict`` is
+told (the platform counts it). Sessions that end remove their own status (see the hub).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from worker.topics import MULTI, SINGLE
@@ -31,12 +36,16 @@ class _Node:
 class RetainedStore:
     """Retained messages by internal topic; ``match`` finds those a filter matches."""
 
-    __slots__ = ("_roots", "_size")
+    __slots__ = ("_on_evict", "_order", "_roots", "_size", "limit")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 10_000, on_evict: Callable[[], None] | None = None) -> None:
         #: topic depth -> the tree of the topics with that many levels
         self._roots: dict[int, _Node] = {}
         self._size = 0
+        #: stored topics, least recently updated first
+        self._order: dict[str, None] = {}
+        self.limit = limit
+        self._on_evict = on_evict
 
     def __len__(self) -> int:
         return self._size
@@ -50,6 +59,12 @@ class RetainedStore:
         if node.message is None:
             self._size += 1
         node.message = msg
+        self._order.pop(msg.topic, None)
+        self._order[msg.topic] = None
+        while self._size > self.limit:
+            self.remove(next(iter(self._order)))
+            if self._on_evict is not None:
+                self._on_evict()
 
     def remove(self, topic: str) -> None:
         """Forget the retained message of ``topic``; empty branches go with it."""
@@ -66,6 +81,7 @@ class RetainedStore:
             return
         node.message = None
         self._size -= 1
+        self._order.pop(topic, None)
         # Prune so that a churn of client IDs leaves no empty nodes behind.
         for parent, level in reversed(path):
             child = parent.children[level]

@@ -11,6 +11,12 @@ different filters do not share, and ``A:org:app`` and ``A:org:app:inst`` connect
 different groups (W26). The strategy picks among the members that are online now; when every
 member is an offline durable instance the group keeps the messages (at most the buffer size,
 the oldest dropped first) until one comes back (W26).
+
+Accounting: every message leaves a queue by being sent or by a counted drop (the platform's
+metrics, ``tally``). The bytes queued platform-wide are :attr:`Router.queued_bytes`, bounded by
+``max_queued_bytes`` (:mod:`worker.platform.limits`). While one message is routed, the router
+notes how many of its deliveries could not be queued (``refused``, for the publisher's MQTT 5
+PUBACK) and which online session is falling behind (``pressure``, for back-pressure).
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
+from worker.mqtt import NO_PROPERTIES, Properties
+from worker.platform.limits import MIB, Limit, entry_size
+from worker.platform.metrics import DropReason
 from worker.platform.retained import RetainedStore
 from worker.routing import TopicTrie
 
@@ -34,15 +43,38 @@ class Envelope:
     so they are encoded once per message and reused for every subscriber alike.
     """
 
-    __slots__ = ("encoded", "payload", "qos", "retain", "topic")
+    __slots__ = ("dup", "encoded", "expires", "payload", "properties", "qos", "retain", "topic")
 
-    def __init__(self, topic: str, payload: bytes, qos: int, *, retain: bool = False) -> None:
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        *,
+        retain: bool = False,
+        properties: Properties = NO_PROPERTIES,
+        expires: float | None = None,
+        dup: bool = False,
+    ) -> None:
         self.topic = topic
         self.payload = payload
         self.qos = qos
         #: set only on the stored copy of a retained message, sent to new subscriptions
         self.retain = retain
+        #: the MQTT 5 PUBLISH properties to forward to MQTT 5 subscribers (no topic alias)
+        self.properties = properties
+        #: ``time.monotonic()`` after which it is not delivered (MQTT 5 Message Expiry Interval)
+        self.expires = expires
+        #: a QoS 1 message that another member had received and not acknowledged (S4)
+        self.dup = dup
         self.encoded: dict[tuple[str, int], bytes] | None = None
+
+    def redelivery(self) -> Envelope:
+        """The copy handed to another member after its first member went: flagged DUP."""
+        return Envelope(
+            self.topic, self.payload, self.qos, properties=self.properties,
+            expires=self.expires, dup=True,
+        )  # fmt: skip
 
 
 class Owner(Protocol):
@@ -102,6 +134,22 @@ class GroupObserver(Protocol):
 
     def members(self, count: int) -> None:
         """The group now has ``count`` members."""
+        ...
+
+
+class Tally(Protocol):
+    """Where the router and the sessions count what they drop (the platform's metrics)."""
+
+    def dropped(self, reason: DropReason, messages: int = 1) -> None:
+        """Count discarded messages."""
+        ...
+
+    def limit(self, limit: Limit) -> None:
+        """Count one hit of a limit."""
+        ...
+
+    def redelivered(self, messages: int = 1) -> None:
+        """Count QoS 1 messages handed to another member, flagged DUP."""
         ...
 
 
@@ -197,21 +245,30 @@ class Router:
         buffer_size: int = BUFFER_SIZE,
         *,
         group_observer: Callable[[str, str], GroupObserver] | None = None,
-        on_drop: Callable[[int], None] | None = None,
+        tally: Tally | None = None,
+        max_queued_bytes: int = 64 * MIB,
+        max_retained: int = 10_000,
     ) -> None:
         self._trie: TopicTrie[Subscription | SharedGroup] = TopicTrie()
         self._groups: dict[GroupKey, SharedGroup] = {}
-        self._retained = RetainedStore()
+        self._retained = RetainedStore(max_retained, on_evict=self._retained_evicted)
         self.strategy = strategy
         self.buffer_size = buffer_size
+        self.max_queued_bytes = max_queued_bytes
         self._group_observer = group_observer
-        self._on_drop = on_drop
+        self.tally = tally
         #: messages dropped from full buffers, platform-wide (W21)
         self.drops = 0
         #: messages that matched no subscription at all
         self.unrouted = 0
         #: subscriptions stored now (each group member counts one)
         self.subscriptions = 0
+        #: bytes of messages queued in every session and group backlog (limits.entry_size)
+        self.queued_bytes = 0
+        #: deliveries of the message being routed that could not be queued (a quota was full)
+        self.refused = 0
+        #: an online session that fell behind while the message was routed (back-pressure)
+        self.pressure: Any = None
 
     # --- subscriptions ------------------------------------------------------------------------
 
@@ -264,6 +321,11 @@ class Router:
         if not group.members:
             del self._groups[group.key]
             self._trie.remove(sub.internal, group)
+            kept = len(group.backlog)
+            for msg in group.backlog:
+                self.queued_bytes -= entry_size(msg)
+            group.backlog.clear()
+            self.dropped(DropReason.CLIENT_GONE, kept)
 
     def flush_backlog(self, sub: Subscription) -> None:
         """Hand a group's kept messages to a member that has just come online (W26)."""
@@ -272,13 +334,19 @@ class Router:
             return
         backlog = group.backlog
         while backlog and sub.owner.online:
-            sub.owner.deliver(sub, backlog.popleft())
+            msg = backlog.popleft()
+            self.queued_bytes -= entry_size(msg)
+            sub.owner.deliver(sub, msg)
 
-    def hand_back(self, group: SharedGroup, messages: list[Envelope]) -> None:
-        """Give what a leaving member had not received yet to the rest of its group (S4)."""
+    def hand_back(self, group: SharedGroup, messages: list[Envelope], *, redelivered: bool) -> None:
+        """Give what a leaving member had not acknowledged or received to the rest of its
+        group (S4); with no member left, they are dropped and counted (``client_gone``)."""
+        if not group.members:
+            self.dropped(DropReason.CLIENT_GONE, len(messages))
+            return
+        if redelivered and self.tally is not None and messages:
+            self.tally.redelivered(len(messages))
         for msg in messages:
-            if not group.members:
-                return
             member = self.strategy.choose(group)
             if member is not None:
                 group.dispatched += 1
@@ -309,20 +377,51 @@ class Router:
         return len(targets)
 
     def _keep(self, group: SharedGroup, msg: Envelope) -> None:
-        if len(group.backlog) >= self.buffer_size:
-            group.backlog.popleft()
-            self.dropped()
-        group.backlog.append(msg)
+        """Keep a message for a group whose members are all offline (W26), within the limits."""
+        backlog = group.backlog
+        size = entry_size(msg)
+        if len(backlog) >= self.buffer_size:
+            self.limit(Limit.SUBSCRIPTION_MESSAGES)
+            self.queued_bytes -= entry_size(backlog.popleft())
+            self.dropped(DropReason.QUEUE_FULL)
+        if self.queued_bytes + size > self.max_queued_bytes:
+            self.limit(Limit.QUEUED_BYTES)
+            self.refuse()
+            return
+        backlog.append(msg)
+        self.queued_bytes += size
 
-    def dropped(self, messages: int = 1) -> None:
-        """Count messages dropped from a full buffer: nothing is dropped without a trace."""
-        self.drops += messages
-        if self._on_drop is not None:
-            self._on_drop(messages)
+    def refuse(self) -> None:
+        """One delivery of the message being routed could not be queued: counted, and the
+        publisher told when it speaks MQTT 5."""
+        self.refused += 1
+        self.dropped(DropReason.QUEUE_FULL)
+
+    def dropped(self, reason: DropReason = DropReason.QUEUE_FULL, messages: int = 1) -> None:
+        """Count dropped messages: nothing is dropped without a trace."""
+        if not messages:
+            return
+        if reason is DropReason.QUEUE_FULL:
+            self.drops += messages
+        if self.tally is not None:
+            self.tally.dropped(reason, messages)
+
+    def limit(self, limit: Limit) -> None:
+        """Count one hit of a limit."""
+        if self.tally is not None:
+            self.tally.limit(limit)
 
     def groups(self) -> list[SharedGroup]:
         """The shared groups that exist now."""
         return list(self._groups.values())
+
+    def report_groups(self) -> None:
+        """Tell each group's observer its dispatch count (at scrape time, not per read)."""
+        for group in list(self._groups.values()):
+            group.report()
+
+    def _retained_evicted(self) -> None:
+        self.limit(Limit.RETAINED)
 
     # --- retained status messages ---------------------------------------------------------------
 
@@ -336,3 +435,12 @@ class Router:
     def retained(self, internal_filter: str) -> list[Envelope]:
         """The retained messages a new subscription to ``internal_filter`` receives."""
         return self._retained.match(internal_filter)
+
+    def forget_retained(self, topic: str) -> None:
+        """Remove the retained message of ``topic`` (its client's session is over)."""
+        self._retained.remove(topic)
+
+    @property
+    def retained_count(self) -> int:
+        """Retained messages kept now."""
+        return len(self._retained)

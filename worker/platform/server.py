@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Self
 from worker.errors import ConfigError
 from worker.platform.auth import Credentials
 from worker.platform.connection import MqttConnection
+from worker.platform.handshakes import Handshakes, TlsGate
 from worker.platform.hub import MAX_SUBSCRIPTIONS, Hub
+from worker.platform.limits import Limit, Limits
 from worker.platform.router import BUFFER_SIZE, Router, make_strategy
 from worker.platform.rules import MAX_PAYLOAD, Authenticator
 
@@ -84,6 +86,8 @@ class PlatformConfig:
     #: the WebSocket layer for ``ws_port`` / ``wss_port``; None: ``worker.platform.websocket``
     websocket: WebSocketWrapper | None = None
     metrics: PlatformMetrics | None = None
+    #: memory and work bounds, each counted when hit (docs/platform/index.md, "Limits")
+    limits: Limits = field(default_factory=Limits)
     #: seconds ``close`` waits for clients to go before dropping their sockets
     shutdown_grace: float = 5.0
 
@@ -103,6 +107,7 @@ class PlatformConfig:
         for name in ("buffer_size", "max_inflight", "max_payload", "max_subscriptions"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
+        problems.extend(self.limits.problems())
         if problems:
             raise ConfigError(problems)
 
@@ -125,11 +130,14 @@ class Platform:
         self.config = config or PlatformConfig()
         self.config.check()
         metrics = self.config.metrics
+        limits = self.config.limits
         self.router = Router(
             make_strategy(self.config.strategy, self.config.seed),
             self.config.buffer_size,
             group_observer=metrics.group if metrics is not None else None,
-            on_drop=_drop_counter(metrics),
+            tally=metrics,
+            max_queued_bytes=limits.queued_bytes,
+            max_retained=limits.retained,
         )
         self.hub = Hub(
             authenticator=self.config.authenticator(),
@@ -142,6 +150,18 @@ class Platform:
             max_keepalive=self.config.max_keepalive,
             write_buffer_high=self.config.write_buffer_high,
             metrics=metrics,
+            limits=limits,
+        )
+        if metrics is not None:
+            hub, router = self.hub, self.router
+            metrics.watch(
+                before_scrape=router.report_groups,
+                queued_bytes=lambda: router.queued_bytes,
+                sessions=lambda: hub.attached + len(hub.offline),
+                retained=lambda: router.retained_count,
+            )
+        self._handshakes = Handshakes(
+            limits.handshakes, on_limit=lambda: self.hub.limit(Limit.HANDSHAKES)
         )
         #: set once every listener is bound
         self.ready = asyncio.Event()
@@ -189,13 +209,19 @@ class Platform:
         if websocket:
             wrap = self.config.websocket or _default_websocket()
             factory = lambda: wrap(mqtt)  # noqa: E731
+        if context is None:
+            return await loop.create_server(factory, self.config.host, port)
         # The CONNECT deadline starts when the protocol is made, which for TLS is after the
-        # handshake; without this, a socket that never says hello would hold on for asyncio's
-        # default of 60 s, so a slow-loris on the TLS port would outlast the connect timeout.
-        timeout = self.config.connect_timeout if context is not None else None
-        return await loop.create_server(
-            factory, self.config.host, port, ssl=context, ssl_handshake_timeout=timeout
-        )
+        # handshake; without a handshake timeout, a socket that never says hello would hold on
+        # for asyncio's default of 60 s, outlasting the connect timeout. The gate also bounds
+        # how many handshakes are in progress (limits.handshakes).
+        timeout, app = self.config.connect_timeout, factory
+        handshakes = self._handshakes
+
+        def gate() -> asyncio.BaseProtocol:
+            return TlsGate(handshakes, context, timeout, app)
+
+        return await loop.create_server(gate, self.config.host, port)
 
     async def close(self) -> None:
         """Stop listening, close every connection, wait for their sockets (idempotent)."""
@@ -267,14 +293,3 @@ def _default_websocket() -> WebSocketWrapper:
     from worker.platform.websocket import WebSocketProtocol
 
     return WebSocketProtocol
-
-
-def _drop_counter(metrics: PlatformMetrics | None) -> Callable[[int], None] | None:
-    if metrics is None:
-        return None
-    from worker.platform.metrics import DropReason
-
-    def dropped(messages: int) -> None:
-        metrics.dropped(DropReason.QUEUE_FULL, messages)
-
-    return dropped

@@ -1,9 +1,18 @@
 """One client's session: its subscriptions, the QoS 1/2 window and the buffered messages.
 
 A clean session lives as long as its connection. A durable one (clean session false, W20)
-outlives it: its subscriptions stay in the router and keep buffering, at most
-:data:`~worker.platform.router.BUFFER_SIZE` messages per subscription with the oldest dropped
-first whatever the QoS (W21), until the client returns.
+outlives it: its subscriptions stay in the router and keep buffering until the client returns
+or the session expires (the hub's timer). Buffers are bounded three ways
+(:mod:`worker.platform.limits`): :data:`~worker.platform.router.BUFFER_SIZE` messages per
+subscription, ``session_queue_bytes`` per session and ``queued_bytes`` in the whole platform.
+At a bound the oldest QoS 0 messages of the subscription go first (W21); a QoS 1 or 2 message
+is never pushed out by a newer one: the newer one is refused, counted, and its publisher told
+in its MQTT 5 PUBACK. An online session that falls behind asks for back-pressure
+(``router.pressure``) before it gets there.
+
+When a session ends, nothing it held is lost silently: the QoS 1 messages a shared group's
+member had in flight go back to the group flagged DUP, its buffered messages go to the other
+members, and what no one can take is counted (``client_gone``, ``session_expired``).
 
 Delivery has one fast path: connected, not paused by the socket, nothing buffered, and room in
 the in-flight window, so the message is encoded and handed to the connection's write buffer.
@@ -13,12 +22,19 @@ oldest first (by a per-session sequence number) when the socket drains or acks a
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import math
+import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
+from worker.mqtt import MQTT_5, NO_PROPERTIES, Properties
 from worker.mqtt.encode import encode, encode_publish
 from worker.mqtt.packets import Pubrel
-from worker.platform.router import BUFFER_SIZE, Envelope, Router, Subscription
+from worker.platform.limits import MIB, Limit, entry_size
+from worker.platform.metrics import DropReason
+from worker.platform.router import BUFFER_SIZE, Envelope, Router, SharedGroup, Subscription
 
 DRAIN_BATCH: Final = 512
 """Buffered messages sent per drain step, so one client's backlog cannot hog the loop."""
@@ -47,12 +63,15 @@ class Outlet(Protocol):
 class Outgoing:
     """A QoS 1 or 2 PUBLISH sent to the client and not yet acknowledged."""
 
-    __slots__ = ("payload", "qos", "released", "topic")
+    __slots__ = ("group", "msg", "qos", "released", "topic")
 
-    def __init__(self, topic: str, payload: bytes, qos: int) -> None:
+    def __init__(self, topic: str, msg: Envelope, qos: int, group: SharedGroup | None) -> None:
+        #: the topic as this client sees it
         self.topic = topic
-        self.payload = payload
+        self.msg = msg
         self.qos = qos
+        #: the shared group it was dispatched through: it goes back there if the client goes
+        self.group = group
         #: QoS 2: PUBREC arrived and PUBREL was sent; waiting for PUBCOMP
         self.released = False
 
@@ -67,12 +86,17 @@ class Session:
         "client_id",
         "dropped",
         "durable",
+        "expiry",
+        "expiry_timer",
         "inflight",
+        "max_bytes",
         "outlet",
         "pending",
         "qos2_received",
+        "queued_bytes",
         "router",
         "share",
+        "stuck",
         "subs",
         "window",
     )
@@ -86,23 +110,32 @@ class Session:
         share: tuple[str, bool] | None = None,
         window: int = 1000,
         buffer_size: int = BUFFER_SIZE,
+        max_bytes: int = 4 * MIB,
     ) -> None:
         self.client_id = client_id
         self.router = router
         self.durable = durable
         #: (app ID, has instance ID) for a scalable application's shared subscriptions
         self.share = share
+        #: unacknowledged QoS 1/2 messages allowed (MQTT 5: at most the Receive Maximum)
         self.window = window
         self.buffer_size = buffer_size
+        self.max_bytes = max_bytes
         self.subs: dict[str, Subscription] = {}
         self.inflight: dict[int, Outgoing] = {}
         #: QoS 2 packet IDs received and not yet released by PUBREL (duplicates are not resent)
         self.qos2_received: set[int] = set()
         self.outlet: Outlet | None = None
-        #: messages waiting in the subscriptions' buffers
+        #: messages waiting in the subscriptions' buffers, and their bytes (limits.entry_size)
         self.pending = 0
+        self.queued_bytes = 0
         #: messages dropped because a buffer was full
         self.dropped = 0
+        #: seconds this session outlives its connection (set by the hub)
+        self.expiry = 0
+        self.expiry_timer: asyncio.TimerHandle | None = None
+        #: held publishers gave up waiting for it: no back-pressure until it catches up
+        self.stuck = False
         self._seq = 0
         self._next_id = 1
 
@@ -110,6 +143,13 @@ class Session:
     def online(self) -> bool:
         """A connection is attached."""
         return self.outlet is not None
+
+    @property
+    def behind(self) -> bool:
+        """Online and more than half full: publishers should wait for it."""
+        return self.outlet is not None and (
+            2 * self.pending > self.buffer_size or 2 * self.queued_bytes > self.max_bytes
+        )
 
     # --- subscriptions ------------------------------------------------------------------------
 
@@ -131,41 +171,82 @@ class Session:
         sub = self.subs.pop(topic_filter, None)
         if sub is None:
             return False
-        self._retire(sub)
-        return True
-
-    def _retire(self, sub: Subscription) -> None:
         group = sub.group
         self.router.remove(sub)
-        leftover = [msg for _, msg in sub.pending]
-        self.pending -= len(leftover)
-        sub.pending.clear()
-        if group is not None and leftover:
-            # The messages were this member's share; the rest of the group takes them over.
-            self.router.hand_back(group, leftover)
+        self._pass_on(group, self._empty(sub), DropReason.CLIENT_GONE)
+        return True
 
-    def end(self) -> None:
-        """Drop every subscription: the session is over (clean session, or replaced)."""
+    def _empty(self, sub: Subscription) -> list[Envelope]:
+        """Take every message out of ``sub``'s buffer."""
+        leftover = []
+        while sub.pending:
+            leftover.append(self._pop(sub))
+        return leftover
+
+    def _pass_on(
+        self, group: SharedGroup | None, messages: list[Envelope], reason: DropReason
+    ) -> None:
+        """A member's share goes to the rest of its group; anyone else's is dropped, counted."""
+        if not messages:
+            return
+        if group is not None:
+            self.router.hand_back(group, messages, redelivered=False)
+        else:
+            self.router.dropped(reason, len(messages))
+
+    def end(self, reason: DropReason = DropReason.CLIENT_GONE) -> None:
+        """Drop every subscription: the session is over (clean session, replaced, expired).
+
+        The subscriptions leave the router first, so no message comes back to this session;
+        then the QoS 1 messages in flight go back to their groups (DUP), then the buffers.
+        """
+        if self.expiry_timer is not None:
+            self.expiry_timer.cancel()
+            self.expiry_timer = None
         subs = list(self.subs.values())
         self.subs.clear()
+        leftovers = []
         for sub in subs:
-            self._retire(sub)
-        self.inflight.clear()
+            group = sub.group
+            self.router.remove(sub)
+            leftovers.append((group, self._empty(sub)))
+        self._return_inflight(reason)
+        for group, messages in leftovers:
+            self._pass_on(group, messages, reason)
         self.qos2_received.clear()
+
+    def _return_inflight(self, reason: DropReason) -> None:
+        inflight, self.inflight = self.inflight, {}
+        back: dict[SharedGroup, list[Envelope]] = {}
+        lost = 0
+        for out in inflight.values():
+            # QoS 2 stays with its member (S5); a plain subscriber's message has no one else.
+            if out.group is not None and out.qos == 1:
+                back.setdefault(out.group, []).append(out.msg.redelivery())
+            else:
+                lost += 1
+        self.router.dropped(reason, lost)
+        for group, messages in back.items():
+            self.router.hand_back(group, messages, redelivered=True)
 
     # --- connection -----------------------------------------------------------------------------
 
     def attach(self, outlet: Outlet) -> None:
         """A connection takes this session: resend unacknowledged messages, then the buffers."""
+        if self.expiry_timer is not None:
+            self.expiry_timer.cancel()
+            self.expiry_timer = None
         self.outlet = outlet
         level = outlet.protocol_level
         for packet_id, out in self.inflight.items():
             if out.released:
                 outlet.send(_pubrel(packet_id, level))
             else:
+                props = _forwarded(out.msg, level, None)
                 data = encode_publish(
-                    out.topic, out.payload, out.qos, packet_id, dup=True, protocol_level=level
-                )
+                    out.topic, out.msg.payload, out.qos, packet_id, dup=True,
+                    properties=props, protocol_level=level,
+                )  # fmt: skip
                 outlet.send_message(data)
         for sub in list(self.subs.values()):
             if sub.group is not None:
@@ -185,41 +266,87 @@ class Session:
         out = self.outlet
         qos = sub.qos if sub.qos < msg.qos else msg.qos
         if out is None or out.paused or self.pending or (qos and len(self.inflight) >= self.window):
-            self._buffer(sub, msg)
+            self._buffer(sub, msg, qos)
         else:
             self._send(sub, msg, qos, out)
 
     def _send(self, sub: Subscription, msg: Envelope, qos: int, out: Outlet) -> None:
+        left = None
+        if msg.expires is not None:
+            left = msg.expires - time.monotonic()
+            if left <= 0:
+                self.router.dropped(DropReason.EXPIRED)
+                return
         topic = sub.rewrite(msg.topic)
         level = out.protocol_level
+        props = _forwarded(msg, level, left)
         if qos == 0:
             cache = msg.encoded
             if cache is None:
                 cache = msg.encoded = {}
-            data = cache.get((topic, level))
+            data = cache.get((topic, level)) if left is None else None
             if data is None:
-                data = cache[topic, level] = encode_publish(
-                    topic, msg.payload, 0, retain=msg.retain, protocol_level=level
-                )
+                data = encode_publish(
+                    topic, msg.payload, 0, retain=msg.retain, properties=props,
+                    protocol_level=level,
+                )  # fmt: skip
+                if left is None:
+                    cache[topic, level] = data
         else:
             packet_id = self._packet_id()
-            self.inflight[packet_id] = Outgoing(topic, msg.payload, qos)
+            self.inflight[packet_id] = Outgoing(topic, msg, qos, sub.group)
             data = encode_publish(
-                topic, msg.payload, qos, packet_id, retain=msg.retain, protocol_level=level
-            )
+                topic, msg.payload, qos, packet_id, retain=msg.retain, dup=msg.dup,
+                properties=props, protocol_level=level,
+            )  # fmt: skip
         out.send_message(data)
 
-    def _buffer(self, sub: Subscription, msg: Envelope) -> None:
+    def _buffer(self, sub: Subscription, msg: Envelope, qos: int) -> None:
+        size = entry_size(msg)
         pending = sub.pending
-        if len(pending) >= self.buffer_size:
-            pending.popleft()
-            sub.dropped += 1
-            self.dropped += 1
-            self.pending -= 1
-            self.router.dropped()
+        router = self.router
+        limit = self._over(len(pending), size)
+        # W21: the oldest QoS 0 messages make room; a QoS 1/2 one is never pushed out.
+        while limit is not None and pending and min(sub.qos, pending[0][1].qos) == 0:
+            self._pop(sub)
+            self._count_drop(sub, limit)
+            router.dropped(DropReason.QUEUE_FULL)
+            limit = self._over(len(pending), size)
+        if limit is not None:
+            self._count_drop(sub, limit)
+            router.refuse()
+            return
         self._seq += 1
         pending.append((self._seq, msg))
         self.pending += 1
+        self.queued_bytes += size
+        router.queued_bytes += size
+        if not self.stuck and self.behind:
+            router.pressure = self
+
+    def _over(self, queued: int, size: int) -> Limit | None:
+        """The limit that one more message of ``size`` bytes would break, if any."""
+        if queued >= self.buffer_size:
+            return Limit.SUBSCRIPTION_MESSAGES
+        if self.queued_bytes + size > self.max_bytes:
+            return Limit.SESSION_QUEUE_BYTES
+        router = self.router
+        if router.queued_bytes + size > router.max_queued_bytes:
+            return Limit.QUEUED_BYTES
+        return None
+
+    def _count_drop(self, sub: Subscription, limit: Limit) -> None:
+        sub.dropped += 1
+        self.dropped += 1
+        self.router.limit(limit)
+
+    def _pop(self, sub: Subscription) -> Envelope:
+        msg = sub.pending.popleft()[1]
+        self.pending -= 1
+        size = entry_size(msg)
+        self.queued_bytes -= size
+        self.router.queued_bytes -= size
+        return msg
 
     def drain(self) -> None:
         """Send buffered messages, oldest first, while the socket and the window allow."""
@@ -234,16 +361,20 @@ class Session:
             qos = sub.qos if sub.qos < msg.qos else msg.qos
             if qos and len(self.inflight) >= self.window:
                 # Keep the order: later messages wait behind this one for a free slot.
-                return
-            sub.pending.popleft()
-            self.pending -= 1
+                break
+            self._pop(sub)
             budget -= 1
             self._send(sub, msg, qos, out)
+        if self.stuck and not self.behind:
+            self.stuck = False
 
     def _oldest(self) -> Subscription:
+        subs = self.subs
+        if len(subs) == 1:
+            return next(iter(subs.values()))
         best: Subscription | None = None
         best_seq = 0
-        for sub in self.subs.values():
+        for sub in subs.values():
             if sub.pending:
                 seq = sub.pending[0][0]
                 if best is None or seq < best_seq:
@@ -283,6 +414,16 @@ class Session:
             del self.inflight[packet_id]
             if self.pending:
                 self.drain()
+
+
+def _forwarded(msg: Envelope, level: int, left: float | None) -> Properties:
+    """The publisher's MQTT 5 properties for a v5 subscriber, with the expiry that is left;
+    a 3.1.1 subscriber gets the message without them."""
+    if level != MQTT_5 or msg.properties is NO_PROPERTIES:
+        return NO_PROPERTIES
+    if left is None:
+        return msg.properties
+    return dataclasses.replace(msg.properties, message_expiry_interval=max(1, math.ceil(left)))
 
 
 def _pubrel(packet_id: int, level: int) -> bytes:

@@ -1,0 +1,395 @@
+"""The platform's limits (docs/platform/index.md, "Limits"): each one hit, counted and survived.
+
+Every test runs a platform on port 0 with one limit made small, hits it over real sockets and
+reads the limit's counter (``worker_platform_limit_hits_total``) and the drop reasons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from tests.platform.conftest import raw
+from tests.platform.rawclient import RawClient
+from tests.support.credentials import API_KEY, DEVICE, DEVICE_TOKEN, ORG, TOKEN
+from tests.support.platform import platform_config
+from tests.support.waiting import until
+from worker.mqtt import (
+    MQTT_5,
+    Connack,
+    ConnackReturnCode,
+    Properties,
+    Puback,
+    Publish,
+    ReasonCode,
+)
+from worker.platform import Platform, tls
+from worker.platform.limits import Limits
+from worker.platform.metrics import PlatformMetrics
+from worker.platform.router import SharedGroup
+
+ALL_EVENTS = "iot-2/type/+/id/+/evt/+/fmt/+"
+STATUS = "iot-2/type/+/id/+/mon"
+EVENT = "iot-2/evt/e/fmt/bin"
+
+
+class Running:
+    """A platform with its metrics registry."""
+
+    def __init__(self, platform: Platform, registry: CollectorRegistry) -> None:
+        self.p = platform
+        self.registry = registry
+
+    def limit_hits(self, limit: str) -> float:
+        return self._value("worker_platform_limit_hits_total", limit=limit)
+
+    def dropped(self, reason: str) -> float:
+        return self._value("worker_platform_messages_dropped_total", reason=reason)
+
+    def _value(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+
+@asynccontextmanager
+async def running(**overrides: Any) -> AsyncIterator[Running]:
+    registry = CollectorRegistry()
+    cfg = platform_config(metrics=PlatformMetrics(registry), accept_any_key=True, **overrides)
+    async with Platform(cfg) as p:
+        yield Running(p, registry)
+
+
+async def device(p: Platform, stack: AsyncExitStack, *, level: int = 4) -> RawClient:
+    client = await raw(p.port, stack)
+    assert (
+        await client.connect(DEVICE, "use-token-auth", DEVICE_TOKEN, level=level)
+    ).reason_code == 0
+    return client
+
+
+async def app(
+    p: Platform, stack: AsyncExitStack, name: str, *, clean: bool = True, **kw: Any
+) -> tuple[RawClient, Connack]:
+    client = await raw(p.port, stack)
+    connack = await client.connect(f"a:{ORG}:{name}", API_KEY, TOKEN, clean=clean, **kw)
+    return client, connack
+
+
+async def acks(client: RawClient, count: int) -> list[Puback]:
+    found: list[Puback] = []
+    while len(found) < count:
+        packet = await client.recv()
+        if isinstance(packet, Puback):
+            found.append(packet)
+    return found
+
+
+# --- queues -----------------------------------------------------------------------------------
+
+
+async def test_a_full_offline_queue_refuses_qos1_and_tells_an_mqtt5_publisher() -> None:
+    async with running(buffer_size=3) as r, AsyncExitStack() as stack:
+        sub, _ = await app(r.p, stack, "offline", clean=False)
+        await sub.subscribe(ALL_EVENTS, qos=1)
+        await sub.close()
+        pub = await device(r.p, stack, level=MQTT_5)
+        for n in range(5):
+            pub.send(Publish(EVENT, b"%d" % n, qos=1, packet_id=n + 1))
+        codes = [ack.reason_code for ack in await acks(pub, 5)]
+        assert codes == [0, 0, 0, ReasonCode.QUOTA_EXCEEDED, ReasonCode.QUOTA_EXCEEDED]
+        assert r.dropped("queue_full") == 2
+        assert r.limit_hits("subscription_messages") == 2
+
+
+async def test_session_bytes_push_out_the_oldest_qos0_first() -> None:
+    limits = Limits(session_queue_bytes=4 * 1024)
+    async with running(limits=limits) as r, AsyncExitStack() as stack:
+        sub, _ = await app(r.p, stack, "bytes", clean=False)
+        await sub.subscribe(ALL_EVENTS, qos=0)
+        await sub.close()
+        pub = await device(r.p, stack)
+        for n in range(10):
+            pub.send(Publish(EVENT, b"%04d" % n + b"x" * 996, qos=1, packet_id=n + 1))
+        await acks(pub, 10)
+        session = r.p.hub.sessions[f"a:{ORG}:bytes"]
+        assert session.queued_bytes <= 4 * 1024
+        back, connack = await app(r.p, stack, "bytes", clean=False)
+        assert connack.session_present
+        got = [int((await back.publication()).payload[:4]) for _ in range(session.pending or 3)]
+        assert got == sorted(got) and got[-1] == 9  # the newest kept, the oldest gone
+        assert r.dropped("queue_full") == r.limit_hits("session_queue_bytes") == 10 - len(got)
+
+
+async def test_total_queued_bytes_bound_every_session_together() -> None:
+    limits = Limits(queued_bytes=8 * 1024)
+    async with running(limits=limits) as r, AsyncExitStack() as stack:
+        for name in ("one", "two"):
+            sub, _ = await app(r.p, stack, name, clean=False)
+            await sub.subscribe(ALL_EVENTS, qos=1)
+            await sub.close()
+        pub = await device(r.p, stack, level=MQTT_5)
+        for n in range(10):
+            pub.send(Publish(EVENT, b"y" * 1000, qos=1, packet_id=n + 1))
+        codes = [ack.reason_code for ack in await acks(pub, 10)]
+        assert r.p.router.queued_bytes <= 8 * 1024
+        assert ReasonCode.QUOTA_EXCEEDED in codes
+        assert r.limit_hits("queued_bytes") == r.dropped("queue_full") > 0
+
+
+async def test_a_publisher_waits_for_a_slow_subscriber_instead_of_losing_messages() -> None:
+    async with running(max_inflight=5, buffer_size=20) as r, AsyncExitStack() as stack:
+        sub, _ = await app(r.p, stack, "careful")
+        await sub.subscribe(ALL_EVENTS, qos=1)
+        pub = await device(r.p, stack, level=MQTT_5)
+        total = 200
+        for n in range(total):
+            pub.send(Publish(EVENT, b"%d" % n, qos=1, packet_id=n + 1))
+        got: list[int] = []
+        async with asyncio.timeout(10):
+            while len(got) < total:
+                packet = await sub.publication()
+                assert packet.packet_id is not None
+                sub.send(Puback(packet.packet_id))
+                got.append(int(packet.payload))
+        assert got == list(range(total))  # nothing dropped, in order
+        codes = {ack.reason_code for ack in await acks(pub, total)}
+        assert codes == {0}
+        assert r.dropped("queue_full") == 0 and r.limit_hits("backpressure") == 0
+
+
+async def test_a_subscriber_that_never_catches_up_holds_publishers_only_so_long() -> None:
+    limits = Limits(backpressure_wait=0.3)
+    async with (
+        running(max_inflight=5, buffer_size=20, limits=limits) as r,
+        AsyncExitStack() as stack,
+    ):
+        sub, _ = await app(r.p, stack, "stuck")
+        await sub.subscribe(ALL_EVENTS, qos=1)  # and never acknowledges
+        pub = await device(r.p, stack, level=MQTT_5)
+        for n in range(100):
+            pub.send(Publish(EVENT, b"%d" % n, qos=1, packet_id=n + 1))
+        codes = [ack.reason_code for ack in await acks(pub, 100)]
+        assert r.limit_hits("backpressure") == 1
+        refused = codes.count(ReasonCode.QUOTA_EXCEEDED)
+        assert refused == r.dropped("queue_full") == 100 - 5 - 20
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+
+async def test_mqtt5_session_expiry_is_honoured_and_capped() -> None:
+    async with running(limits=Limits(session_expiry=30)) as r, AsyncExitStack() as stack:
+        asks = Properties(session_expiry_interval=1)
+        sub, connack = await app(r.p, stack, "short", clean=False, level=MQTT_5, properties=asks)
+        assert connack.properties.session_expiry_interval is None  # granted as asked
+        await sub.subscribe(ALL_EVENTS, qos=1)
+        await sub.close()
+        pub = await device(r.p, stack)
+        pub.send(Publish(EVENT, b"late", qos=1, packet_id=1))
+        await acks(pub, 1)
+        cid = f"a:{ORG}:short"
+        await until(lambda: cid not in r.p.hub.sessions, "the session to expire", within=5)
+        assert r.dropped("session_expired") == 1 and r.limit_hits("session_expiry") == 1
+        _, again = await app(r.p, stack, "short", clean=False, level=MQTT_5, properties=asks)
+        assert not again.session_present
+        forever = Properties(session_expiry_interval=0xFFFFFFFF)
+        _, capped = await app(r.p, stack, "long", clean=False, level=MQTT_5, properties=forever)
+        assert capped.properties.session_expiry_interval == 30
+
+
+async def test_a_311_durable_session_expires_and_takes_its_retained_status() -> None:
+    async with running(limits=Limits(session_expiry=1)) as r, AsyncExitStack() as stack:
+        dev = await raw(r.p.port, stack)
+        await dev.connect(DEVICE, "use-token-auth", DEVICE_TOKEN, clean=False)
+        await dev.close()
+        await until(lambda: DEVICE not in r.p.hub.sessions, "the session to expire", within=5)
+        watcher, _ = await app(r.p, stack, "watcher")
+        await watcher.subscribe(STATUS)
+        with pytest.raises(TimeoutError):
+            await watcher.publication(within=0.3)  # no retained status left
+        assert r.p.router.retained_count == 1  # the watcher's own Connect status
+
+
+async def test_past_the_session_limit_the_oldest_offline_goes_then_connects_are_refused() -> None:
+    async with running(limits=Limits(sessions=2)) as r, AsyncExitStack() as stack:
+        first, _ = await app(r.p, stack, "first", clean=False)
+        await first.close()
+        await until(lambda: r.p.hub.attached == 0, "the first to go offline", within=5)
+        second, _ = await app(r.p, stack, "second", clean=False)
+        third, connack = await app(r.p, stack, "third")
+        assert connack.reason_code == 0
+        assert f"a:{ORG}:first" not in r.p.hub.sessions  # evicted: the oldest offline
+        assert r.limit_hits("sessions") == 1
+        _, refused = await app(r.p, stack, "fourth")
+        assert refused.reason_code == ConnackReturnCode.SERVER_UNAVAILABLE
+        _, refused5 = await app(r.p, stack, "fifth", level=MQTT_5)
+        assert refused5.reason_code == ReasonCode.QUOTA_EXCEEDED
+        assert r.limit_hits("sessions") == 3
+        assert second and third
+
+
+async def test_retained_statuses_are_bounded() -> None:
+    async with running(limits=Limits(retained=3)) as r, AsyncExitStack() as stack:
+        for n in range(5):
+            dev = await raw(r.p.port, stack)
+            await dev.connect(f"d:{ORG}:sensor:r{n}", "use-token-auth", "any")
+            await dev.close()
+        await until(lambda: r.p.hub.attached == 0, "every device to go", within=5)
+        assert r.p.router.retained_count == 3
+        assert r.limit_hits("retained") >= 2
+
+
+# --- before CONNECT ---------------------------------------------------------------------------
+
+
+async def test_a_large_packet_before_connect_is_refused_at_its_header() -> None:
+    async with running(limits=Limits(connect_bytes=1024)) as r, AsyncExitStack() as stack:
+        client = await raw(r.p.port, stack)
+        client.send_bytes(b"\x10\xff\xff\x0b")  # CONNECT, remaining length about 190 KB
+        assert await client.until_closed() == []
+        assert r.limit_hits("connect_bytes") == 1
+        ok, _ = await app(r.p, stack, "fine")
+        ok.send(Publish("iot-2/type/t/id/d/cmd/c/fmt/bin", b"z" * 4000, qos=1, packet_id=1))
+        assert isinstance(await ok.recv(), Puback)  # after CONNECT the full limit applies
+
+
+async def test_sockets_that_never_connect_are_bounded_oldest_first() -> None:
+    async with running(limits=Limits(connecting=3)) as r, AsyncExitStack() as stack:
+        idle = [await raw(r.p.port, stack) for _ in range(5)]
+        await until(lambda: r.limit_hits("connecting") == 2, "two evictions", within=5)
+        assert await idle[0].until_closed() == [] and await idle[1].until_closed() == []
+        _, connack = await app(r.p, stack, "latecomer")
+        assert connack.reason_code == 0
+
+
+# --- per packet -------------------------------------------------------------------------------
+
+
+async def test_no_read_walks_the_groups_the_scrape_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = SharedGroup.report
+
+    def report(group: SharedGroup) -> None:
+        calls.append(group)
+        original(group)
+
+    monkeypatch.setattr(SharedGroup, "report", report)
+    async with running() as r, AsyncExitStack() as stack:
+        for n in range(30):
+            client = await raw(r.p.port, stack)
+            await client.connect(f"A:{ORG}:g{n}", API_KEY, TOKEN)
+            await client.subscribe(ALL_EVENTS)
+        pub = await device(r.p, stack)
+        for n in range(50):
+            pub.send(Publish(EVENT, b"%d" % n, qos=1, packet_id=n + 1))
+        await acks(pub, 50)
+        assert calls == []  # 50 reads' worth of messages, not one walk of the 30 groups
+        generate_latest(r.registry)
+        assert len(calls) == 30
+        total = sum(
+            s.value
+            for family in r.registry.collect()
+            for s in family.samples
+            if s.name == "worker_platform_shared_dispatched_total"
+        )
+        assert total == 30 * 50
+
+
+async def test_tls_handshakes_in_progress_are_bounded_oldest_first(tmp_path: Path) -> None:
+    context, ca = tls.dev_server_context(tmp_path)
+    limits = Limits(handshakes=3)
+    async with running(tls_port=0, ssl_context=context, limits=limits) as r:
+        port = r.p.tls_port
+        assert port is not None
+        silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+        await until(lambda: r.limit_hits("handshakes") == 2, "two handshakes dropped", within=5)
+        for reader, _ in silent[:2]:
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # reset or closed
+        client_context = ssl.create_default_context(cafile=str(ca))
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context, server_hostname="localhost"
+        )
+        async with RawClient(reader, writer) as client:
+            assert (await client.connect(f"a:{ORG}:secure", API_KEY, TOKEN)).reason_code == 0
+        for _, writer in silent:
+            writer.close()
+
+
+# --- logs -------------------------------------------------------------------------------------
+
+
+async def test_refusals_are_logged_clipped_and_rate_limited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running() as r, AsyncExitStack() as stack:
+        with caplog.at_level(logging.INFO, logger="worker.platform"):
+            for _ in range(20):
+                client = await raw(r.p.port, stack)
+                connack = await client.connect("x" * 8000, API_KEY, TOKEN)
+                assert connack.reason_code != 0
+                await client.until_closed()
+        lines = [rec.getMessage() for rec in caplog.records]
+        assert 1 <= len(lines) <= 4, lines  # one refusal and one closing line, not twenty each
+        assert all(len(line) < 600 for line in lines), [len(line) for line in lines]
+
+
+# --- MQTT 5 delivery --------------------------------------------------------------------------
+
+
+async def test_properties_are_forwarded_to_mqtt5_subscribers_only() -> None:
+    async with running() as r, AsyncExitStack() as stack:
+        v5, _ = await app(r.p, stack, "five", level=MQTT_5)
+        await v5.subscribe(ALL_EVENTS)
+        v3, _ = await app(r.p, stack, "three")
+        await v3.subscribe(ALL_EVENTS)
+        pub = await device(r.p, stack, level=MQTT_5)
+        props = Properties(content_type="text/plain", user_properties=(("k", "v"),))
+        pub.send(Publish(EVENT, b"hi", qos=1, packet_id=1, properties=props))
+        got5, got3 = await v5.publication(), await v3.publication()
+        assert got5.properties.content_type == "text/plain"
+        assert got5.properties.user_properties == (("k", "v"),)
+        assert got3.payload == b"hi" and got3.properties.content_type is None
+
+
+async def test_message_expiry_drops_what_expired_and_sends_what_is_left() -> None:
+    async with running() as r, AsyncExitStack() as stack:
+        asks = Properties(session_expiry_interval=60)
+        sub, _ = await app(r.p, stack, "later", clean=False, level=MQTT_5, properties=asks)
+        await sub.subscribe(ALL_EVENTS, qos=1)
+        await sub.close()
+        pub = await device(r.p, stack, level=MQTT_5)
+        short, long = Properties(message_expiry_interval=1), Properties(message_expiry_interval=60)
+        pub.send(Publish(EVENT, b"short", qos=1, packet_id=1, properties=short))
+        pub.send(Publish(EVENT, b"long", qos=1, packet_id=2, properties=long))
+        await acks(pub, 2)
+        await asyncio.sleep(1.2)  # the expiry itself is what is tested
+        back, _ = await app(r.p, stack, "later", clean=False, level=MQTT_5, properties=asks)
+        got = await back.publication()
+        assert got.payload == b"long"
+        assert got.properties.message_expiry_interval is not None
+        assert 55 <= got.properties.message_expiry_interval < 60
+        assert r.dropped("expired") == 1
+
+
+async def test_receive_maximum_bounds_unacknowledged_deliveries() -> None:
+    async with running() as r, AsyncExitStack() as stack:
+        sub, _ = await app(
+            r.p, stack, "two", level=MQTT_5, properties=Properties(receive_maximum=2)
+        )
+        await sub.subscribe(ALL_EVENTS, qos=1)
+        pub = await device(r.p, stack)
+        for n in range(5):
+            pub.send(Publish(EVENT, b"%d" % n, qos=1, packet_id=n + 1))
+        first = [await sub.publication(), await sub.publication()]
+        with pytest.raises(TimeoutError):
+            await sub.publication(within=0.3)  # a third waits for an acknowledgement
+        assert first[0].packet_id is not None
+        sub.send(Puback(first[0].packet_id))
+        assert (await sub.publication()).payload == b"2"
