@@ -33,7 +33,7 @@ from worker.mqtt import (
 )
 from worker.platform import Platform, tls
 from worker.platform.limits import Limits
-from worker.platform.metrics import PlatformMetrics
+from worker.platform.metrics import DropReason, PlatformMetrics
 from worker.platform.router import SharedGroup
 
 ALL_EVENTS = "iot-2/type/+/id/+/evt/+/fmt/+"
@@ -179,6 +179,37 @@ async def test_a_subscriber_that_never_catches_up_holds_publishers_only_so_long(
         assert r.limit_hits("backpressure") == 1
         refused = codes.count(ReasonCode.QUOTA_EXCEEDED)
         assert refused == r.dropped("queue_full") == 100 - 5 - 20
+
+
+#: each drop reason and the test here that reaches it over a socket
+REACHED = {
+    "queue_full": "test_a_full_offline_queue_refuses_qos1_and_tells_an_mqtt5_publisher",
+    "client_gone": "test_member_loss.test_with_no_member_left_they_are_dropped_and_counted",
+    "expired": "test_message_expiry_drops_what_expired_and_sends_what_is_left",
+    "session_expired": "test_mqtt5_session_expiry_is_honoured_and_capped",
+    "too_large": "test_refused_publishes_are_counted_by_reason",
+    "not_authorized": "test_refused_publishes_are_counted_by_reason",
+    "topic_not_valid": "test_refused_publishes_are_counted_by_reason",
+    "no_subscribers": "test_refused_publishes_are_counted_by_reason",
+}
+
+
+def test_every_drop_reason_is_reached_by_a_test() -> None:
+    assert set(REACHED) == {reason.value for reason in DropReason}
+
+
+async def test_refused_publishes_are_counted_by_reason() -> None:
+    async with running() as r, AsyncExitStack() as stack:
+        pub = await device(r.p, stack, level=MQTT_5)
+        pub.send(Publish(EVENT, b"nobody listens", qos=1, packet_id=1))
+        pub.send(Publish("iot-2/type/t/id/other/evt/e/fmt/bin", b"", qos=1, packet_id=2))
+        pub.send(Publish("iot-2/evt/e", b"", qos=1, packet_id=3))
+        codes = [ack.reason_code for ack in await acks(pub, 3)]
+        assert codes == [0, ReasonCode.NOT_AUTHORIZED, ReasonCode.TOPIC_NAME_INVALID]
+        pub.send(Publish(EVENT, b"x" * (r.p.config.max_payload + 1), qos=1, packet_id=4))
+        await pub.until_closed()
+        for reason in ("no_subscribers", "not_authorized", "topic_not_valid", "too_large"):
+            assert r.dropped(reason) == 1, reason
 
 
 # --- sessions ---------------------------------------------------------------------------------
