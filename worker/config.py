@@ -56,6 +56,7 @@ class Settings:
     log_format: str = default_of("log_format")
     qos: int = default_of("qos")
     concurrency: int = default_of("concurrency")
+    workers: int = default_of("workers")
     intake_size: int = default_of("intake_size")
     overflow: str = default_of("overflow")
     drain_timeout: float = default_of("drain_timeout")

@@ -251,6 +251,15 @@ OPTIONS: Final[tuple[Option, ...]] = (
         help="handler lanes running at once",
     ),
     Option(
+        field="workers",
+        envs=("WORKER_WORKERS",),
+        flag="--workers",
+        parse=integer(1, 64),
+        default="1",
+        help="worker processes of the app under one supervisor (worker run), each a member "
+        "of the group as {instance}-{n}; one /metrics, /readyz ready when all are",
+    ),
+    Option(
         field="intake_size",
         envs=("WORKER_INTAKE_SIZE",),
         flag="--intake-size",

@@ -290,6 +290,23 @@ async def get(url: str, deadline: float, *, accept: str = "*/*", limit: int = MA
     cut short, or over ``limit`` bytes. The request is HTTP/1.0, so the answer is never
     chunked and the server closes the connection once it is sent.
     """
+    status, phrase, body = _answer_of(await _get_raw(url, deadline, accept, limit), url)
+    if status != 200:
+        raise ValueError(f"HTTP {status} {phrase} from {url}".rstrip())
+    return body
+
+
+async def get_any(
+    url: str, deadline: float, *, accept: str = "*/*", limit: int = MAX_ANSWER
+) -> tuple[int, bytes]:
+    """The status and body of the answer to ``GET url``, whatever the status (a probe's 503
+    says why in its body); otherwise as :func:`get`."""
+    status, _, body = _answer_of(await _get_raw(url, deadline, accept, limit), url)
+    return status, body
+
+
+async def _get_raw(url: str, deadline: float, accept: str, limit: int) -> bytes:
+    """The whole answer to ``GET url``, head included."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
@@ -311,7 +328,7 @@ async def get(url: str, deadline: float, *, accept: str = "*/*", limit: int = MA
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-    return _body_of(raw, url)
+    return raw
 
 
 async def _read_all(reader: asyncio.StreamReader, limit: int, url: str) -> bytes:
@@ -326,16 +343,14 @@ async def _read_all(reader: asyncio.StreamReader, limit: int, url: str) -> bytes
     return b"".join(chunks)
 
 
-def _body_of(raw: bytes, url: str) -> bytes:
-    """The body of a whole HTTP answer if its status is 200; ValueError otherwise."""
+def _answer_of(raw: bytes, url: str) -> tuple[int, str, bytes]:
+    """The status and body of a whole HTTP answer; ValueError when it is not one."""
     head, blank, body = raw.partition(b"\r\n\r\n")
     status_line, *field_lines = head.decode("latin-1").split("\r\n")
     version, _, rest = status_line.partition(" ")
     code, _, phrase = rest.partition(" ")
     if not blank or not version.startswith("HTTP/") or not code.isdigit():
         raise ValueError(f"not an HTTP answer from {url}")
-    if code != "200":
-        raise ValueError(f"HTTP {code} {phrase} from {url}".rstrip())
     fields = {}
     for line in field_lines:
         name, _, value = line.partition(":")
@@ -351,4 +366,4 @@ def _body_of(raw: bytes, url: str) -> bytes:
                 f"the answer from {url} was cut short at {len(body)} of {length} bytes"
             )
         body = body[: int(length)]
-    return body
+    return int(code), phrase, body

@@ -17,6 +17,7 @@ from worker.cli import (
     resolve_settings,
     settings_options,
 )
+from worker.config import Settings
 from worker.errors import ConfigError
 
 
@@ -47,6 +48,7 @@ def run(target: str, startup_timeout: float | None, **flags: Any) -> None:
     Ctrl-C unsubscribes, drains and exits 0; a second Ctrl-C gives up the drain (exit 130).
     SIGUSR1 pauses (unsubscribes, stays connected), SIGUSR2 resumes. Exit 2: bad settings;
     3: the module does not import or has no App; 4: cannot connect or not authorised.
+    With --workers N, N processes under one supervisor that forwards these signals.
     """
     # Imported here so that the other commands do not load the runtime at start-up.
     from worker import logs
@@ -58,6 +60,8 @@ def run(target: str, startup_timeout: float | None, **flags: Any) -> None:
     logs.configure(settings.log_level, settings.log_format)
     try:
         app = load_app(target)
+        if settings.workers > 1:  # the App imports: now the processes can start
+            _supervise(target, settings, {**flags, "startup_timeout": startup_timeout})
         worker = run_worker(
             app,
             settings,
@@ -74,3 +78,14 @@ def run(target: str, startup_timeout: float | None, **flags: Any) -> None:
         sys.exit(EXIT_INTERRUPTED)  # before the worker took over Ctrl-C
     if worker.forced:
         sys.exit(EXIT_INTERRUPTED)
+
+
+def _supervise(target: str, settings: Settings, flags: dict[str, Any]) -> None:
+    """``--workers N``: run the processes, exit with the supervisor's code."""
+    from worker.supervisor import run_supervisor
+
+    try:
+        code = run_supervisor(target, settings, flags)
+    except ConfigError as exc:
+        fail(EXIT_USAGE, *exc.problems)
+    sys.exit(code)
