@@ -188,7 +188,7 @@ async def test_refused_suback_is_an_error_not_silence(caplog: pytest.LogCaptureF
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    async with running(settings(port)) as r:
+    async with running(settings(port, mqtt_version="3.1.1")) as r:  # the script speaks 3.1.1
         await asyncio.wait_for(r.conn.wait_online(), NETWORK)
         await r.conn.open_intake()
         # It keeps trying, loudly.

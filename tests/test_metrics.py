@@ -25,6 +25,8 @@ DOCUMENTED_NAMES = {
     "worker_connected": "gauge",
     "worker_subscribed": "gauge",
     "worker_reconnects_total": "counter",
+    "worker_protocol_errors_total": "counter",
+    "worker_refusals_total": "counter",
     "worker_info": "gauge",
     "worker_batch_size": "histogram",
 }

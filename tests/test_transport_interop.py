@@ -1,9 +1,10 @@
-"""One interoperability suite for every transport against every server.
+"""One interoperability suite for every transport against every server, on both MQTT versions.
 
-The same tests run for the aiomqtt and the native transport, each against Mosquitto (a real
-third-party broker, with a password file) and the local platform (``a:`` application client IDs,
-API keys). Scripted servers cover what a real broker cannot show: the bytes of the PUBACKs and a
-server that vanishes mid-request.
+The same tests run for the aiomqtt and the native transport, each speaking MQTT 3.1.1 and 5,
+against Mosquitto (a real third-party broker, with a password file) and the local platform
+(``a:`` application client IDs, API keys). Scripted servers cover what a real broker cannot
+show: the bytes of the PUBACKs and a server that vanishes mid-request. The MQTT 5 features
+(properties, reason codes, expiry, flow control) are in tests/test_mqtt5_interop.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.support.mosquitto import Mosquitto
 from tests.support.ports import free_port
 from tests.support.waiting import NETWORK, until
 from worker.errors import ConnectError, NotAuthorized
+from worker.mqtt import MQTT_3_1_1, MQTT_5
 from worker.platform import Platform, PlatformConfig
 from worker.platform.tls import dev_server_context, ensure_dev_certificates
 from worker.transports.aiomqtt_transport import AiomqttTransport
@@ -49,13 +51,26 @@ class Server:
     mosquitto: Mosquitto | None = None
     platform: Platform | None = None
     cafile: str | None = None
+    #: the MQTT protocol level clients speak to it
+    level: int = MQTT_3_1_1
 
     def options(self, who: str, **kw: object) -> ConnectOptions:
-        """Options of a well-behaved client called ``who`` (an app client ID on the platform)."""
+        """Options of a well-behaved client called ``who`` (an app client ID on the platform).
+
+        On MQTT 5 the client announces a Receive Maximum of WINDOW: the window is the client's
+        to set there (Mosquitto's max_inflight_messages applies to 3.1.1 clients only).
+        """
         client_id = f"a:{ORG}:{who}" if self.platform else who
         user, password = (API_KEY, TOKEN) if self.platform else (USER, PASSWORD)
         base = ConnectOptions(
-            "127.0.0.1", self.port, client_id, user, password, tls=self.cafile is not None
+            "127.0.0.1",
+            self.port,
+            client_id,
+            user,
+            password,
+            tls=self.cafile is not None,
+            protocol_level=self.level,
+            receive_maximum=WINDOW,
         )
         return replace(base, **{"cafile": self.cafile, **kw})  # type: ignore[arg-type]
 
@@ -74,13 +89,16 @@ def topic(event: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def serve(kind: str, factory: MosquittoFactory, tls: Path | None) -> AsyncIterator[Server]:
+async def serve(
+    kind: str, factory: MosquittoFactory, tls: Path | None, level: int = MQTT_3_1_1
+) -> AsyncIterator[Server]:
     """Mosquitto with a password file, or the platform with an API key; TLS given a folder."""
     if kind == "mosquitto":
         files = ensure_dev_certificates(tls) if tls is not None else None
         triple = (files.ca, files.cert, files.key) if files else None
         broker = factory(users={USER: PASSWORD}, max_inflight=WINDOW, tls=triple)
-        yield Server(kind, broker.port, mosquitto=broker, cafile=str(files.ca) if files else None)
+        cafile = str(files.ca) if files else None
+        yield Server(kind, broker.port, mosquitto=broker, cafile=cafile, level=level)
         return
     config = PlatformConfig(
         host="127.0.0.1", port=0, api_keys={API_KEY: TOKEN}, max_inflight=WINDOW
@@ -93,7 +111,7 @@ async def serve(kind: str, factory: MosquittoFactory, tls: Path | None) -> Async
     async with Platform(config) as platform:
         port = platform.tls_port if tls is not None else platform.port
         assert port is not None
-        yield Server(kind, port, platform=platform, cafile=cafile)
+        yield Server(kind, port, platform=platform, cafile=cafile, level=level)
 
 
 @pytest.fixture(params=sorted(TRANSPORTS))
@@ -102,11 +120,20 @@ def make(request: pytest.FixtureRequest) -> Factory:
     return TRANSPORTS[request.param]
 
 
+VERSIONS: dict[str, int] = {"3.1.1": MQTT_3_1_1, "5": MQTT_5}
+
+
+@pytest.fixture(params=sorted(VERSIONS))
+def level(request: pytest.FixtureRequest) -> int:
+    """The MQTT protocol level under test."""
+    return VERSIONS[request.param]
+
+
 @pytest.fixture(params=["mosquitto", "platform"])
 async def server(
-    request: pytest.FixtureRequest, mosquitto_factory: MosquittoFactory
+    request: pytest.FixtureRequest, mosquitto_factory: MosquittoFactory, level: int
 ) -> AsyncIterator[Server]:
-    async with serve(request.param, mosquitto_factory, None) as running:
+    async with serve(request.param, mosquitto_factory, None, level) as running:
         yield running
 
 
@@ -277,9 +304,9 @@ async def test_takeover_drops_the_first_connection(make: Factory, server: Server
 
 @pytest.mark.parametrize("kind", ["mosquitto", "platform"])
 async def test_tls_checks_the_server(
-    make: Factory, kind: str, mosquitto_factory: MosquittoFactory, tmp_path: Path
+    make: Factory, kind: str, level: int, mosquitto_factory: MosquittoFactory, tmp_path: Path
 ) -> None:
-    async with serve(kind, mosquitto_factory, tmp_path / "certs") as server:
+    async with serve(kind, mosquitto_factory, tmp_path / "certs", level) as server:
         async with connected(make, server.options("sub")) as transport:
             assert await transport.subscribe([(topic("x"), 1)]) == [1]
         with warnings.catch_warnings():

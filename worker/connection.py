@@ -34,11 +34,19 @@ from typing import Protocol
 from worker.config import Settings
 from worker.errors import ConfigError, ConnectError, NotAuthorized
 from worker.identity import IdentityMode
+from worker.messages import MessageProperties
 from worker.metrics import Metrics
-from worker.mqtt import SubackReturnCode, connack_meaning
+from worker.mqtt import MQTT_3_1_1, MQTT_5, SubackReturnCode, connack_meaning
 from worker.options import Profile
 from worker.transports import hints
-from worker.transports.base import ConnectOptions, Inbound, Transport
+from worker.transports.base import (
+    ConnectOptions,
+    Inbound,
+    ProtocolViolation,
+    ServerRefused,
+    Transport,
+    reason_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +93,9 @@ def connect_options(settings: Settings) -> ConnectOptions:
         tls=settings.tls,
         cafile=settings.cafile,
         websockets=settings.mqtt_transport == "websockets",
+        protocol_level=MQTT_5 if settings.mqtt_version == "5" else MQTT_3_1_1,
+        receive_maximum=settings.receive_maximum,
+        max_packet_size=settings.max_packet_size,
     )
 
 
@@ -273,7 +284,11 @@ class Connection:
                 self._progress.set()
             return f"the connection to {self.address} was closed", subscribed
         except ConnectError as exc:
-            if not subscribed and self._wanted():
+            if isinstance(exc, ProtocolViolation):
+                self._metrics.protocol_error(exc.reason)
+                if exc.reason != "server_disconnect":
+                    log.error("protocol error, reconnecting: %s", exc)
+            elif not subscribed and self._wanted():
                 log.error("%s", exc)  # refused or lost while subscribing: say so loudly
             return str(exc), subscribed
         finally:
@@ -316,13 +331,19 @@ class Connection:
         granted = await transport.subscribe(self._subscriptions)
         failure = SubackReturnCode.FAILURE  # and every 5.0 failure code above it
         refused = [
-            f for (f, _), g in zip(self._subscriptions, granted, strict=True) if g >= failure
+            (f, g) for (f, _), g in zip(self._subscriptions, granted, strict=True) if g >= failure
         ]
         if refused:
-            self.problem = f"subscription refused: {', '.join(refused)}"
-            raise ConnectError(
-                f"{self.address} refused the subscription to {', '.join(refused)} (SUBACK "
-                f"{failure:#04x}): check the broker's ACL and that it supports shared subscriptions"
+            for _, code in refused:
+                self._metrics.refused("SUBACK", code)
+            self.problem = f"subscription refused: {', '.join(f for f, _ in refused)}"
+            codes = ", ".join(reason_name(g) for _, g in refused)
+            raise ServerRefused(
+                f"{self.address} refused the subscription to {', '.join(f for f, _ in refused)} "
+                f"(SUBACK {codes}): check the broker's ACL and that it supports shared "
+                "subscriptions",
+                "SUBACK",
+                refused[0][1],
             )
         for (topic_filter, qos), got in zip(self._subscriptions, granted, strict=True):
             if got < qos:
@@ -333,7 +354,11 @@ class Connection:
         log.info("subscribed to %s", ", ".join(f for f, _ in self._subscriptions))
 
     async def _unsubscribe(self, transport: Transport) -> None:
-        await transport.unsubscribe([f for f, _ in self._subscriptions])
+        try:
+            await transport.unsubscribe([f for f, _ in self._subscriptions])
+        except ServerRefused as exc:
+            self._metrics.refused(exc.packet, exc.reason_code)
+            raise
         self._set_subscribed(False)
 
     def _set_subscribed(self, subscribed: bool) -> None:
@@ -400,8 +425,18 @@ class Connection:
                 return
             await self._progress.wait()
 
-    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        """Publish on the current connection, waiting up to the connect timeout for one."""
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: MessageProperties | None = None,
+    ) -> None:
+        """Publish on the current connection, waiting up to the connect timeout for one.
+
+        ``properties`` go out on MQTT 5; ServerRefused (counted) when an MQTT 5 server refuses.
+        """
         try:
             await asyncio.wait_for(self._online.wait(), self._options.connect_timeout)
         except TimeoutError:
@@ -411,7 +446,11 @@ class Connection:
         transport = self._transport
         if transport is None:
             raise ConnectError(f"cannot publish to {topic}: the connection was just lost")
-        await transport.publish(topic, payload, qos, retain)
+        try:
+            await transport.publish(topic, payload, qos, retain, properties)
+        except ServerRefused as exc:
+            self._metrics.refused(exc.packet, exc.reason_code)
+            raise
 
     async def close(self) -> None:
         """DISCONNECT and make ``run`` return."""

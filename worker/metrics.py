@@ -258,6 +258,19 @@ class Metrics:
         self.connected = Gauge("worker_connected", "1 while connected", registry=r)
         self.subscribed = Gauge("worker_subscribed", "1 while subscribed", registry=r)
         self.reconnects = Counter("worker_reconnects", "Reconnections after a loss", registry=r)
+        self.protocol_errors = Counter(
+            "worker_protocol_errors",
+            "Connections closed because the server broke the protocol (or sent DISCONNECT), "
+            "by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "worker_refusals",
+            "Requests an MQTT 5 server refused, by answering packet and reason code",
+            ["packet", "reason_code"],
+            registry=r,
+        )
 
     def route(self, name: str) -> RouteMetrics:
         """The bound children of route ``name`` (created once, then shared)."""
@@ -295,3 +308,11 @@ class Metrics:
     def reconnected(self) -> None:
         """Count one reconnection (not the first connect)."""
         self.reconnects.inc()
+
+    def protocol_error(self, reason: str) -> None:
+        """Count a connection closed for a protocol error (``ProtocolViolation.reason``)."""
+        self.protocol_errors.labels(reason=reason).inc()
+
+    def refused(self, packet: str, reason_code: int) -> None:
+        """Count a refusal: SUBACK, UNSUBACK or PUBACK with a failure code (``0x87``)."""
+        self.refusals.labels(packet=packet, reason_code=f"{reason_code:#04x}").inc()

@@ -337,7 +337,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
         field="max_packet_size",
         envs=("WORKER_MAX_PACKET_SIZE",),
         flag="--max-packet-size",
-        parse=integer(1024, 268_435_460),
+        parse=integer(1024, 268_435_455),
         default="1048576",
         help="largest MQTT packet accepted, in bytes; a larger one closes the connection "
         "(sent to the broker as Maximum Packet Size with MQTT 5)",

@@ -11,36 +11,50 @@ Verified against aiomqtt 2.3.0, 2.3.2, 2.4.0, 2.5.0 and 2.5.1 (the ``_client`` a
 ``messages`` iterator) and paho-mqtt 2.1.0 and 2.2.0 (``manual_ack_set``, ``ack``); pyproject.toml
 pins exactly that range. ``_paho_of`` fails loudly rather than silently auto-acking should a
 future release move things.
+
+``ConnectOptions.protocol_level`` picks MQTT 3.1.1 or 5 (paho's own MQTT 5 support): on 5 the
+CONNECT carries a zero session expiry, the Receive Maximum and the Maximum Packet Size, messages
+carry their properties both ways, and the manual acknowledgements bound the QoS 1 messages in
+flight to the Receive Maximum as on the native transport.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, Final, TypeVar
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt import properties as paho_properties_module
+from paho.mqtt.packettypes import PacketTypes
 
 from worker.errors import ConnectError
+from worker.messages import NO_PROPERTIES, MessageProperties
 from worker.mqtt import connack_return_code
 from worker.transports.base import (
     PERMANENT_REFUSALS,
     ConnectOptions,
     Inbound,
+    ServerRefused,
     not_authorized,
+    reason_name,
     tls_context,
 )
 
 T = TypeVar("T")
+
+#: paho's Properties class (untyped, hence Any)
+PahoProperties: Any = paho_properties_module.Properties
 
 _DISCONNECT_TIMEOUT: Final = 5.0
 _PENDING_CALLS_WARNING: Final = 100_000
 
 
 class AiomqttTransport:
-    """One MQTT 3.1.1 connection through aiomqtt; see ``worker.transports.base.Transport``."""
+    """One MQTT 3.1.1 or 5 connection through aiomqtt; see ``worker.transports.base.Transport``."""
 
     def __init__(self) -> None:
         self._client: aiomqtt.Client | None = None
@@ -51,6 +65,7 @@ class AiomqttTransport:
         self._live = False
         self._closing = False
         self._received = 0
+        self._v5 = False
 
     @property
     def received(self) -> int:
@@ -62,6 +77,7 @@ class AiomqttTransport:
         if self._client is not None:
             raise RuntimeError("a transport connects once; make a new one to reconnect")
         self._where = f"{options.host}:{options.port}"
+        self._v5 = options.v5
         tls = await asyncio.to_thread(tls_context, options.cafile) if options.tls else None
         client = aiomqtt.Client(
             options.host,
@@ -69,13 +85,12 @@ class AiomqttTransport:
             identifier=options.client_id,
             username=options.username,
             password=options.password,
-            protocol=aiomqtt.ProtocolVersion.V311,
-            clean_session=options.clean_session,
             transport="websockets" if options.websockets else "tcp",
             keepalive=options.keepalive,
             timeout=options.connect_timeout,
             tls_context=tls,
             queue_type=self._capturing_queue(),
+            **_version_options(options),
         )
         # aiomqtt warns from 10 concurrent calls; handlers publishing together do more than that.
         client.pending_calls_threshold = _PENDING_CALLS_WARNING
@@ -92,7 +107,7 @@ class AiomqttTransport:
         self._live = True
 
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> list[int]:
-        """Subscribe in one SUBSCRIBE; the granted QoS per filter (or FAILURE)."""
+        """Subscribe in one SUBSCRIBE; the granted QoS per filter (or a failure code)."""
         client = self._require()
         granted = await self._call("SUBSCRIBE", client.subscribe(list(filters)))
         return [_code(g) for g in granted]
@@ -102,10 +117,31 @@ class AiomqttTransport:
         client = self._require()
         await self._call("UNSUBSCRIBE", client.unsubscribe(list(filters)))
 
-    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        """Publish; for QoS 1 wait for the PUBACK."""
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: MessageProperties | None = None,
+    ) -> None:
+        """Publish; for QoS 1 wait for the PUBACK. ``properties`` go out on MQTT 5 only."""
         client = self._require()
-        await self._call("PUBLISH", client.publish(topic, payload, qos=qos, retain=retain))
+        paho_props = paho_properties(properties) if self._v5 and properties else None
+        try:
+            await self._call(
+                "PUBLISH",
+                client.publish(topic, payload, qos=qos, retain=retain, properties=paho_props),
+            )
+        except ConnectError as exc:
+            code = _publish_failure(exc)
+            if code is None:
+                raise
+            raise ServerRefused(
+                f"{self._where} refused the PUBLISH to {topic}: {reason_name(code)}",
+                "PUBACK",
+                code,
+            ) from exc
 
     def ack(self, packet_ids: Sequence[int]) -> None:
         """Queue PUBACKs in this order; paho writes them out together on the next loop turn.
@@ -207,6 +243,66 @@ def _paho_of(client: aiomqtt.Client) -> Any:
     return paho
 
 
+def _version_options(options: ConnectOptions) -> dict[str, Any]:
+    """aiomqtt's keywords for MQTT 3.1.1, or for 5 with our CONNECT properties."""
+    if not options.v5:
+        return {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": options.clean_session}
+    props = PahoProperties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    props.ReceiveMaximum = options.receive_maximum
+    props.MaximumPacketSize = options.max_packet_size
+    return {
+        "protocol": aiomqtt.ProtocolVersion.V5,
+        "clean_start": options.clean_session,
+        "properties": props,
+    }
+
+
+def paho_properties(p: MessageProperties) -> Any:
+    """paho's PUBLISH properties of a message's properties."""
+    props = PahoProperties(PacketTypes.PUBLISH)
+    if p.payload_format_indicator is not None:
+        props.PayloadFormatIndicator = p.payload_format_indicator
+    if p.message_expiry_interval is not None:
+        props.MessageExpiryInterval = p.message_expiry_interval
+    if p.content_type is not None:
+        props.ContentType = p.content_type
+    if p.response_topic is not None:
+        props.ResponseTopic = p.response_topic
+    if p.correlation_data is not None:
+        props.CorrelationData = p.correlation_data
+    if p.user_properties:
+        props.UserProperty = list(p.user_properties)
+    return props
+
+
+def _message_properties(props: Any) -> tuple[MessageProperties | None, float]:
+    """A received message's properties and expiry deadline (None, 0.0 when it has none)."""
+    if props is None:
+        return None, 0.0
+    pairs = getattr(props, "UserProperty", ())
+    found = MessageProperties(
+        user_properties=tuple((str(k), str(v)) for k, v in pairs),
+        content_type=getattr(props, "ContentType", None),
+        payload_format_indicator=getattr(props, "PayloadFormatIndicator", None),
+        correlation_data=getattr(props, "CorrelationData", None),
+        response_topic=getattr(props, "ResponseTopic", None),
+        message_expiry_interval=getattr(props, "MessageExpiryInterval", None),
+    )
+    if found == NO_PROPERTIES:
+        return None, 0.0
+    expiry = found.message_expiry_interval
+    return found, 0.0 if expiry is None else time.monotonic() + expiry
+
+
+def _publish_failure(exc: ConnectError) -> int | None:
+    """The MQTT 5 failure reason code of a refused PUBLISH, when paho reported one."""
+    cause = exc.__cause__
+    rc = getattr(cause, "rc", None)
+    code = _code(rc) if rc is not None else None
+    return code if code is not None and code >= 0x80 else None
+
+
 def _take_all(queue: asyncio.Queue[aiomqtt.Message]) -> list[Inbound]:
     batch: list[Inbound] = []
     while True:
@@ -219,12 +315,15 @@ def _take_all(queue: asyncio.Queue[aiomqtt.Message]) -> list[Inbound]:
 def _inbound(message: aiomqtt.Message) -> Inbound:
     qos = message.qos
     payload = message.payload
+    properties, expires_at = _message_properties(message.properties)
     return Inbound(
         topic=message.topic.value,
         payload=payload if isinstance(payload, bytes) else bytes(payload),
         qos=qos,
         retain=message.retain,
         packet_id=message.mid if qos else 0,
+        properties=properties,
+        expires_at=expires_at,
     )
 
 

@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from worker.errors import NotAuthorized
-from worker.mqtt import ConnackReturnCode, connack_meaning
+from worker.errors import ConnectError, NotAuthorized
+from worker.messages import MessageProperties
+from worker.mqtt import MQTT_3_1_1, MQTT_5, ConnackReturnCode, ReasonCode, connack_meaning
 
 #: CONNACK refusals that retrying cannot fix: the credentials or the client ID are wrong
 PERMANENT_REFUSALS: Final = frozenset(
@@ -35,6 +36,10 @@ class Inbound:
     retain: bool
     #: what ``Transport.ack`` needs to acknowledge it (the MQTT packet ID); 0 for QoS 0
     packet_id: int = 0
+    #: its MQTT 5 properties; None when it has none (always on MQTT 3.1.1)
+    properties: MessageProperties | None = None
+    #: ``time.monotonic()`` after which it is stale (MQTT 5 message expiry); 0.0: never
+    expires_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,17 @@ class ConnectOptions:
     websockets: bool = False
     #: how long to wait for the TCP/TLS handshake and the CONNACK
     connect_timeout: float = 10.0
+    #: the protocol level: 4 (MQTT 3.1.1) or 5 (MQTT 5.0)
+    protocol_level: int = MQTT_3_1_1
+    #: MQTT 5: the QoS 1 messages the server may have in flight to us
+    receive_maximum: int = 65535
+    #: the largest packet we read (and, on MQTT 5, announce), in bytes
+    max_packet_size: int = 268_435_455
+
+    @property
+    def v5(self) -> bool:
+        """Whether this connection speaks MQTT 5."""
+        return self.protocol_level == MQTT_5
 
 
 class Transport(Protocol):
@@ -80,8 +96,18 @@ class Transport(Protocol):
     async def unsubscribe(self, filters: Sequence[str]) -> None:
         """Unsubscribe and wait for UNSUBACK."""
 
-    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        """Publish; for QoS 1 wait for the PUBACK."""
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: MessageProperties | None = None,
+    ) -> None:
+        """Publish; for QoS 1 wait for the PUBACK (ServerRefused for an MQTT 5 failure code).
+
+        ``properties`` go out on MQTT 5 and are left out on 3.1.1, which cannot carry them.
+        """
 
     def ack(self, packet_ids: Sequence[int]) -> None:
         """Send PUBACKs for these QoS 1 packet IDs, in this order (MQTT-4.6.0-2).
@@ -99,6 +125,36 @@ class Transport(Protocol):
 
     async def disconnect(self) -> None:
         """Send DISCONNECT and close; safe to call more than once."""
+
+
+class ProtocolViolation(ConnectError):
+    """The server broke the protocol (or sent what we refuse to read) and was disconnected.
+
+    ``reason`` labels ``worker_protocol_errors_total``: malformed, packet_too_large,
+    topic_alias_invalid, unexpected_packet or server_disconnect.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class ServerRefused(ConnectError):
+    """An MQTT 5 server answered a request (SUBSCRIBE, UNSUBSCRIBE, PUBLISH) with a failure."""
+
+    def __init__(self, message: str, packet: str, reason_code: int) -> None:
+        self.packet = packet
+        self.reason_code = reason_code
+        super().__init__(message)
+
+
+def reason_name(code: int) -> str:
+    """``0x87 not authorized``: an MQTT 5 reason code as the logs say it."""
+    try:
+        name = ReasonCode(code).name.lower().replace("_", " ")
+    except ValueError:
+        name = "unknown reason"
+    return f"{code:#04x} {name}"
 
 
 def tls_context(cafile: str | None) -> ssl.SSLContext:

@@ -13,6 +13,18 @@ exception: while one of our requests (a QoS 1 PUBLISH, a SUBSCRIBE) waits for it
 socket is read, because that answer is behind the unread messages, and the handler waiting for
 it may be what the consumer waits for (``--overflow block``).
 
+MQTT 5 adds a little per message, and only on MQTT 5 connections: the properties of a PUBLISH
+become ``Inbound.properties`` (and its expiry ``Inbound.expires_at``), a topic alias is
+resolved, and the QoS 1 messages not yet acknowledged are counted against the Receive Maximum
+we announced. A server that sends more breaks the protocol, but a common one does (Mosquitto
+2.0 refills its quota too eagerly once acknowledgements flow), so the worker reports it (a
+warning, once per connection) and enforces the bound itself: the socket is not read again
+until acknowledgements bring the count back under the Receive Maximum.
+
+Anything else the server breaks (malformed bytes, a packet above the maximum packet size, a
+bad topic alias, a packet it may not send) closes the connection with a ``ProtocolViolation``
+naming what was wrong; on MQTT 5 a DISCONNECT with the matching reason code goes first.
+
 Packets other than PUBLISH go to ``_control``, and a lost connection to ``_on_lost``: the
 requests, the handshake and the keepalive that answer them are ``worker.transports.native``'s.
 """
@@ -21,16 +33,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Final, cast
 
-from worker.errors import ConnectError, ProtocolError
-from worker.mqtt import MAX_REMAINING_LENGTH, Packet, PacketReader, Publish, encode_pubacks
-from worker.transports.base import Inbound
+from worker.errors import ConnectError, PacketTooLarge, ProtocolError
+from worker.messages import MessageProperties
+from worker.mqtt import (
+    MAX_REMAINING_LENGTH,
+    MQTT_5,
+    Disconnect,
+    Packet,
+    PacketReader,
+    Properties,
+    Publish,
+    ReasonCode,
+    encode,
+    encode_pubacks,
+)
+from worker.transports.base import Inbound, ProtocolViolation
+
+log = logging.getLogger("worker.transports.native")
 
 _CLOSE_TIMEOUT: Final = 5.0
+#: bytes of fixed header a packet may add to its remaining length (type byte, 4-byte length)
+_HEADER_MAX: Final = 5
+#: MQTT 5 reason code sent in DISCONNECT for each ProtocolViolation reason
+_DISCONNECT_CODES: Final = {
+    "malformed": ReasonCode.MALFORMED_PACKET,
+    "packet_too_large": ReasonCode.PACKET_TOO_LARGE,
+    "topic_alias_invalid": ReasonCode.TOPIC_ALIAS_INVALID,
+    "unexpected_packet": ReasonCode.PROTOCOL_ERROR,
+}
 
 
 class InboundProtocol(asyncio.Protocol):
@@ -39,9 +76,10 @@ class InboundProtocol(asyncio.Protocol):
     def __init__(self, *, max_pending: int = 4, max_packet_size: int = MAX_REMAINING_LENGTH):
         #: reads waiting for the consumer before the socket is paused
         self._max_pending = max_pending
-        # The broker is trusted with sizes: it already accepted the message from its publisher,
-        # and refusing it here would only get it redelivered forever.
+        # A hostile or broken server's 200 MB PUBLISH must not be read whole: the reader
+        # refuses it from its fixed header (``connect`` sets the limit of the settings).
         self._reader = PacketReader(max_packet_size)
+        self._max_packet_size = max_packet_size
         self._ready: deque[list[Inbound]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._transport: asyncio.Transport | None = None
@@ -53,10 +91,32 @@ class InboundProtocol(asyncio.Protocol):
         self._live = False
         self._closing = False
         self._paused = False
+        #: MQTT 5: paused because the server sent beyond our Receive Maximum
+        self._over_window = False
+        #: times this connection's server went beyond our Receive Maximum
+        self.window_overruns = 0
         self._lost: ConnectError | None = None
         self._error: ConnectError | None = None
         self._received = 0
         self._wrote = False
+        #: MQTT 5 only: QoS 1 packet IDs received and not yet acknowledged, topic aliases
+        self._v5 = False
+        self._receive_maximum = 0xFFFF
+        self._unacked: set[int] = set()
+        self._aliases: dict[int, str] = {}
+        self._alias_maximum = 0
+
+    def _speak(self, protocol_level: int, receive_maximum: int, alias_maximum: int) -> None:
+        """Read (and acknowledge) as ``protocol_level`` from now on, with these MQTT 5 limits."""
+        self._v5 = protocol_level == MQTT_5
+        self._reader.protocol_level = protocol_level
+        self._receive_maximum = receive_maximum
+        self._alias_maximum = alias_maximum
+
+    def _limit_packets(self, max_packet_size: int) -> None:
+        """Refuse packets above ``max_packet_size`` bytes (the whole packet, header included)."""
+        self._reader.max_packet_size = max(0, min(max_packet_size, MAX_REMAINING_LENGTH + 5) - 5)
+        self._max_packet_size = max_packet_size
 
     @property
     def received(self) -> int:
@@ -77,6 +137,12 @@ class InboundProtocol(asyncio.Protocol):
             return  # IDs this connection never handed out; the interface promises no raise
         transport.write(data)
         self._wrote = True
+        if self._v5:
+            self._unacked.difference_update(packet_ids)
+            if self._over_window and len(self._unacked) <= self._receive_maximum:
+                self._over_window = False
+                if self._paused and len(self._ready) < self._max_pending:
+                    self._resume()
 
     async def batches(self) -> AsyncIterator[list[Inbound]]:
         """Whatever has arrived, batch by batch, waiting only when nothing has."""
@@ -85,7 +151,7 @@ class InboundProtocol(asyncio.Protocol):
         while True:
             if ready:
                 batch = ready.popleft() if len(ready) == 1 else _merge(ready)
-                if self._paused:
+                if self._paused and not self._over_window:
                     self._resume()
                 yield batch
                 continue
@@ -113,16 +179,33 @@ class InboundProtocol(asyncio.Protocol):
         """Every complete packet of this read: PUBLISHes become one batch, the rest answers."""
         try:
             packets = self._reader.feed(data)
+        except PacketTooLarge as exc:
+            self._violation(
+                f"{self._where} sent a packet above --max-packet-size "
+                f"({self._max_packet_size} bytes): {exc}",
+                "packet_too_large",
+            )
+            return
         except ProtocolError as exc:
-            self._fail(f"{self._where} sent malformed MQTT: {exc}")
+            self._violation(f"{self._where} sent malformed MQTT: {exc}", "malformed")
             return
         batch: list[Inbound] = []
         append = batch.append
+        v5 = self._v5
         for packet in packets:
             if type(packet) is Publish:
                 if packet.qos > 1:
-                    self._fail(f"{self._where} sent a QoS 2 PUBLISH, which was never asked for")
+                    self._violation(
+                        f"{self._where} sent a QoS 2 PUBLISH, which was never asked for",
+                        "unexpected_packet",
+                    )
                     return
+                if v5:
+                    inbound = self._inbound_v5(packet)
+                    if inbound is None:
+                        return
+                    append(inbound)
+                    continue
                 append(
                     Inbound(packet.topic, packet.payload, packet.qos, packet.retain,
                             packet.packet_id or 0)
@@ -141,6 +224,80 @@ class InboundProtocol(asyncio.Protocol):
             ):
                 self._paused = True
                 self._transport.pause_reading()
+
+    def _inbound_v5(self, packet: Publish) -> Inbound | None:
+        """An MQTT 5 PUBLISH as Inbound: alias resolved, properties kept, window checked.
+
+        None when it breaks the protocol (the connection is being closed).
+        """
+        props = packet.properties
+        topic = packet.topic
+        alias = props.topic_alias
+        if alias is not None:
+            if alias > self._alias_maximum:
+                self._violation(
+                    f"{self._where} sent topic alias {alias}, above the Topic Alias Maximum "
+                    f"of {self._alias_maximum} we announced",
+                    "topic_alias_invalid",
+                )
+                return None
+            if topic:
+                self._aliases[alias] = topic
+            else:
+                known = self._aliases.get(alias)
+                if known is None:
+                    self._violation(
+                        f"{self._where} used topic alias {alias} before giving it a topic",
+                        "topic_alias_invalid",
+                    )
+                    return None
+                topic = known
+        elif not topic:
+            self._violation(
+                f"{self._where} sent a PUBLISH without a topic name or alias", "malformed"
+            )
+            return None
+        packet_id = packet.packet_id or 0
+        if packet_id:
+            unacked = self._unacked
+            unacked.add(packet_id)
+            if len(unacked) > self._receive_maximum and not self._over_window:
+                self._window_overrun(len(unacked))
+        if (
+            props.message_expiry_interval is None
+            and not (props.user_properties or props.content_type or props.correlation_data)
+            and props.response_topic is None
+            and props.payload_format_indicator is None
+        ):
+            return Inbound(topic, packet.payload, packet.qos, packet.retain, packet_id)
+        expiry = props.message_expiry_interval
+        return Inbound(
+            topic,
+            packet.payload,
+            packet.qos,
+            packet.retain,
+            packet_id,
+            message_properties(props),
+            0.0 if expiry is None else time.monotonic() + expiry,
+        )
+
+    def _window_overrun(self, unacked: int) -> None:
+        """The server sent beyond our Receive Maximum: report it, read no more until acks."""
+        self._over_window = True
+        self.window_overruns += 1
+        if self.window_overruns == 1:
+            log.warning(
+                "%s sent %d QoS 1 messages not yet acknowledged, above the Receive Maximum of "
+                "%d we announced (a protocol error); reading pauses until acknowledgements "
+                "bring it back under",
+                self._where,
+                unacked,
+                self._receive_maximum,
+            )
+        transport = self._transport
+        if not self._paused and transport is not None and not self._answer_awaited():
+            self._paused = True
+            transport.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Fail every waiting call at once, and end ``batches`` after what already arrived."""
@@ -207,6 +364,26 @@ class InboundProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def _violation(self, message: str, reason: str) -> None:
+        """The server broke the protocol: say why (MQTT 5: in a DISCONNECT), then close.
+
+        ``reason`` is one of ``ProtocolViolation``'s labels.
+        """
+        if self._error is None:
+            self._error = ProtocolViolation(message, reason)
+        self._live = False
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        code = _DISCONNECT_CODES.get(reason)
+        if not self._v5 or code is None:
+            transport.abort()
+            return
+        transport.pause_reading()
+        transport.write(encode(Disconnect(int(code)), MQTT_5))
+        transport.close()  # after the DISCONNECT is flushed; a peer that does not read...
+        asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT, transport.abort)  # ...is cut
+
     async def _abort(self) -> None:
         """Close a connection that never got going, and wait until asyncio let go of it."""
         self._live = False
@@ -224,6 +401,18 @@ class InboundProtocol(asyncio.Protocol):
             # A peer that does not read blocks the flush (or a TLS close): stop waiting for it.
             self._transport.abort()
             await closed
+
+
+def message_properties(props: Properties) -> MessageProperties:
+    """The properties of a received PUBLISH that a handler sees."""
+    return MessageProperties(
+        user_properties=props.user_properties,
+        content_type=props.content_type,
+        payload_format_indicator=props.payload_format_indicator,
+        correlation_data=props.correlation_data,
+        response_topic=props.response_topic,
+        message_expiry_interval=props.message_expiry_interval,
+    )
 
 
 def _merge(ready: deque[list[Inbound]]) -> list[Inbound]:
