@@ -5,6 +5,7 @@
     python -m bench --only throughput,latency --qos 1
     python -m bench --quick --output /tmp/bench.md
     python -m bench --only storage        events into PostgreSQL (its own section)
+    python -m bench --only processes      worker run --workers 2 vs 1 (its own section)
 
 A full run of every section writes BENCHMARKS.md at the repository root; a quick or partial
 run only prints, unless ``--output`` names a file, so that the recorded figures are always
@@ -25,6 +26,8 @@ from pathlib import Path
 from bench.broker import BenchMosquitto, mosquitto_binary, mosquitto_version
 from bench.machine import describe
 from bench.markdown import render, with_foreign_sections
+from bench.processes import record as record_processes
+from bench.processes import section as processes_section
 from bench.procs import ROOT, until_terminated
 from bench.report import Results
 from bench.storage import record as record_storage
@@ -140,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         where = args.output or ROOT / "BENCHMARKS.md"
         record_storage(storage_section(suite.storage, results.command), where)
         print(f"wrote the storage section of {where}")
+    if suite.processes is not None and (args.output or not args.quick):
+        where = args.output or ROOT / "BENCHMARKS.md"
+        record_processes(processes_section(suite.processes, results.command), where)
+        print(f"wrote the processes section of {where}")
     return 1 if failed else 0
 
 

@@ -7,6 +7,8 @@
   the intake queue). ``BENCH_WARMUP`` events are left out; at shutdown the summary is written
   as JSON to ``BENCH_RESULT``.
 - ``sleepy``: an I/O-bound handler, ``await asyncio.sleep(BENCH_SLEEP)`` (default 5 ms).
+- ``cpu``: a CPU-bound handler, a fixed amount of arithmetic (``BENCH_CPU_WORK`` rounds,
+  about 5 ms of one core by default) that holds the event loop as a parser or a model would.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from worker import App, Event
 noop = App()
 latency = App()
 sleepy = App()
+cpu = App()
 
 SLEEP = float(os.environ.get("BENCH_SLEEP", "0.005"))
+CPU_WORK = int(os.environ.get("BENCH_CPU_WORK", "60000"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "0"))
 _samples: list[float] = []
 _seen = [0]
@@ -78,3 +82,12 @@ def summary(samples: list[float]) -> dict[str, float]:
         "p999": pick(0.999),
         "max": ordered[-1],
     }
+
+
+@cpu.event(name="cpu")
+async def on_heavy(event: Event) -> None:
+    """Compute without yielding: the same work for every message, whatever the machine's load."""
+    total = 0
+    for i in range(CPU_WORK):
+        total += i * i % 7
+    event.data  # noqa: B018 - decoded like every other bench handler

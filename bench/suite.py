@@ -1,8 +1,9 @@
 """One invocation: every selected section against one Mosquitto, in order, printing as it goes.
 
 Sections: ``throughput`` (baseline, no-op worker per transport, example app; QoS 0 and 1),
-``latency``, ``overload``, ``routing``, ``group``, ``platform`` and ``storage`` (events into
-PostgreSQL, :mod:`bench.storage`, QoS 1 only, its own brokers). Later sections use what
+``latency``, ``overload``, ``routing``, ``group``, ``platform``, ``storage`` (events into
+PostgreSQL, :mod:`bench.storage`, QoS 1 only, its own brokers) and ``processes`` (``worker run
+--workers 2`` against 1 with a CPU-bound handler, :mod:`bench.processes`). Later sections use what
 earlier ones measured (the latency section's flat-out publisher sends at twice the no-op
 capacity); when run alone they measure that capacity first.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench import brokers, payloads, scenarios, storage
+from bench import brokers, payloads, processes, scenarios, storage
 from bench.broker import BenchMosquitto
 from bench.machine import Load, measure_load
 from bench.procs import ROOT, BenchError
@@ -36,7 +37,9 @@ from bench.throughput import (
 
 #: busy share of the cores (other people's work) below which the machine counts as quiet
 QUIET: Final = 0.2
-SECTIONS: Final = ("throughput", "latency", "overload", "routing", "group", "platform", "storage")
+SECTIONS: Final = (
+    "throughput", "latency", "overload", "routing", "group", "platform", "storage", "processes",
+)  # fmt: skip
 Say = Callable[[str], None]
 
 
@@ -108,6 +111,8 @@ class Suite:
         self.folder, self.say = folder, say
         #: the storage section's figures, which BENCHMARKS.md keeps in a section of their own
         self.storage: storage.StorageResults | None = None
+        #: --workers 2 against 1, likewise kept in a section of its own
+        self.processes: processes.ProcessResults | None = None
         self.native = native_problem()
         if self.native:
             say(f"native transport: skipped: {self.native}")
@@ -286,3 +291,19 @@ class Suite:
             self.folder,
             self.say,
         )
+
+    async def _processes(self) -> None:
+        p = self.plan
+        figures = []
+        for workers in (1, 2):
+            figure = await processes.measure(
+                self.broker.port, workers, p.seconds, p.runs, self.folder
+            )
+            figures.append(figure)
+            self.say(
+                f"  --workers {workers}: {rate(figure.median)} msg/s "
+                f"(runs {', '.join(rate(x) for x in figure.rates)})"
+            )
+        load = self.results.loads[-1].describe() if self.results.loads else ""
+        self.processes = processes.ProcessResults(figures, load)
+        self.say(f"  2 processes vs 1: {self.processes.ratio():.2f}x")

@@ -16,13 +16,8 @@ supervisor merges their pages at scrape time:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Final
-
-from prometheus_client.exposition import generate_latest
-from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector
 
 #: the scaling gauges, summed per pod rather than labelled per process
 POD_GAUGES: Final = frozenset(
@@ -30,62 +25,85 @@ POD_GAUGES: Final = frozenset(
 )
 
 
+class _Family:
+    """One family's comment lines and its samples, from every process."""
+
+    __slots__ = ("comments", "samples")
+
+    def __init__(self) -> None:
+        self.comments: list[str] = []
+        self.samples: list[str] = []
+
+
 def merge(pages: Mapping[str, str]) -> bytes:
     """The text exposition of every page (process label → its ``/metrics`` text), merged.
 
-    ValueError when a page is not the Prometheus text format.
+    The pages are prometheus_client's own output, so they are relabelled line by line rather
+    than parsed into objects and written again: a scrape during a benchmark must cost the
+    supervisor little. ValueError naming the process when a line is not the text format.
     """
-    families: dict[str, Metric] = {}
-    lanes = busy = 0.0
+    families: dict[str, _Family] = {}
+    pod = dict.fromkeys(("worker_concurrency", "worker_busy_lanes"), 0.0)
     for process, text in pages.items():
-        for family in _families(process, text):
-            if family.name in POD_GAUGES:
-                value = family.samples[0].value if family.samples else 0.0
-                lanes += value if family.name == "worker_concurrency" else 0.0
-                busy += value if family.name == "worker_busy_lanes" else 0.0
+        name = ""
+        for line in text.splitlines():
+            if not line:
                 continue
-            merged = families.setdefault(
-                family.name, Metric(family.name, family.documentation, family.type, family.unit)
-            )
-            for sample in family.samples:
-                labels = {**sample.labels, "process": process}
-                merged.add_sample(sample.name, labels, sample.value, sample.timestamp)
+            if line.startswith("#"):
+                name = _comment_family(line, process)
+                family = families.setdefault(name, _Family())
+                if name not in POD_GAUGES and len(family.comments) < 2:
+                    family.comments.append(line)
+                continue
+            sample, value = _sample(line, process)
+            if name in POD_GAUGES:
+                if name in pod:
+                    pod[name] += value
+                continue
+            families.setdefault(name, _Family()).samples.append(sample)
+    lines = []
+    for name, family in families.items():
+        if name not in POD_GAUGES:
+            lines += family.comments + family.samples
     if pages:
-        families.update(_pod_gauges(lanes, busy))
-    return generate_latest(_Fixed(families.values()))
+        lines += _pod_lines(pod["worker_concurrency"], pod["worker_busy_lanes"])
+    return ("\n".join(lines) + "\n").encode() if lines else b""
 
 
-def _families(process: str, text: str) -> list[Metric]:
-    """The families of one page; ValueError naming the process when it is not the format."""
+def _comment_family(line: str, process: str) -> str:
+    """The family a ``# HELP name ...`` or ``# TYPE name type`` line is about."""
+    parts = line.split(" ", 3)
+    if len(parts) < 3 or parts[1] not in ("HELP", "TYPE"):
+        raise ValueError(f"process {process}: not the Prometheus text format: {line[:80]!r}")
+    return parts[2]
+
+
+def _sample(line: str, process: str) -> tuple[str, float]:
+    """The sample line with ``process`` added to its labels, and its value."""
+    head, _, raw = line.rpartition(" ")
     try:
-        return list(text_string_to_metric_families(text))
-    except ValueError as exc:
-        raise ValueError(f"process {process}: not the Prometheus text format: {exc}") from None
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not head or value != value and raw != "NaN" or ("{" in head) != head.endswith("}"):
+        raise ValueError(f"process {process}: not the Prometheus text format: {line[:80]!r}")
+    label = f'process="{process}"'
+    if "{" in head:
+        name, _, labels = head.partition("{")
+        sep = "," if labels != "}" else ""
+        return f"{name}{{{label}{sep}{labels} {raw}", value
+    return f"{head}{{{label}}} {raw}", value
 
 
-def _pod_gauges(lanes: float, busy: float) -> dict[str, Metric]:
+def _pod_lines(lanes: float, busy: float) -> list[str]:
     """The scaling gauges of the whole pod."""
-    values = {
-        "worker_concurrency": ("Lanes of every process of this pod", lanes),
-        "worker_busy_lanes": ("Lanes busy on average, every process of this pod", busy),
-        "worker_handler_saturation": (
-            "Share of this pod's lane time spent in handlers (0..1)",
-            min(1.0, busy / lanes) if lanes else 0.0,
-        ),
-    }
-    out = {}
-    for name, (doc, value) in values.items():
-        metric = Metric(name, doc, "gauge")
-        metric.add_sample(name, {}, value)
-        out[name] = metric
-    return out
-
-
-class _Fixed(Collector):
-    """A registry's worth of ready families, for ``generate_latest``."""
-
-    def __init__(self, families: Iterable[Metric]) -> None:
-        self._families = list(families)
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families
+    saturation = min(1.0, busy / lanes) if lanes else 0.0
+    values = (
+        ("worker_concurrency", "Lanes of every process of this pod", lanes),
+        ("worker_busy_lanes", "Lanes busy on average, every process of this pod", busy),
+        ("worker_handler_saturation", "Share of this pod's lane time in handlers", saturation),
+    )
+    lines = []
+    for name, doc, value in values:
+        lines += [f"# HELP {name} {doc}", f"# TYPE {name} gauge", f"{name} {value!r}"]
+    return lines

@@ -59,7 +59,7 @@ async def test_two_processes_share_the_work_and_one_metrics_page_shows_both(
     exactly_once([worker], numbers)
     samples = await worker.metrics()
     per_process = [
-        samples[f'worker_messages_received_total{{kind="event",process="{n}"}}'] for n in (0, 1)
+        samples[f'worker_messages_received_total{{process="{n}",kind="event"}}'] for n in (0, 1)
     ]
     assert sum(per_process) == len(numbers)
     assert all(count > 0 for count in per_process), per_process  # both are members
