@@ -65,6 +65,8 @@ class Outcome(enum.StrEnum):
     DECODE_ERROR = "decode_error"
     DROPPED = "dropped"
     DEAD_LETTERED = "dead_lettered"
+    #: its MQTT 5 message expiry passed while it waited in the intake: not handled, acknowledged
+    EXPIRED = "expired"
 
 
 class DropReason(enum.StrEnum):

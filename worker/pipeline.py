@@ -18,8 +18,13 @@ goes to a shared queue that any free lane takes from. No task is created per mes
   whose dead letter could not be kept is acknowledged too and counted as dropped: holding it
   back would stall every later ack on the connection.
 - QoS 0: at most ``intake_size`` queued; beyond that ``drop-oldest`` drops the oldest queued
-  QoS 0 work, ``block`` makes ``put`` wait for room (and so the socket). QoS 1 is not bounded
-  here: the broker's in-flight window bounds it.
+  QoS 0 work, ``block`` makes ``put`` wait for room (and so the socket), and ``pace`` waits
+  like ``block`` until the intake has been full for ``pace_limit`` seconds without a break (a
+  backlog that stays, not a burst), then drops the oldest like ``drop-oldest`` until a message
+  finds room again. QoS 1 is not bounded here: the broker's in-flight window bounds it (on
+  MQTT 5, the Receive Maximum the worker announces).
+- A message whose MQTT 5 expiry passed while it waited is not handled: outcome ``expired``,
+  and acknowledged.
 - A message matching no route is counted as dropped (``unrouted``) and, at QoS 1, acknowledged.
 - Outcomes and drop reasons are defined in ``worker.metrics``; ``observer`` (tests) gets a
   ``worker.handling.Handled`` per finished (message, route), with the handler's exception.
@@ -173,6 +178,12 @@ class Pipeline:
         self._qos0_queued = 0
         self._limit = settings.intake_size
         self._block = settings.overflow == "block"
+        self._pace = settings.overflow == "pace"
+        self._pace_limit = settings.pace_limit
+        #: pace: monotonic time the QoS 0 intake became full without a break since; 0.0: not
+        self._full_since = 0.0
+        #: MQTT 5: the Receive Maximum the worker announced, a known bound of the broker's window
+        self._window_bound = settings.receive_maximum if settings.mqtt_version == "5" else 0
         #: set when a lane took QoS 0 work while a blocked ``put`` waits for room
         self._space = asyncio.Event()
         self._space_wanted = False
@@ -287,6 +298,8 @@ class Pipeline:
                         if self._stopping:
                             refused += 1
                             break
+                    elif self._full_since and slot is None:
+                        self._full_since = 0.0  # room without waiting: the backlog broke
                     self._enqueue(work, route)
         finally:
             self._count_intake(kinds, unrouted, refused)
@@ -315,6 +328,8 @@ class Pipeline:
 
     async def _make_room(self) -> None:
         """The QoS 0 intake is full: drop its oldest work, or wait for a lane to take some."""
+        if self._pace and await self._paced():
+            return
         if not self._block:
             q = self._qos0
             while q:
@@ -330,6 +345,29 @@ class Pipeline:
             self._space.clear()
             self._space_wanted = True
             await self._space.wait()
+
+    async def _paced(self) -> bool:
+        """``pace``: wait for room while the intake has been full for less than the limit.
+
+        True when room was made; False when the backlog stayed (the caller drops the oldest).
+        The clock starts when a message first finds the intake full and stops when one finds
+        room again (``put``): a burst that the lanes work through is never dropped.
+        """
+        now = time.monotonic()
+        if not self._full_since:
+            self._full_since = now
+        left = self._full_since + self._pace_limit - now
+        if left <= 0:
+            return False
+        try:
+            async with asyncio.timeout(left):
+                while self._qos0_queued >= self._limit and not self._stopping:
+                    self._space.clear()
+                    self._space_wanted = True
+                    await self._space.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def _enqueue(self, work: _Work, route: Route) -> None:
         opens = self._opens[route.index]
@@ -409,7 +447,8 @@ class Pipeline:
             self._hand_over(open)
         if not any(o.qos1 for o in filling):
             return
-        if self._window and self._unacked() >= self._window:
+        window = self._known_window()
+        if window and self._unacked() >= window:
             self._hand_over_qos1()
             return
         loop = asyncio.get_running_loop()
@@ -427,6 +466,13 @@ class Pipeline:
         self._stall_timer = None
         self._window = max(self._window, self._unacked())
         self._hand_over_qos1()
+
+    def _known_window(self) -> int:
+        """The broker's window as known: learned, announced (MQTT 5), the smaller; 0: unknown."""
+        learned, bound = self._window, self._window_bound
+        if learned and bound:
+            return min(learned, bound)
+        return learned or bound
 
     def _hand_over_qos1(self) -> None:
         for open in [o for o in self._filling if o.qos1]:
@@ -545,7 +591,11 @@ class Pipeline:
         assert isinstance(run, RouteRunner)
         self._in_flight += 1
         try:
-            outcome = await run.handle(work.entry, work.inbound, work.received_at)
+            expires = work.inbound.expires_at
+            if expires and time.monotonic() >= expires:
+                outcome = Outcome.EXPIRED  # waited past its MQTT 5 expiry: not handled
+            else:
+                outcome = await run.handle(work.entry, work.inbound, work.received_at)
         except asyncio.CancelledError:
             # drain gave up on it: not acknowledged (the broker may redeliver), but counted
             self._abandoned += 1
@@ -571,7 +621,13 @@ class Pipeline:
             return
         for work in items:
             self._take(work)
-        run, count = batch.run, len(items)
+        run = batch.run
+        items = self._unexpired(run, items)
+        if not items:
+            if not self._flush_pending:
+                self._schedule(None)
+            return
+        count = len(items)
         self._in_flight += count
         try:
             outcomes = await run.handle_batch(items)
@@ -592,6 +648,23 @@ class Pipeline:
                     self._schedule(slot.queue)
         if not self._flush_pending:
             self._schedule(None)
+
+    def _unexpired(self, run: BatchRunner, items: list[_Work]) -> list[_Work]:
+        """The items whose MQTT 5 expiry has not passed; the others count as ``expired``."""
+        now = time.monotonic()
+        live: list[_Work] = []
+        for work in items:
+            expires = work.inbound.expires_at
+            if not expires or now < expires:
+                live.append(work)
+                continue
+            run.metrics.outcome[Outcome.EXPIRED].inc()
+            slot = work.slot
+            if slot is not None:
+                slot.remaining -= 1
+                if slot.remaining == 0 and slot.queue.pending[0] is slot:
+                    self._schedule(slot.queue)
+        return live
 
     # --- acks, once per loop turn ------------------------------------------------------
 

@@ -21,7 +21,16 @@ from typing import Any, Final, Protocol
 from worker import topics
 from worker.deadletter import SinkChoice
 from worker.errors import CodecError, PermanentError, RegistrationError, TopicError
-from worker.messages import AppStatus, Command, DeviceStatus, Event, Message, status_fields
+from worker.messages import (
+    NO_PROPERTIES,
+    AppStatus,
+    Command,
+    DeviceStatus,
+    Event,
+    Message,
+    MessageProperties,
+    status_fields,
+)
 from worker.metrics import Kind
 from worker.payloads import PayloadModel
 from worker.routing import TopicTrie
@@ -51,6 +60,10 @@ class InboundLike(Protocol):
     def retain(self) -> bool: ...
     @property
     def packet_id(self) -> int: ...
+    @property
+    def properties(self) -> MessageProperties | None: ...
+    @property
+    def expires_at(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +128,17 @@ Builder = Callable[[tuple[str, ...], InboundLike, float], Message]
 
 
 def _event(p: tuple[str, ...], m: InboundLike, at: float) -> Message:
-    return Event(p[0], p[1], p[2], p[3], m.payload, m.topic, m.qos, m.retain, at)
+    return Event(
+        p[0], p[1], p[2], p[3], m.payload, m.topic, m.qos, m.retain, at,
+        m.properties or NO_PROPERTIES,
+    )  # fmt: skip
 
 
 def _command(p: tuple[str, ...], m: InboundLike, at: float) -> Message:
-    return Command(p[0], p[1], p[2], p[3], m.payload, m.topic, m.qos, m.retain, at)
+    return Command(
+        p[0], p[1], p[2], p[3], m.payload, m.topic, m.qos, m.retain, at,
+        m.properties or NO_PROPERTIES,
+    )  # fmt: skip
 
 
 def _device_status(p: tuple[str, ...], m: InboundLike, at: float) -> Message:
