@@ -81,7 +81,9 @@ async def test_on_a_broker_with_the_mqtt_profile_and_a_login(
 async def test_a_bad_filter_exits_2_and_a_refused_login_exits_4(
     mosquitto_factory: MosquittoFactory,
 ) -> None:
-    code, _, err = await run_cli("subscribe", "--org", "abc123", "a/#/b")
+    code, _, err = await run_cli("subscribe", "--org", "abc123", "iot-2/type/+/id/+/cmd/#")
+    assert code == 2 and "'#' is not allowed for applications; use '+'" in err, err
+    code, _, err = await run_cli("subscribe", "--profile", "mqtt", "--org", "abc123", "a/#/b")
     assert code == 2 and "'#' must be the last level" in err, err
     broker = mosquitto_factory(users={"dev": "pw"})
     code, _, err = await run_cli(

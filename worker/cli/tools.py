@@ -176,7 +176,7 @@ def subscribe(
 
     settings = tool_settings(flags)
     try:
-        chosen = sub.check_filters(filters)
+        chosen = sub.check_filters(filters, wiotp=settings.profile.value == "wiotp")
     except pub.PublishError as exc:
         fail(EXIT_USAGE, str(exc))
     options = pub.tool_options(settings, "subscribe", client_id)

@@ -30,9 +30,16 @@ DEFAULT_FILTER: Final = "iot-2/type/+/id/+/evt/+/fmt/+"
 _HEX_SHOWN: Final = 32
 
 
-def check_filters(filters: Sequence[str]) -> list[str]:
-    """The filters to subscribe to (the default when none); PublishError for a bad one."""
+def check_filters(filters: Sequence[str], *, wiotp: bool) -> list[str]:
+    """The filters to subscribe to (the default when none); PublishError for a bad one.
+
+    A Watson IoT platform closes the connection of an application that subscribes outside
+    its iot-2 topics (``#`` included), so on the ``wiotp`` profile they are checked by that
+    grammar first; a standard broker takes any valid MQTT filter.
+    """
     try:
+        if wiotp:
+            return [str(topics.parse_filter(f)) for f in filters] or [DEFAULT_FILTER]
         return [topics.validate_filter(f) for f in filters] or [DEFAULT_FILTER]
     except TopicError as exc:
         raise PublishError(str(exc)) from None
