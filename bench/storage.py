@@ -9,21 +9,23 @@ PostgreSQL cluster (``tests.support.postgres``, default settings: every commit i
   from this process, with nothing else running;
 - the no-op worker (``bench.apps:noop``), the ceiling of any route.
 
-Then the batch route's memory in a live stream: a fresh worker, events published at half the
-rate it drained at (``--seconds``), its peak RSS once it stored them all. The drains' RSS is
-higher because of how they are run: Mosquitto 2.0 keeps releasing a stopped consumer's
-backlog as acknowledgements flow, beyond ``max_inflight_messages``, so a drain worker holds
-tens of thousands of received messages at once, which a live stream never makes it do.
+Then the batch route in a live stream (``--seconds`` of events published at a steady rate to
+a fresh worker): at half its drain rate, for its peak RSS, and at its drain rate on this
+Mosquitto and on one with Mosquitto's default window (20 messages in flight per client): a
+batch can hold no more than the broker lets out before acknowledgements, so that pair shows
+what the window costs. The rate of a live row is events over the time until the last one was
+stored. The drains' RSS is higher because of how they are run: Mosquitto 2.0 keeps releasing
+a stopped consumer's backlog as acknowledgements flow, beyond ``max_inflight_messages``, so a
+draining worker holds tens of thousands of received messages at once, which a live stream
+never makes it do (for the same reason the window costs a drain nothing).
 
-Plus the batch route once more on a Mosquitto with its default window (20 messages in flight
-per client): a batch can hold no more than the broker lets out before acknowledgements, so
-this row shows what the window costs. Workers are timed as in the throughput section
-(``bench.throughput.drain_runs``: fill while the worker is stopped, time the drain); a
-message counts once the worker acknowledged it, which for the storage routes means once its
-row was committed. The per-event route and the default-window row use a quarter of the
-messages (they are the slow ones). Every worker's rows are counted afterwards, and its peak
-RSS (VmHWM) and the CPU seconds of the worker and of PostgreSQL (all its processes) over the
-timed drains are recorded: that says where the time goes.
+Workers are timed as in the throughput section (fill while the worker is stopped, time the
+drain), the no-op and the batch worker in turn within each run (``measure_workers``), so
+that load from elsewhere on the machine weighs on both alike; a message counts once the
+worker acknowledged it, which for the storage routes means once its row was committed. The
+per-event route uses a quarter of the messages (it is the slow one). Every worker's rows are
+counted afterwards, and its peak RSS (VmHWM) and the CPU seconds of the worker and of
+PostgreSQL (all its processes) over the drains are recorded: that says where the time goes.
 
 The section is written into BENCHMARKS.md between its own markers by a full run of it
 (``python -m bench --only storage``, or the whole suite); a quick run only prints.
@@ -46,7 +48,7 @@ from bench.machine import cpu_seconds, describe
 from bench.procs import BenchError, WorkerProc
 from bench.publisher import Publisher
 from bench.report import MB, Target, rate, table
-from bench.throughput import SLOWEST, drain_runs, worker_args
+from bench.throughput import SLOWEST, worker_args
 from tests.support.postgres import PostgresCluster, PostgresError, postgres_bindir
 from worker.messages import Event
 
@@ -61,6 +63,8 @@ PER_EVENT: Final = "per-event route: bench.insert_app, --concurrency 64"
 COPY: Final = "PostgreSQL COPY, 1,000-row batches, one connection"
 NOOP: Final = "no-op worker: bench.apps:noop"
 LIVE: Final = "batch route, live stream at half its drain rate"
+#: the same at the full drain rate, on each window: what the window costs
+LIVE_FULL: Final = "batch route, live stream at its drain rate"
 Say = Callable[[str], None]
 
 
@@ -158,47 +162,81 @@ def postgres_cpu(cluster: PostgresCluster) -> float:
 
 @dataclass(frozen=True)
 class Consumer:
-    """A ``worker run`` to measure: its target, flags and environment."""
+    """A ``worker run`` to measure: its target and flags."""
 
     name: str
     target: str
     extra: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
     stores: bool = True
 
 
-async def measure_worker(
-    consumer: Consumer,
+async def measure_workers(
+    consumers: Sequence[Consumer],
     broker: BenchMosquitto,
     packets: Sequence[bytes],
     runs: int,
     folder: Path,
     cluster: PostgresCluster,
-) -> StorageFigure:
-    """Start the worker, run the drains, read its RSS, CPU and rows, stop it."""
+) -> list[StorageFigure]:
+    """Start the workers together and drain them in turn, run after run; their figures.
+
+    Each run publishes once while all of them are stopped (each has its own ``$share`` group,
+    so each gets every message), then resumes and times one worker after the other: load
+    from elsewhere on a shared machine comes and goes, and this way it weighs on each alike.
+    At most one of them may store (the rows are counted for it).
+    """
     dsn = cluster.dsn()
     await reset(dsn)
-    slug = f"{consumer.target.replace(':', '-')}-{broker.max_inflight}"[:36]
-    args = worker_args(broker.port, 1, slug, *consumer.extra)
-    proc = WorkerProc(consumer.name, folder / f"{slug}.log", consumer.target, args,
-                      STORAGE_DSN=dsn, **dict(consumer.env))  # fmt: skip
-    command = " ".join(["worker run", consumer.target, *worker_args(0, 1, "ID", *consumer.extra)])
-    figure = StorageFigure(consumer.name, broker.max_inflight, command, len(packets))
-    await proc.start()
+    started = [await _start(c, broker, folder, dsn) for c in consumers]
     pub = await Publisher.connect("127.0.0.1", broker.port, "bench-storage-pub")
     try:
-        worker0, pg0 = cpu_seconds(proc.pid), postgres_cpu(cluster)
-        figure.rates, _, _ = await drain_runs(proc, pub, packets, 1, runs)
-        worker1, pg1 = cpu_seconds(proc.pid), postgres_cpu(cluster)
-        per = 100_000 / (len(packets) * (runs + 1))
-        figure.cpu = ((worker1 - worker0) * per, (pg1 - pg0) * per)
-        figure.peak_rss = proc.peak_rss()
+        for run in range(runs + 1):  # the first is a warm-up
+            for proc, _ in started:
+                proc.pause()
+            await pub.send_all(packets, 1)
+            for proc, figure in started:
+                await _drain(proc, figure, len(packets), cluster, timed=run > 0)
+        for proc, figure in started:
+            per = 100_000 / (len(packets) * (runs + 1))
+            figure.cpu = (figure.cpu[0] * per, figure.cpu[1] * per)
+            figure.peak_rss = proc.peak_rss()
     finally:
         await pub.close()
-        await proc.stop()
-    if consumer.stores:
-        figure.rows = await count_rows(dsn)
-    return figure
+        for proc, _ in started:
+            await proc.stop()
+    for consumer, (_, figure) in zip(consumers, started, strict=True):
+        if consumer.stores:
+            figure.rows = await count_rows(dsn)
+    return [figure for _, figure in started]
+
+
+async def _start(
+    consumer: Consumer, broker: BenchMosquitto, folder: Path, dsn: str
+) -> tuple[WorkerProc, StorageFigure]:
+    slug = f"{consumer.target.replace(':', '-')}-{broker.max_inflight}"[:36]
+    # the app ID names the $share group: one group per worker, so each gets every message
+    extra = (*consumer.extra, "--app-id", slug)
+    proc = WorkerProc(consumer.name, folder / f"{slug}.log", consumer.target,
+                      worker_args(broker.port, 1, slug, *extra), STORAGE_DSN=dsn)  # fmt: skip
+    command = " ".join(["worker run", consumer.target, *worker_args(0, 1, "ID", *consumer.extra)])
+    await proc.start()
+    return proc, StorageFigure(consumer.name, broker.max_inflight, command, 0)
+
+
+async def _drain(
+    proc: WorkerProc, figure: StorageFigure, count: int, cluster: PostgresCluster, timed: bool
+) -> None:
+    """Resume ``proc`` and wait until it finished ``count`` more; rate and CPU into ``figure``."""
+    before = await proc.counted()
+    worker0, pg0 = cpu_seconds(proc.pid), postgres_cpu(cluster)
+    started = time.monotonic()
+    proc.resume()
+    finished = await proc.finished_at(before + count, 30.0 + count / SLOWEST)
+    worker, db = figure.cpu
+    figure.cpu = (worker + cpu_seconds(proc.pid) - worker0, db + postgres_cpu(cluster) - pg0)
+    figure.messages = count
+    if timed:
+        figure.rates.append(count / (finished - started))
 
 
 def device(seq: int) -> str:
@@ -247,16 +285,22 @@ async def copy_limit(cluster: PostgresCluster, count: int, runs: int) -> Storage
 
 
 async def live(
-    broker: BenchMosquitto, rate: float, seconds: float, folder: Path, cluster: PostgresCluster
+    name: str,
+    broker: BenchMosquitto,
+    rate: float,
+    seconds: float,
+    folder: Path,
+    cluster: PostgresCluster,
 ) -> StorageFigure:
-    """A fresh batch worker fed ``rate`` events a second for ``seconds``: its peak RSS."""
+    """A fresh batch worker fed ``rate`` events a second for ``seconds``: the rate at which
+    they were stored (until the last one) and its peak RSS."""
     dsn = cluster.dsn()
     await reset(dsn)
     args = worker_args(broker.port, 1, "storage-live")
-    proc = WorkerProc(LIVE, folder / "storage-live.log", "worker.examples.storage", args,
-                      STORAGE_DSN=dsn)  # fmt: skip
+    log = folder / f"storage-live-{broker.max_inflight}-{rate:.0f}.log"
+    proc = WorkerProc(name, log, "worker.examples.storage", args, STORAGE_DSN=dsn)
     command = " ".join(["worker run worker.examples.storage", *worker_args(0, 1, "ID")])
-    figure = StorageFigure(LIVE, broker.max_inflight, command, 0)
+    figure = StorageFigure(name, broker.max_inflight, command, 0)
     await proc.start()
     pub = await Publisher.connect("127.0.0.1", broker.port, "bench-live-publisher")
     try:
@@ -317,27 +361,27 @@ async def _figures(
     brokers = {w: BenchMosquitto(binary, folder / f"storage-{w}", max_inflight=w)
                for w in (WINDOW, DEFAULT_WINDOW)}  # fmt: skip
     batch = Consumer(BATCH, "worker.examples.storage")
-    plan = [
-        (Consumer(NOOP, "bench.apps:noop", stores=False), WINDOW, full),
-        (batch, WINDOW, full),
-        (Consumer(PER_EVENT, "bench.insert_app", ("--concurrency", "64")), WINDOW, fewer),
-        (batch, DEFAULT_WINDOW, fewer),
-    ]
+    noop = Consumer(NOOP, "bench.apps:noop", stores=False)
+    per_event = Consumer(PER_EVENT, "bench.insert_app", ("--concurrency", "64"))
+    plan = [((noop, batch), WINDOW, full), ((per_event,), WINDOW, fewer)]
     for broker in brokers.values():
         broker.folder.mkdir(exist_ok=True)
         broker.start()
     try:
-        for consumer, window, packets in plan:
-            figure = await measure_worker(
-                consumer, brokers[window], packets, results.runs, folder, cluster
-            )
+        for consumers, window, packets in plan:
+            for figure in await measure_workers(
+                consumers, brokers[window], packets, results.runs, folder, cluster
+            ):
+                results.figures.append(figure)
+                say(line(figure))
+        drained = results.get(BATCH)
+        full_rate = drained.median if drained and drained.median else 2000.0
+        for name, window, rate_ in ((LIVE, WINDOW, full_rate / 2),
+                                    (LIVE_FULL, WINDOW, full_rate),
+                                    (LIVE_FULL, DEFAULT_WINDOW, full_rate)):  # fmt: skip
+            figure = await live(name, brokers[window], rate_, seconds, folder, cluster)
             results.figures.append(figure)
             say(line(figure))
-        drained = results.get(BATCH)
-        rate_ = drained.median / 2 if drained and drained.median else 1000.0
-        figure = await live(brokers[WINDOW], rate_, seconds, folder, cluster)
-        results.figures.append(figure)
-        say(line(figure))
         figure = await copy_limit(cluster, messages, results.runs)
         results.figures.append(figure)
         say(line(figure))
@@ -346,6 +390,14 @@ async def _figures(
             broker.stop()
     for target in targets(results):
         say(f"  {target.what}: {target.figure} ({target.goal}: {target.status})")
+    cost = window_cost(results)
+    say(f"  window {DEFAULT_WINDOW} vs {WINDOW}, live at the drain rate: {cost:.2f}x")
+
+
+def window_cost(r: StorageResults) -> float:
+    """The live stored rate on Mosquitto's default window over that on the 1,000 window."""
+    small, large = r.get(LIVE_FULL, DEFAULT_WINDOW), r.get(LIVE_FULL)
+    return small.median / large.median if small and large and large.median else 0.0
 
 
 def line(f: StorageFigure) -> str:
@@ -392,7 +444,8 @@ def section(r: StorageResults, command: str) -> str:
     rows = []
     noop = r.get(NOOP)
     for f in r.figures:
-        ratio = f"{f.median / noop.median:.2f}x" if noop and noop.median and f.name != LIVE else "-"
+        drain = noop and noop.median and f.name not in (LIVE, LIVE_FULL)
+        ratio = f"{f.median / noop.median:.2f}x" if noop and drain else "-"
         rows.append([
             f.name, str(f.window) if f.window else "-", f"{f.messages:,}", rate(f.median), ratio,
             ", ".join(rate(x) for x in f.rates), f"{f.rows:,}" if f.rows is not None else "-",
@@ -410,7 +463,10 @@ def section(r: StorageResults, command: str) -> str:
         *table(["", ""], [[k, v] for k, v in r.machine.items()]),
         *table(["target", "goal", "measured", "status"], target_rows),
         *table(header, rows),
-        "Commands (port and instance vary; every worker has `STORAGE_DSN`):",
+        f"Window {DEFAULT_WINDOW} vs {WINDOW} (live, at the drain rate): "
+        f"{window_cost(r):.2f}x the events stored per second.",
+        "",
+        "Commands (port, instance and app ID vary; every worker has `STORAGE_DSN`):",
         "",
         *sorted({f"    {f.command}" for f in r.figures}),
         "",
@@ -423,20 +479,24 @@ def section(r: StorageResults, command: str) -> str:
 METHOD: Final = """\
 Method: one private PostgreSQL cluster with its default settings (every commit fsynced), on
 a Unix socket, and the table of `worker.examples.storage` (an identity primary key, text
-columns, the payload as jsonb, a timestamptz), emptied before each consumer. Workers are
-timed as in the throughput section: the broker is filled while the worker is stopped, then
-the drain is timed; an event counts once the worker acknowledged it, and the storage routes
-acknowledge only committed rows ("rows after" counts them: every run plus the warm-up). The
-COPY limit is this process sending the same rows, pre-built, in 1,000-row COPYs on one
-connection. CPU is user plus system seconds over the timed drains and their warm-up, per
-100,000 events, of the worker process and of all PostgreSQL processes. Both Mosquittos have
-`max_queued_messages 1000000` (a stopped worker's backlog must not be dropped) and
-`set_tcp_nodelay true`, as in the rest of `make bench`; "window 20" is Mosquitto's default
-`max_inflight_messages`. The live-stream row publishes at half the batch route's drain rate
-for `--seconds` and shows the rate at which it was stored; its peak RSS is that of a fresh
+columns, the payload as jsonb, a timestamptz, the message key), dropped before each
+measurement. Workers are timed as in the throughput section: the broker is filled while the
+worker is stopped, then the drain is timed; the no-op and the batch worker are started
+together (each its own `$share` group, so each gets every event) and drained in turn within
+each run, so that load from elsewhere weighs on both alike. An event counts once the worker
+acknowledged it, and the storage routes acknowledge only committed rows ("rows after" counts
+them: every run plus the warm-up). The COPY limit is this process sending the same rows,
+pre-built, in 1,000-row COPYs on one connection. CPU is user plus system seconds over the
+drains (warm-up included), per 100,000 events, of the worker process and of all PostgreSQL
+processes. Both Mosquittos have `max_queued_messages 1000000` (a stopped worker's backlog
+must not be dropped) and `set_tcp_nodelay true`, as in the rest of `make bench`; "window 20"
+is Mosquitto's default `max_inflight_messages`. A live row publishes at a steady rate for
+`--seconds` (this process publishes, so it shares the cores) into a fresh worker; its rate
+is events over the time until the last one was stored, its peak RSS that of the fresh
 worker. The drains' peak RSS is higher: Mosquitto 2.0 keeps releasing a stopped consumer's
 backlog as acknowledgements flow, beyond its in-flight window, so a draining worker holds
-tens of thousands of received messages at once."""
+tens of thousands of received messages at once (and for the same reason the window would
+cost a drain nothing)."""
 
 
 def record(text: str, path: Path) -> None:

@@ -27,6 +27,7 @@ from tests.support.fetch import fetch
 from tests.support.postgres import PostgresCluster, postgres_bindir, postgres_cluster
 from tests.support.processes import WorkerProcess, event_topic, publish_events, run_cli
 from tests.support.waiting import NETWORK, until
+from worker.messages import message_key
 from worker.platform import Platform, PlatformConfig
 from worker.platform.session import Session
 from worker.transports.aiomqtt_transport import AiomqttTransport
@@ -127,7 +128,7 @@ def books(monkeypatch: pytest.MonkeyPatch) -> Books:
         if (
             self.client_id == CLIENT_ID
             and out is not None
-            and (n := number(out.payload)) != SENTINEL
+            and (n := number(out.msg.payload)) != SENTINEL
         ):
             kept.acked[n] += 1
         on_puback(self, packet_id)
@@ -215,6 +216,8 @@ async def test_every_qos1_event_is_one_row(
     assert (row["device_type"], row["event"]) == ("sensor", "reading")
     assert row["device_id"] == f"d{orjson.loads(row['payload'])['n'] % 50}"
     assert row["received_at"].tzinfo is not None
+    n = orjson.loads(row["payload"])["n"]
+    assert row["key"] == message_key(event_topic(n), b'{"n": %d}' % n)
     samples = await worker.metrics()
     assert samples['worker_messages_handled_total{outcome="ok",route="store"}'] == len(numbers)
 

@@ -18,8 +18,8 @@ default 0.5, doubling), then each of its messages goes to the dead-letter sink
 is neither stored nor dead-lettered. A payload that PostgreSQL refuses (jsonb takes no
 ``\\u0000``) fails alone: the batch is then stored event by event, and only the refused events
 are retried and dead-lettered. Delivery is at least once: a worker killed between the COPY and
-the acknowledgement gets the batch again, so rows can repeat; ``docs/guide/storage.md`` shows
-how to make them unique.
+the acknowledgement gets the batch again, so rows can repeat (with the same ``key``, a digest of
+the topic and the payload); ``docs/guide/storage.md`` shows how to make them unique.
 
 ``STORAGE_DSN`` is required: without it (or without asyncpg) ``worker run`` exits 3 saying so.
 """
@@ -40,7 +40,7 @@ except ImportError:  # the startup hook says what to install; importing stays po
     asyncpg = None
 
 TABLE: Final = "device_events"
-COLUMNS: Final = ("device_type", "device_id", "event", "payload", "received_at")
+COLUMNS: Final = ("device_type", "device_id", "event", "payload", "received_at", "key")
 SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     device_id   text        NOT NULL,
     event       text        NOT NULL,
     payload     jsonb       NOT NULL,
-    received_at timestamptz NOT NULL
+    received_at timestamptz NOT NULL,
+    key         text        NOT NULL
 )"""
 #: connections at most; a batch holds one for its COPY
 POOL_SIZE: Final = 4
@@ -158,17 +159,18 @@ async def _copy_each(events: Sequence[Event]) -> None:
         raise BatchFailed(failed=refused, error=error)
 
 
-def rows(events: Sequence[Event]) -> list[tuple[str, str, str, str, datetime]]:
+def rows(events: Sequence[Event]) -> list[tuple[str, str, str, str, datetime, str]]:
     """The COPY records of ``events``, in COLUMNS order.
 
     The payload goes as its JSON text (the worker already checked that it decodes), and
     ``received_at`` is converted once per distinct value: a batch's events mostly arrived in
-    the same read from the socket, so they share it.
+    the same read from the socket, so they share it. ``key`` is ``Event.key``, a digest of the
+    topic and the payload bytes: a redelivered message has the same key as its first copy.
     """
     out = []
     last_ts, last_at = -1.0, datetime.fromtimestamp(0, UTC)
     for e in events:
         if e.received_at != last_ts:
             last_ts, last_at = e.received_at, datetime.fromtimestamp(e.received_at, UTC)
-        out.append((e.device_type, e.device_id, e.event, e.payload.decode(), last_at))
+        out.append((e.device_type, e.device_id, e.event, e.payload.decode(), last_at, e.key))
     return out
