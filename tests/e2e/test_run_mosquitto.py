@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 
 import pytest
@@ -126,7 +127,8 @@ async def test_bad_payloads_and_handlers_are_counted_outcomes(
     assert samples[route % "decode_error"] == 2
     assert samples[route % "error"] == 1
     assert samples['worker_messages_received_total{kind="event"}'] == 105
-    assert await worker.readyz() == (200, '{"status": "ready"}\n')
+    status, body = await worker.readyz()
+    assert (status, json.loads(body)["status"]) == (200, "ready")
     assert worker.proc is not None and worker.proc.returncode is None
 
 
