@@ -8,6 +8,8 @@ import dataclasses
 import time
 from typing import Any
 
+import pytest
+
 from tests.support.pipeline import Acks, event, new_metrics, running, value
 from tests.support.waiting import QUICK
 from worker import App, Batch, Event
@@ -170,3 +172,21 @@ async def test_pace_drops_the_oldest_once_the_backlog_stays() -> None:
         assert dropped(metrics) == 3
         gate.set()
     assert seen == [0, 4, 5]  # the freshest were kept
+
+
+async def test_publish_passes_the_properties_to_the_publisher() -> None:
+    app = App()
+    sent: list[tuple[object, ...]] = []
+
+    async def publisher(*args: object) -> None:
+        sent.append(args)
+
+    app.bind_publisher(publisher)
+    await app.publish_event("sensor", "d1", "reading", {"n": 1}, properties=PROPS)
+    await app.publish_command("sensor", "d1", "reboot", {}, qos=0)
+    assert sent[0][4] == PROPS
+    assert len(sent[1]) == 4  # none given: the publisher is called as on MQTT 3.1.1
+    with pytest.raises(TypeError, match=r"accepted is None or worker\.MessageProperties"):
+        await app.publish_event("sensor", "d1", "x", {}, properties={"a": "b"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="payload_format_indicator=2"):
+        MessageProperties(payload_format_indicator=2)

@@ -19,7 +19,14 @@ from worker.errors import (
     TopicError,
     WorkerError,
 )
-from worker.messages import AppStatus, Command, DeviceStatus, Event, register_codec
+from worker.messages import (
+    AppStatus,
+    Command,
+    DeviceStatus,
+    Event,
+    MessageProperties,
+    register_codec,
+)
 from worker.routes import Batch
 
 __version__ = "0.1.0"
@@ -40,6 +47,7 @@ __all__ = [
     "DeviceStatus",
     "Event",
     "IdentityError",
+    "MessageProperties",
     "NotAuthorized",
     "PayloadTooLarge",
     "PermanentError",

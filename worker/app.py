@@ -41,7 +41,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, ParamSpec, TypeVar
 
-from worker import messages, topics
+from worker import messages, topics, tracing
 from worker.deadletter import SinkChoice, check_choice
 from worker.errors import (
     AppLoadError,
@@ -50,6 +50,7 @@ from worker.errors import (
     RegistrationError,
     TopicError,
 )
+from worker.messages import MessageProperties
 from worker.metrics import Kind
 from worker.payloads import PayloadModel, compile_model
 from worker.routes import (
@@ -68,7 +69,9 @@ H = TypeVar("H", bound=Callable[..., Any])
 RetryOn = type[BaseException] | tuple[type[BaseException], ...] | None
 Hook = Callable[[], Awaitable[Any]]
 #: ``async fn(topic, payload, qos, retain)``, bound by the runner to the live connection
-Publisher = Callable[[str, bytes, int, bool], Awaitable[None]]
+#: ``publisher(topic, payload, qos, retain)``, and with a fifth argument, the message's
+#: ``MessageProperties``, only when it has any (MQTT 5; a 4-argument fake serves the rest)
+Publisher = Callable[..., Awaitable[None]]
 
 #: the platform's payload limit (W17); it counts topic bytes beyond 200 as payload too
 MAX_PAYLOAD: Final = 131_072
@@ -387,15 +390,19 @@ class App:
         data: Any,
         format: str = "json",
         qos: int = 0,
+        *,
+        properties: MessageProperties | None = None,
     ) -> None:
         """Publish a device event as if ``device_type/device_id`` had sent it.
 
         ``data`` is encoded by ``format``'s codec (bytes go as they are). TopicError for a bad
         component, CodecError when it cannot be encoded, PayloadTooLarge above the limit,
-        ConnectError when no publisher is bound.
+        ConnectError when no publisher is bound. ``properties`` (user properties, content
+        type, correlation data, response topic, expiry) go out on MQTT 5 and are left out on
+        3.1.1; with tracing on, the current trace context is added as ``traceparent``.
         """
         topic = str(topics.device_event(device_type, device_id, event, format))
-        await self._publish(topic, format, data, qos)
+        await self._publish(topic, format, data, qos, properties)
 
     async def publish_command(
         self,
@@ -405,6 +412,8 @@ class App:
         data: Any,
         format: str = "json",
         qos: int = 1,
+        *,
+        properties: MessageProperties | None = None,
     ) -> None:
         """Send a command to one device; the same rules as :meth:`publish_event`.
 
@@ -412,11 +421,18 @@ class App:
         device must get (QoS 0 is lost silently when the device is offline a moment).
         """
         topic = str(topics.device_command(device_type, device_id, command, format))
-        await self._publish(topic, format, data, qos)
+        await self._publish(topic, format, data, qos, properties)
 
-    async def _publish(self, topic: str, fmt: str, data: Any, qos: int) -> None:
+    async def _publish(
+        self, topic: str, fmt: str, data: Any, qos: int, properties: MessageProperties | None
+    ) -> None:
         if qos not in (0, 1, 2):
             raise ValueError(f"qos {qos!r}: accepted are 0, 1 and 2")
+        if properties is not None and not isinstance(properties, MessageProperties):
+            raise TypeError(
+                f"properties={properties!r}: accepted is None or worker.MessageProperties"
+            )
+        properties = tracing.inject(properties)
         payload = messages.encode(fmt, data)
         counted = len(payload) + max(0, len(topic.encode()) - _TOPIC_ALLOWANCE)
         if counted > MAX_PAYLOAD:
@@ -430,7 +446,10 @@ class App:
                 f"cannot publish to {topic}: no publisher is bound; the worker binds one when it "
                 "connects (in tests, call app.bind_publisher(fake))"
             )
-        await publisher(topic, payload, qos, False)
+        if properties is None:
+            await publisher(topic, payload, qos, False)
+        else:
+            await publisher(topic, payload, qos, False, properties)
 
 
 def _options(

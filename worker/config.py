@@ -68,6 +68,7 @@ class Settings:
     receive_maximum: int = default_of("receive_maximum")
     max_packet_size: int = default_of("max_packet_size")
     pace_limit: float = default_of("pace_limit")
+    tracing: str = default_of("tracing")
     metrics_host: str = default_of("metrics_host")
     metrics_port: int = default_of("metrics_port")
 

@@ -326,6 +326,14 @@ OPTIONS: Final[tuple[Option, ...]] = (
         help="MQTT protocol version (docs/guide/mqtt5.md says why the defaults differ)",
     ),
     Option(
+        field="tracing",
+        envs=("WORKER_TRACING",),
+        flag="--tracing",
+        parse=choice("off", "on"),
+        default="off",
+        help="OpenTelemetry consumer spans per handled message; needs pip install 'worker[otel]'",
+    ),
+    Option(
         field="receive_maximum",
         envs=("WORKER_RECEIVE_MAXIMUM",),
         flag="--receive-maximum",

@@ -41,6 +41,7 @@ from typing import Final
 
 from prometheus_client import Counter
 
+from worker import tracing
 from worker.acks import Acker, AckQueue, Slot
 from worker.app import App
 from worker.batching import BatchRunner
@@ -157,6 +158,10 @@ class Pipeline:
         )
         failed = metrics.dropped[DropReason.DEAD_LETTER_FAILED]
         self._settings = settings
+        if settings.tracing == "on":
+            tracing.enable()
+        #: consumer spans per message (``--tracing on``): one flag read per message otherwise
+        self._traced = tracing.enabled()
         self._runs = [self._runner(r, metrics, failed, observer) for r in self._router.routes]
         self._lanes = [_Lane(i) for i in range(settings.concurrency)]
         self._shared: deque[_Work | _Batch] = deque()
@@ -594,6 +599,8 @@ class Pipeline:
             expires = work.inbound.expires_at
             if expires and time.monotonic() >= expires:
                 outcome = Outcome.EXPIRED  # waited past its MQTT 5 expiry: not handled
+            elif self._traced:
+                outcome = await self._handle_traced(run, work)
             else:
                 outcome = await run.handle(work.entry, work.inbound, work.received_at)
         except asyncio.CancelledError:
@@ -630,7 +637,10 @@ class Pipeline:
         count = len(items)
         self._in_flight += count
         try:
-            outcomes = await run.handle_batch(items)
+            if self._traced:
+                outcomes = await self._handle_batch_traced(run, items)
+            else:
+                outcomes = await run.handle_batch(items)
         except asyncio.CancelledError:
             self._abandoned += count
             self._metrics.dropped[DropReason.ABANDONED].inc(count)
@@ -648,6 +658,24 @@ class Pipeline:
                     self._schedule(slot.queue)
         if not self._flush_pending:
             self._schedule(None)
+
+    async def _handle_traced(self, run: RouteRunner, work: _Work) -> Outcome:
+        """``run.handle`` inside a consumer span (``worker.tracing``)."""
+        inbound = work.inbound
+        size = len(inbound.payload)
+        with tracing.consumer_span(run.route.name, inbound.topic, size, inbound.properties) as span:
+            outcome = await run.handle(work.entry, inbound, work.received_at)
+            tracing.finish(span, outcome.value)
+        return outcome
+
+    async def _handle_batch_traced(self, run: BatchRunner, items: list[_Work]) -> list[Outcome]:
+        """``run.handle_batch`` inside one consumer span linked to every producer."""
+        described = [(w.inbound.topic, len(w.inbound.payload), w.inbound.properties) for w in items]
+        with tracing.batch_span(run.route.name, described) as span:
+            outcomes = await run.handle_batch(items)
+            failed = next((o for o in outcomes if o is not Outcome.OK), Outcome.OK)
+            tracing.finish(span, failed.value)
+        return outcomes
 
     def _unexpired(self, run: BatchRunner, items: list[_Work]) -> list[_Work]:
         """The items whose MQTT 5 expiry has not passed; the others count as ``expired``."""

@@ -35,7 +35,7 @@ from worker.app import App
 from worker.config import Settings
 from worker.deadletter import DeadLetter, DeadLetters, DeadLetterSink
 from worker.handling import Handled
-from worker.messages import Command, Event
+from worker.messages import Command, Event, MessageProperties
 from worker.metrics import Metrics, Outcome
 from worker.pipeline import Pipeline
 from worker.platform import status
@@ -419,10 +419,18 @@ class TestClient:
     def _ack(self, packet_ids: Sequence[int]) -> None:
         self.acked.extend(packet_ids)
 
-    async def _capture(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+    async def _capture(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        properties: MessageProperties | None = None,
+    ) -> None:
         """The app's publisher: keep the message as a handler of it would receive it."""
         _, parts, build = parse_topic(topic)
-        message = build(parts, Inbound(topic, payload, qos, retain), time.time())
+        inbound = Inbound(topic, payload, qos, retain, properties=properties)
+        message = build(parts, inbound, time.time())
         if not isinstance(message, Event | Command):  # App.publish_* builds no other topics
             raise ValueError(f"unexpected publish to {topic}")
         self.published.append(message)
