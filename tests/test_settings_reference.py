@@ -126,8 +126,8 @@ def test_every_settings_flag_of_every_command_is_its_table_row() -> None:
             assert param.help in table_help(option), f"{name} {param.opts}: help not the table's"
             assert param.default is None, f"{name} {param.opts}: the default is the table's"
     expected = {
-        "check", "run", "simulate", "subscribe", "publish event", "publish command",
-        "publish replay",
+        "check", "run", "simulate", "publish event", "publish command", "publish replay",
+        "asyncapi", "subscribe",
     }  # fmt: skip
     assert taking == {f"worker {command}" for command in expected}
 

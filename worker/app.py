@@ -53,6 +53,7 @@ from worker.errors import (
 from worker.messages import MessageProperties
 from worker.metrics import Kind
 from worker.payloads import PayloadModel, compile_model
+from worker.publications import Publication, declare
 from worker.routes import (
     BACKOFF_CAP,
     Batch,
@@ -146,6 +147,7 @@ class App:
         self._shutdown: list[Hook] = []
         self._publisher: Publisher | None = None
         self._router: RouteTable | None = None
+        self._publications: list[Publication] = []
 
     # --- registration ----------------------------------------------------------------
 
@@ -379,6 +381,43 @@ class App:
                 await hook()
             except Exception:
                 log.exception("shutdown hook %s failed", getattr(hook, "__name__", hook))
+
+    def publishes_command(
+        self,
+        command: str,
+        *,
+        device_type: str = topics.SINGLE,
+        device_id: str = topics.SINGLE,
+        format: str = "json",
+        payload: type | None = None,
+        description: str = "",
+    ) -> None:
+        """Declare a command this app sends (``worker asyncapi`` lists it; see publications)."""
+        self._publications.append(
+            declare("command", command, device_type=device_type, device_id=device_id,
+                    format=format, payload=payload, description=description)
+        )  # fmt: skip
+
+    def publishes_event(
+        self,
+        event: str,
+        *,
+        device_type: str = topics.SINGLE,
+        device_id: str = topics.SINGLE,
+        format: str = "json",
+        payload: type | None = None,
+        description: str = "",
+    ) -> None:
+        """Declare a device event this app publishes (``worker asyncapi`` lists it)."""
+        self._publications.append(
+            declare("event", event, device_type=device_type, device_id=device_id,
+                    format=format, payload=payload, description=description)
+        )  # fmt: skip
+
+    @property
+    def publications(self) -> tuple[Publication, ...]:
+        """What the app declared it publishes, in declaration order."""
+        return tuple(self._publications)
 
     # --- publishing --------------------------------------------------------------------
 

@@ -5,7 +5,8 @@
 Ctrl-C cut ``worker run``'s drain short.
 
 Each command family is a module of this package that registers its commands on ``main``:
-``run`` (run, check), ``platform``, ``shares``, ``tools`` (publish, simulate, subscribe) and ``demo``.
+``run`` (run, check), ``platform``, ``shares``, ``tools`` (publish, simulate, subscribe),
+``demo`` and ``asyncapi``.
 """
 
 from __future__ import annotations
@@ -84,4 +85,4 @@ def main() -> None:
 
 # Importing the command modules registers their commands on ``main``; they import the names
 # above, so this comes last. ``worker.cli:main`` is then the whole command wherever it is used.
-from worker.cli import demo, platform, run, shares, tools  # noqa: E402, F401
+from worker.cli import asyncapi, demo, platform, run, shares, tools  # noqa: E402, F401

@@ -38,6 +38,24 @@ LEDGER = os.environ.get("EXAMPLE_LEDGER")
 
 
 @dataclass
+class Alert:
+    """The ``alert`` command sent to a device that runs hot."""
+
+    temp: float
+    threshold: float
+    mean: float
+    min: float
+    max: float
+    n: int
+
+
+# Declared so that `worker asyncapi worker.examples.fleet` lists it; fold() sends it.
+app.publishes_command(
+    "alert", payload=Alert, description="a reading above the threshold, with the recent statistics"
+)
+
+
+@dataclass
 class Rolling:
     """The last ``WINDOW`` readings of one device."""
 
