@@ -187,15 +187,17 @@ async def measure_workers(
     """
     dsn = cluster.dsn()
     await reset(dsn)
-    started = [await _start(c, broker, folder, dsn) for c in consumers]
+    started = [await _start(c, broker, folder, dsn, len(packets)) for c in consumers]
     pub = await Publisher.connect("127.0.0.1", broker.port, "bench-storage-pub")
     try:
         for run in range(runs + 1):  # the first is a warm-up
+            counts = [await proc.counted() for proc, _ in started]  # a stopped one cannot say
             for proc, _ in started:
                 proc.pause()
             await pub.send_all(packets, 1)
-            for proc, figure in started:
-                await _drain(proc, figure, len(packets), cluster, timed=run > 0)
+            for (proc, figure), before in zip(started, counts, strict=True):
+                target = before + len(packets)
+                await _drain(proc, figure, target, cluster, timed=run > 0)
         for proc, figure in started:
             per = 100_000 / (len(packets) * (runs + 1))
             figure.cpu = (figure.cpu[0] * per, figure.cpu[1] * per)
@@ -211,7 +213,7 @@ async def measure_workers(
 
 
 async def _start(
-    consumer: Consumer, broker: BenchMosquitto, folder: Path, dsn: str
+    consumer: Consumer, broker: BenchMosquitto, folder: Path, dsn: str, messages: int
 ) -> tuple[WorkerProc, StorageFigure]:
     slug = f"{consumer.target.replace(':', '-')}-{broker.max_inflight}"[:36]
     # the app ID names the $share group: one group per worker, so each gets every message
@@ -220,21 +222,21 @@ async def _start(
                       worker_args(broker.port, 1, slug, *extra), STORAGE_DSN=dsn)  # fmt: skip
     command = " ".join(["worker run", consumer.target, *worker_args(0, 1, "ID", *consumer.extra)])
     await proc.start()
-    return proc, StorageFigure(consumer.name, broker.max_inflight, command, 0)
+    return proc, StorageFigure(consumer.name, broker.max_inflight, command, messages)
 
 
 async def _drain(
-    proc: WorkerProc, figure: StorageFigure, count: int, cluster: PostgresCluster, timed: bool
+    proc: WorkerProc, figure: StorageFigure, target: int, cluster: PostgresCluster, timed: bool
 ) -> None:
-    """Resume ``proc`` and wait until it finished ``count`` more; rate and CPU into ``figure``."""
-    before = await proc.counted()
+    """Resume ``proc`` and wait until its count reached ``target``; rate and CPU into
+    ``figure`` (whose ``messages`` is the count per run)."""
+    count = figure.messages
     worker0, pg0 = cpu_seconds(proc.pid), postgres_cpu(cluster)
     started = time.monotonic()
     proc.resume()
-    finished = await proc.finished_at(before + count, 30.0 + count / SLOWEST)
+    finished = await proc.finished_at(target, 30.0 + count / SLOWEST)
     worker, db = figure.cpu
     figure.cpu = (worker + cpu_seconds(proc.pid) - worker0, db + postgres_cpu(cluster) - pg0)
-    figure.messages = count
     if timed:
         figure.rates.append(count / (finished - started))
 
