@@ -121,4 +121,5 @@ async def test_dead_letter_file_on_a_bad_disk_is_counted(
     assert f"dead-letter sink file:{path} failed" in logs
     assert "the message is lost" in logs
     for w in workers:
-        assert await w.readyz() == (200, '{"status": "ready"}\n')
+        status, body = await w.readyz()
+        assert (status, json.loads(body)["status"]) == (200, "ready")
