@@ -22,6 +22,7 @@ from tests.platform.rawclient import RawClient
 from tests.support.credentials import API_KEY, DEVICE, DEVICE_TOKEN, ORG, TOKEN
 from tests.support.platform import platform_config
 from tests.support.waiting import until
+from worker.errors import ConfigError
 from worker.mqtt import (
     MQTT_5,
     Connack,
@@ -32,7 +33,8 @@ from worker.mqtt import (
     ReasonCode,
 )
 from worker.platform import Platform, tls
-from worker.platform.limits import Limits
+from worker.platform.launch import Launch, prepare
+from worker.platform.limits import Limits, parse_limits
 from worker.platform.metrics import DropReason, PlatformMetrics
 from worker.platform.router import SharedGroup
 
@@ -424,3 +426,21 @@ async def test_receive_maximum_bounds_unacknowledged_deliveries() -> None:
         assert first[0].packet_id is not None
         sub.send(Puback(first[0].packet_id))
         assert (await sub.publication()).payload == b"2"
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def test_limits_are_settings_of_worker_platform() -> None:
+    limits, problems = parse_limits(["session_expiry=600", "backpressure-wait=0.5"])
+    assert problems == []
+    assert limits.session_expiry == 600 and limits.backpressure_wait == 0.5
+    assert limits.sessions == Limits().sessions  # the rest keep their defaults
+    _, problems = parse_limits(["sesions=1", "sessions=many", "retained=0"])
+    assert problems[0].startswith("--limit 'sesions=1': expected NAME=VALUE with NAME one of")
+    assert problems[1] == "--limit 'sessions=many': sessions takes a whole number, not 'many'"
+    assert problems[2] == "--limit: limits.retained must be at least 1"
+    with pytest.raises(ConfigError) as raised:
+        prepare(Launch(port=0, limits=("nope=1",)))
+    assert "--limit 'nope=1'" in str(raised.value)
+    assert prepare(Launch(port=0, limits=("retained=5",))).config.limits.retained == 5

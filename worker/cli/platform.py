@@ -58,6 +58,13 @@ PORT = click.IntRange(0, 65535)
 @click.option("--seed", type=int, help="Seed for --strategy random (a repeatable sequence).")
 @click.option("--metrics-port", type=PORT, help="Serve Prometheus metrics at /metrics here.")
 @click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Change one limit (docs/platform/index.md, Limits), e.g. session_expiry=600; repeatable.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="info",
@@ -75,6 +82,7 @@ def platform_command(log_level: str, **flags: Any) -> None:
     from worker.platform.launch import Launch, prepare, serve
 
     flags["api_keys"] = tuple(flags["api_keys"])
+    flags["limits"] = tuple(flags["limits"])
     try:
         prepared = prepare(Launch(**flags))
         logging.basicConfig(

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from worker.errors import ConfigError
 from worker.platform import tls
 from worker.platform.auth import Credentials, load_credentials
+from worker.platform.limits import parse_limits
 from worker.platform.metrics import MetricsServer, PlatformMetrics
 from worker.platform.server import Platform, PlatformConfig
 from worker.platform.websocket import WebSocketProtocol
@@ -54,6 +55,8 @@ class Launch:
     strategy: str = "round-robin"
     seed: int | None = None
     metrics_port: int | None = None
+    #: ``NAME=VALUE`` overrides of the limits (worker.platform.limits.Limits)
+    limits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,8 @@ def prepare(launch: Launch) -> Prepared:
     except ConfigError as exc:
         problems.extend(exc.problems)
     context, ca_file = _tls(launch, problems)
+    limits, limit_problems = parse_limits(launch.limits)
+    problems.extend(limit_problems)
     if problems or credentials is None:
         raise ConfigError(problems)
     registry = CollectorRegistry() if launch.metrics_port is not None else None
@@ -107,6 +112,7 @@ def prepare(launch: Launch) -> Prepared:
         strategy=launch.strategy,
         seed=launch.seed,
         metrics=PlatformMetrics(registry) if registry is not None else None,
+        limits=limits,
     )
     config.check()
     return Prepared(launch, config, credentials, registry, ca_file, open_by_default)

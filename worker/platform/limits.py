@@ -10,9 +10,11 @@ publisher, reported in the PUBACK's reason code).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from worker.platform.router import Envelope
@@ -87,3 +89,26 @@ class Limits:
 def entry_size(msg: Envelope) -> int:
     """What one queued copy of ``msg`` counts against the byte limits."""
     return len(msg.payload) + len(msg.topic) + ENTRY_OVERHEAD
+
+
+def parse_limits(items: Iterable[str], base: Limits | None = None) -> tuple[Limits, list[str]]:
+    """``--limit NAME=VALUE`` flags over ``base``: the limits, and a problem per bad flag."""
+    fields = {f.name: f for f in dataclasses.fields(Limits)}
+    values: dict[str, Any] = {}
+    problems = []
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in fields:
+            accepted = ", ".join(sorted(fields))
+            problems.append(f"--limit {item!r}: expected NAME=VALUE with NAME one of {accepted}")
+            continue
+        kind = float if fields[name].type in (float, "float") else int
+        try:
+            values[name] = kind(raw)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            problems.append(f"--limit {item!r}: {name} takes {what}, not {raw!r}")
+    limits = dataclasses.replace(base or Limits(), **values)
+    problems += [f"--limit: {problem}" for problem in limits.problems()]
+    return limits, problems
