@@ -12,7 +12,7 @@ from worker.cli import EXIT_CONNECT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, 
 from worker.errors import ConfigError
 
 if TYPE_CHECKING:
-    from worker.tools.demo import DemoResult
+    from worker.tools.demo import DemoConfig, DemoResult
 
 
 @main.command()
@@ -61,6 +61,13 @@ if TYPE_CHECKING:
     show_default=True,
     help="Seconds each worker may take to drain after SIGTERM.",
 )
+@click.option(
+    "--autoscale",
+    is_flag=True,
+    help="Instead of the six phases: the load rises and falls, and the scaling policy of "
+    "docs/scaling.md adds and drains instances from their own /metrics (autoscale.json, "
+    "autoscale.svg).",
+)
 def demo(
     broker: str,
     duration: float,
@@ -70,6 +77,7 @@ def demo(
     no_live: bool,
     out: Path,
     drain_timeout: float,
+    autoscale: bool,
 ) -> None:
     """Horizontal scaling on one machine: the documented scalable-application scenario, live.
 
@@ -91,6 +99,9 @@ def demo(
     mode: Mode | None = "device" if sim_as == "device" else "app" if sim_as == "app" else None
     live = not no_live and sys.stdout.isatty()
     config = DemoConfig(broker, duration, rate, devices, mode, live, out, drain_timeout)
+    if autoscale:
+        _autoscale(config)
+        return
     try:
         # The embedded platform and the fleet log to a file, not over the live view.
         with log_to(out / "demo.log"):
@@ -116,3 +127,28 @@ def _demo_summary(outcome: DemoResult) -> bool:
     click.echo(f"results: {outcome.json_path}  chart: {outcome.svg_path}")
     click.echo("the documented scenario held" if outcome.ok else "the scenario did NOT hold")
     return outcome.ok
+
+
+def _autoscale(config: DemoConfig) -> None:
+    """``--autoscale``: run the policy against a rising and falling load; exit 1 unless it held."""
+    import asyncio
+
+    from worker.errors import ConnectError
+    from worker.tools.demo import log_to
+    from worker.tools.demo_autoscale import run_autoscale
+    from worker.tools.demo_procs import DemoError
+
+    try:
+        with log_to(config.out / "demo.log"):
+            result = asyncio.run(run_autoscale(config, sys.stdout))
+    except ConfigError as exc:
+        fail(EXIT_USAGE, *exc.problems)
+    except ConnectError as exc:
+        fail(EXIT_CONNECT, str(exc))
+    except DemoError as exc:
+        fail(EXIT_FAILED, str(exc))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit(EXIT_INTERRUPTED)
+    click.echo(f"\n{result.summary()}")
+    if not result.ok:
+        sys.exit(EXIT_FAILED)

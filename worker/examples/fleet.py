@@ -10,7 +10,8 @@ JSON without a usable temperature is logged here and skipped.
 ``EXAMPLE_ALERT_TEMP`` (default 80) and ``EXAMPLE_ALERT_COOLDOWN`` seconds (default 60)
 tune the alert. ``EXAMPLE_LEDGER=PATH`` appends the ``seq`` number of every reading handled to
 PATH, one a line, written after the reading was fully handled: ``worker demo`` reads these
-files to prove that each simulated event was handled exactly once.
+files to prove that each simulated event was handled exactly once. ``EXAMPLE_WORK`` seconds
+(default 0) are awaited per reading, as a database call would take them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ ALERT_TEMP = float(os.environ.get("EXAMPLE_ALERT_TEMP", "80"))
 ALERT_COOLDOWN = float(os.environ.get("EXAMPLE_ALERT_COOLDOWN", "60"))
 TEMP_KEYS = ("temp", "temperature", "t")
 LEDGER = os.environ.get("EXAMPLE_LEDGER")
+#: seconds each reading also waits, as if it called a database (``worker demo --autoscale``)
+WORK = float(os.environ.get("EXAMPLE_WORK", "0"))
 
 
 @dataclass
@@ -127,6 +130,8 @@ def record(event: Event) -> None:
 @app.event(event="reading", format="json", ordered=True, timeout=10, retries=1)
 async def on_reading(event: Event) -> None:
     """Fold a reading into its device's statistics; alert the device when it runs hot."""
+    if WORK:
+        await asyncio.sleep(WORK)
     await fold(event)
     record(event)  # only now: a reading that raised is retried, and must not count twice
 

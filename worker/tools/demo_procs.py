@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -56,15 +57,24 @@ class Instance:
         """Started and not exited."""
         return self._proc is not None and self._proc.returncode is None
 
-    async def start(self, broker: Broker, drain_timeout: float) -> None:
-        """Start and wait for the startup line; DemoError with the log's tail if it fails."""
+    async def start(
+        self,
+        broker: Broker,
+        drain_timeout: float,
+        extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """Start and wait for the startup line; DemoError with the log's tail if it fails.
+
+        ``extra`` flags and ``env`` variables are added to the worker's own.
+        """
         self.ledger.unlink(missing_ok=True)
         args = [
             *broker.worker_flags(), "--instance", self.name, "--metrics-host", "127.0.0.1",
             "--metrics-port", "0", "--drain-timeout", f"{drain_timeout:g}",
-            "--startup-timeout", f"{START_DEADLINE:g}",
+            "--startup-timeout", f"{START_DEADLINE:g}", *extra,
         ]  # fmt: skip
-        env = clean_env(EXAMPLE_LEDGER=str(self.ledger), **broker.worker_env())
+        env = clean_env(EXAMPLE_LEDGER=str(self.ledger), **broker.worker_env(), **(env or {}))
         with self.log.open("wb") as log:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "worker.cli", "run", APP, *args,

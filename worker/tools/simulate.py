@@ -183,6 +183,8 @@ class Simulator:
         self._app: Transport | None = None
         self._window = asyncio.Semaphore(config.in_flight)
         self._stop = asyncio.Event()
+        #: events per second from now on (``worker demo --autoscale`` changes it as it runs)
+        self.rate = config.rate
         #: set once every connection is up and the first event may leave
         self.publishing = asyncio.Event()
 
@@ -260,14 +262,18 @@ class Simulator:
         return cfg.duration is not None and time.monotonic() - started >= cfg.duration
 
     async def _pace(self, tg: asyncio.TaskGroup) -> None:
-        """Start event ``seq`` at ``seq / rate`` seconds into the run (0 rate: no pause)."""
+        """Start event ``seq`` at ``seq / rate`` seconds into the run (0 rate: no pause); when
+        ``self.rate`` changes, the events after it follow the new rate from that moment."""
         started = time.monotonic()
         self.stats.started = started
         seq = 0
+        base, base_seq, rate = started, 0, self.rate
         while not self._done(seq, started):
-            if self.config.rate > 0:
+            if self.rate != rate:  # a new pace counts from the event it changed at
+                base, base_seq, rate = time.monotonic(), seq, self.rate
+            if rate > 0:
                 # The pace of the fleet: waiting for the next event's due time is the point.
-                due = started + seq / self.config.rate
+                due = base + (seq - base_seq) / rate
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, due - time.monotonic())):
                         await self._stop.wait()
