@@ -113,7 +113,8 @@ def test_scale_down_gives_each_draining_pod_its_grace_period(objects: list[Obj])
 
 
 def test_the_threshold_is_the_target_share_of_a_replicas_lanes(objects: list[Obj]) -> None:
-    (trigger,) = one(objects, "ScaledObject", "worker")["spec"]["triggers"]
+    triggers = one(objects, "ScaledObject", "worker")["spec"]["triggers"]
+    (trigger,) = [t for t in triggers if t["name"] == "busy-lanes"]
     lanes = int(config(objects)["WORKER_CONCURRENCY"])
     threshold = trigger["metadata"].get("threshold") or trigger["metadata"]["targetValue"]
     assert math.isclose(float(threshold), TARGET * lanes)
@@ -123,18 +124,21 @@ def test_the_threshold_is_the_target_share_of_a_replicas_lanes(objects: list[Obj
 
 def test_the_prometheus_trigger_reads_a_recorded_series_of_this_app() -> None:
     objects = render("overlays/keda")
-    (trigger,) = one(objects, "ScaledObject", "worker")["spec"]["triggers"]
-    assert trigger["type"] == "prometheus"
+    busy, lag = one(objects, "ScaledObject", "worker")["spec"]["triggers"]
+    assert busy["type"] == lag["type"] == "prometheus"
     recorded = {
         rule["record"]
         for group in yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
         for rule in group["rules"]
         if "record" in rule
     }
-    query = trigger["metadata"]["query"]
-    assert "worker:app_busy_lanes:rate1m" in recorded
+    assert {"worker:app_busy_lanes:rate1m", "worker:app_handling_lag:max"} <= recorded
     app = config(objects)["WIOTP_IDENTITY_APPID"]
-    assert query == f'sum(worker:app_busy_lanes:rate1m{{app="{app}"}})'
+    assert busy["metadata"]["query"] == f'sum(worker:app_busy_lanes:rate1m{{app="{app}"}})'
+    # The lag trigger scales with the replicas (Value), and only once lag passes its threshold.
+    assert lag["metricType"] == "Value"
+    assert lag["metadata"]["query"] == f'max(worker:app_handling_lag:max{{app="{app}"}})'
+    assert float(lag["metadata"]["threshold"]) > 0
 
 
 def test_the_metrics_api_trigger_sums_a_gauge_every_pod_serves() -> None:
