@@ -147,6 +147,8 @@ class Connection:
         self._rng = rng or random.Random()
         self._unique_id = has_unique_client_id(settings)
         self._transport: Transport | None = None
+        #: the connection being served; ``_transport`` is set only once its SUBSCRIBE is answered
+        self._current: Transport | None = None
         self._lock = asyncio.Lock()  # one SUBSCRIBE/UNSUBSCRIBE exchange at a time
         self._online = asyncio.Event()
         self._closed = asyncio.Event()
@@ -219,7 +221,11 @@ class Connection:
                 continue
             first = False
             started = asyncio.get_running_loop().time()
-            reason, subscribed = await self._serve(transport)
+            self._current = transport
+            try:
+                reason, subscribed = await self._serve(transport)
+            finally:
+                self._current = None
             lived = asyncio.get_running_loop().time() - started
             if self._closed.is_set():
                 return
@@ -453,9 +459,9 @@ class Connection:
             raise
 
     async def close(self) -> None:
-        """DISCONNECT and make ``run`` return."""
+        """DISCONNECT and make ``run`` return, also from the middle of a SUBSCRIBE."""
         self._closed.set()
         self.problem = "closed"
-        transport = self._transport
+        transport = self._transport or self._current
         if transport is not None:
             await transport.disconnect()

@@ -202,7 +202,10 @@ class Worker:
         return True
 
     async def _open(self) -> None:
-        await self.connection.open_intake()
+        # Both steps give way to a stop request: a platform that never answers the SUBSCRIBE
+        # must not hold a SIGTERM until the connection times out.
+        if not await self._until(self.connection.open_intake(), "subscribe"):
+            return
         if not await self._until(self.connection.ready.wait(), "subscribe"):
             return
         self.started.set()
@@ -272,10 +275,14 @@ class Worker:
         log.info("stopped (%d messages abandoned)", self.abandoned)
 
     async def _drain(self) -> None:
+        if not self.started.is_set():
+            # Never subscribed, so nothing reached a handler: no drain. The connection may be
+            # mid-handshake or waiting for a SUBACK, which ``Connection.close`` abandons.
+            self.abandoned += await self.pipeline.drain(0)
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.drain_timeout
-        if self.started.is_set():  # a worker that never served has nothing to announce
-            log.info("stopping: unsubscribing, then draining for up to %gs", deadline - loop.time())
+        log.info("stopping: unsubscribing, then draining for up to %gs", deadline - loop.time())
         # partial batches are handled now, not after their max_wait
         self.pipeline.hurry()
         with contextlib.suppress(TimeoutError):

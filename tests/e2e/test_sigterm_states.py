@@ -94,3 +94,43 @@ async def test_sigterm_during_the_backoff_stops_at_once() -> None:
         assert code == 0, run.lines
         assert took < PROMPT, f"took {took:.1f}s: {run.lines}"
         assert run.logged("stopped")
+
+
+async def skip_packet(reader: asyncio.StreamReader) -> None:
+    """Read one MQTT packet: its fixed header (type, remaining length) and its body."""
+    await reader.readexactly(1)
+    length, shift = 0, 0
+    while True:
+        byte = (await reader.readexactly(1))[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    await reader.readexactly(length)
+
+
+async def test_sigterm_while_waiting_for_a_suback_stops_at_once() -> None:
+    """A server that accepts the connection and never answers the SUBSCRIBE: without a stop
+    that gives way, the worker waited until its keepalive gave the connection up (a minute)."""
+    subscribe_seen = asyncio.Event()
+    holding: list[asyncio.StreamWriter] = []
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        holding.append(writer)
+        await skip_packet(reader)  # the CONNECT
+        writer.write(bytes([0x20, 2, 0, 0]))  # CONNACK, accepted
+        await writer.drain()
+        first = await reader.read(1)
+        if first[:1] == b"\x82":  # SUBSCRIBE
+            subscribe_seen.set()
+        await reader.read()  # never a SUBACK
+
+    server = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, worker_run(port) as run:
+        await asyncio.wait_for(subscribe_seen.wait(), PROCESS)
+        code, took = await run.stop_within(PROMPT)
+        assert code == 0, run.lines
+        assert took < PROMPT, f"took {took:.1f}s: {run.lines}"
+        for writer in holding:
+            writer.close()
