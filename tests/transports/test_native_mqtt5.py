@@ -345,7 +345,7 @@ async def test_a_server_disconnect_is_a_logged_loss_after_what_arrived(
         await transport.disconnect()
     assert [m.payload for m in got] == [b"m1"]
     assert isinstance(error, ProtocolViolation) and error.reason == "server_disconnect"
-    assert 'disconnected us: 0x8b server shutting down: "maintenance"' in str(error)
+    assert 'lost: the server sent DISCONNECT 0x8b server shutting down: "maintenance"' in str(error)
     assert "server shutting down" in caplog.text
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, Final, TypeVar
@@ -46,6 +47,9 @@ from worker.transports.base import (
 
 T = TypeVar("T")
 
+#: the message IDs paho gave the ``publish`` calls of the current task (see _watch_pubacks)
+_MIDS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("mids", default=None)
+
 #: paho's Properties class (untyped, hence Any)
 PahoProperties: Any = paho_properties_module.Properties
 
@@ -66,6 +70,8 @@ class AiomqttTransport:
         self._closing = False
         self._received = 0
         self._v5 = False
+        #: MQTT 5: failure reason codes of PUBACKs by message ID, until the publisher reads them
+        self._refused: dict[int, int] = {}
 
     @property
     def received(self) -> int:
@@ -98,6 +104,8 @@ class AiomqttTransport:
         self._paho = _paho_of(client)
         # Before CONNECT, so that not even the first PUBLISH is acknowledged behind our back.
         self._paho.manual_ack_set(True)
+        if self._v5:
+            self._watch_pubacks()
         try:
             await client.__aenter__()
         except MqttConnectError as exc:
@@ -128,20 +136,48 @@ class AiomqttTransport:
         """Publish; for QoS 1 wait for the PUBACK. ``properties`` go out on MQTT 5 only."""
         client = self._require()
         paho_props = paho_properties(properties) if self._v5 and properties else None
+        mids: list[int] = []
+        token = _MIDS.set(mids)  # the task _call makes sees it: paho's publish notes the mid
         try:
             await self._call(
                 "PUBLISH",
                 client.publish(topic, payload, qos=qos, retain=retain, properties=paho_props),
             )
-        except ConnectError as exc:
-            code = _publish_failure(exc)
-            if code is None:
-                raise
+        finally:
+            _MIDS.reset(token)
+        code = self._refused.pop(mids[0], None) if mids else None
+        if code is not None:
             raise ServerRefused(
                 f"{self._where} refused the PUBLISH to {topic}: {reason_name(code)}",
                 "PUBACK",
                 code,
-            ) from exc
+            )
+
+    def _watch_pubacks(self) -> None:
+        """Keep the failure reason code of each PUBACK (aiomqtt drops it) by message ID.
+
+        paho's ``publish`` and ``on_publish`` are wrapped on this instance only: the first notes
+        the mid for the ``publish`` call waiting on it, the second records a failure code.
+        """
+        paho = self._paho
+        publish, on_publish = paho.publish, paho.on_publish
+        refused = self._refused
+
+        def noting_publish(*args: Any, **kwargs: Any) -> Any:
+            info = publish(*args, **kwargs)
+            mids = _MIDS.get()
+            if mids is not None:
+                mids.append(info.mid)
+            return info
+
+        def checking_on_publish(client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+            code = _code(rc)
+            if code >= 0x80:
+                refused[mid] = code
+            on_publish(client, userdata, mid, rc, props)
+
+        paho.publish = noting_publish
+        paho.on_publish = checking_on_publish
 
     def ack(self, packet_ids: Sequence[int]) -> None:
         """Queue PUBACKs in this order; paho writes them out together on the next loop turn.
@@ -293,14 +329,6 @@ def _message_properties(props: Any) -> tuple[MessageProperties | None, float]:
         return None, 0.0
     expiry = found.message_expiry_interval
     return found, 0.0 if expiry is None else time.monotonic() + expiry
-
-
-def _publish_failure(exc: ConnectError) -> int | None:
-    """The MQTT 5 failure reason code of a refused PUBLISH, when paho reported one."""
-    cause = exc.__cause__
-    rc = getattr(cause, "rc", None)
-    code = _code(rc) if rc is not None else None
-    return code if code is not None and code >= 0x80 else None
 
 
 def _take_all(queue: asyncio.Queue[aiomqtt.Message]) -> list[Inbound]:

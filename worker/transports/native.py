@@ -313,7 +313,8 @@ class NativeTransport(InboundProtocol):
 
     def _server_disconnect(self, packet: Disconnect) -> None:
         """An MQTT 5 server closes the connection and says why: logged, then like a loss."""
-        why = f"{self._where} disconnected us: {reason_name(packet.reason_code)}"
+        why = f"connection to {self._where} lost: the server sent DISCONNECT "
+        why += reason_name(packet.reason_code)
         why += _said(packet.properties)
         if packet.properties.server_reference:
             why += f" (it suggests the server {packet.properties.server_reference})"
