@@ -43,19 +43,23 @@ async def publish(port: int, count: int) -> None:
 
 
 @pytest.mark.mosquitto
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
 @pytest.mark.parametrize("transport", ["native", "aiomqtt"])
 async def test_batches_never_wait_for_messages_the_brokers_window_holds_back(
-    mosquitto_factory: MosquittoFactory, transport: str
+    mosquitto_factory: MosquittoFactory, transport: str, version: str
 ) -> None:
     """Mosquitto sends 10 and waits for acks; batches of up to 1,000 must not wait 30 s.
 
-    (Once acks flow, Mosquitto 2.0 sends more than its window from its queue, so batch sizes
-    are not bounded by it; what matters is that no batch waits for messages held back.)
+    On 3.1.1 the window is Mosquitto's max_inflight_messages (learned by the pipeline), on 5
+    the Receive Maximum the worker announces (known to it). (Once acks flow, Mosquitto 2.0
+    sends more than its window from its queue, so batch sizes are not bounded by it; what
+    matters is that no batch waits for messages held back.)
     """
     broker = mosquitto_factory(max_inflight=10)
     batches: list[list[int]] = []
     app = recording_app(batches, Batch(max_size=1000, max_wait=LONG))
-    worker = Worker(app, settings(broker.port, transport=transport), handle_signals=False)
+    flags = {"transport": transport, "mqtt_version": version, "receive_maximum": "10"}
+    worker = Worker(app, settings(broker.port, **flags), handle_signals=False)
     serving = asyncio.create_task(worker.serve())
     try:
         await asyncio.wait_for(worker.started.wait(), NETWORK)
