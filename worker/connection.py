@@ -384,6 +384,11 @@ class Connection:
     async def stop_intake(self) -> None:
         """Shutdown's first step: unsubscribe for good (a reconnect does not resubscribe)."""
         self._stopping = True
+        current = self._current
+        if current is not None and self._transport is None:
+            # A new connection still waiting for its SUBACK has received nothing: drop it
+            # rather than wait for an answer that may never come (SIGTERM stays prompt).
+            await current.disconnect()
         await self._change_subscription("draining")
 
     async def _change_subscription(self, problem: str | None) -> None:

@@ -96,9 +96,9 @@ async def test_sigterm_during_the_backoff_stops_at_once() -> None:
         assert run.logged("stopped")
 
 
-async def skip_packet(reader: asyncio.StreamReader) -> None:
-    """Read one MQTT packet: its fixed header (type, remaining length) and its body."""
-    await reader.readexactly(1)
+async def skip_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Read one MQTT packet: (its first byte, its body)."""
+    first = (await reader.readexactly(1))[0]
     length, shift = 0, 0
     while True:
         byte = (await reader.readexactly(1))[0]
@@ -106,7 +106,16 @@ async def skip_packet(reader: asyncio.StreamReader) -> None:
         shift += 7
         if not byte & 0x80:
             break
-    await reader.readexactly(length)
+    return first, await reader.readexactly(length)
+
+
+def suback_for(body: bytes) -> bytes:
+    """A SUBACK granting QoS 1 to every filter of a SUBSCRIBE body (MQTT 3.1.1)."""
+    packet_id, at, granted = body[:2], 2, 0
+    while at < len(body):
+        at += 2 + int.from_bytes(body[at : at + 2], "big") + 1
+        granted += 1
+    return bytes([0x90, 2 + granted]) + packet_id + bytes([1] * granted)
 
 
 async def test_sigterm_while_waiting_for_a_suback_stops_at_once() -> None:
@@ -129,6 +138,40 @@ async def test_sigterm_while_waiting_for_a_suback_stops_at_once() -> None:
     port = server.sockets[0].getsockname()[1]
     async with server, worker_run(port) as run:
         await asyncio.wait_for(subscribe_seen.wait(), PROCESS)
+        code, took = await run.stop_within(PROMPT)
+        assert code == 0, run.lines
+        assert took < PROMPT, f"took {took:.1f}s: {run.lines}"
+        for writer in holding:
+            writer.close()
+
+
+async def test_sigterm_while_a_reconnect_waits_for_its_suback_stops_at_once() -> None:
+    """Served once, then the connection is lost and the new one's SUBSCRIBE is never answered:
+    the drain must not wait for that SUBACK (it would until --drain-timeout)."""
+    connections = 0
+    second_subscribe = asyncio.Event()
+    holding: list[asyncio.StreamWriter] = []
+
+    async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        holding.append(writer)
+        await skip_packet(reader)  # the CONNECT
+        writer.write(bytes([0x20, 2, 0, 0]))  # CONNACK, accepted
+        kind, body = await skip_packet(reader)
+        assert kind == 0x82, kind  # SUBSCRIBE
+        if connections > 1:
+            second_subscribe.set()
+            await reader.read()  # never a SUBACK
+            return
+        writer.write(suback_for(body))
+        await writer.drain()
+        writer.close()  # lost: the worker reconnects
+
+    server = await asyncio.start_server(once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, worker_run(port) as run:
+        await asyncio.wait_for(second_subscribe.wait(), PROCESS)
         code, took = await run.stop_within(PROMPT)
         assert code == 0, run.lines
         assert took < PROMPT, f"took {took:.1f}s: {run.lines}"
