@@ -203,10 +203,14 @@ class Supervisor:
 
     def describe(self) -> str:
         """The startup line, printed once every process is ready."""
-        s = self.settings
+        s, last = self.settings, len(self.processes) - 1
+        names = f"{s.instance}-0..{s.instance}-{last}"
+        # On a standard broker each process's client ID carries its instance name.
+        who = (
+            f"client ID {s.client_id}" if s.client is not None else f"client IDs {s.app_id}-{names}"
+        )
         return (
-            f"worker ready: {len(self.processes)} processes ({s.instance}-0..{s.instance}-"
-            f"{len(self.processes) - 1}) as client ID {s.client_id} on {s.host}:{s.port}; "
+            f"worker ready: {last + 1} processes ({names}) as {who} on {s.host}:{s.port}; "
             f"metrics {self.url}/metrics"
         )
 

@@ -52,7 +52,9 @@ async def test_two_processes_share_the_work_and_one_metrics_page_shows_both(
     broker = mosquitto_factory(max_inflight=100)
     worker = spawn("pod", *mqtt_args(broker, "--concurrency", "8"))
     await worker.start()
-    assert worker.ready_line.startswith("worker ready: 2 processes (pod-0..pod-1)")
+    assert worker.ready_line.startswith(
+        "worker ready: 2 processes (pod-0..pod-1) as client IDs shared-pod-0..pod-1"
+    )
     numbers = range(4000)
     await publish_events(broker.host, broker.port, numbers)
     await until(lambda: len(worker.handled()) >= len(numbers), "every event handled")
