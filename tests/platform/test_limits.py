@@ -31,8 +31,9 @@ from worker.mqtt import (
     Puback,
     Publish,
     ReasonCode,
+    encode,
 )
-from worker.platform import Platform, tls
+from worker.platform import Platform, connection, tls
 from worker.platform.launch import Launch, prepare
 from worker.platform.limits import Limits, parse_limits
 from worker.platform.metrics import DropReason, PlatformMetrics
@@ -353,6 +354,42 @@ async def test_tls_handshakes_in_progress_are_bounded_oldest_first(tmp_path: Pat
             assert (await client.connect(f"a:{ORG}:secure", API_KEY, TOKEN)).reason_code == 0
         for _, writer in silent:
             writer.close()
+
+
+async def test_a_read_that_reaches_many_subscribers_is_spread_over_loop_turns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(connection, "FANOUT_BUDGET", 10)
+    async with running() as r, AsyncExitStack() as stack:
+        subs = []
+        for n in range(5):
+            sub, _ = await app(r.p, stack, f"fan{n}")
+            await sub.subscribe(ALL_EVENTS)
+            subs.append(sub)
+        pub = await device(r.p, stack)
+        pub.send_bytes(b"".join(
+            encode(Publish(EVENT, b"%d" % n, 1, packet_id=n + 1), 4) for n in range(50)
+        ))  # fmt: skip
+        await acks(pub, 50)
+        for sub in subs:
+            assert [int((await sub.publication()).payload) for _ in range(50)] == list(range(50))
+
+
+async def test_unacknowledged_messages_count_against_the_byte_limits() -> None:
+    async with running() as r, AsyncExitStack() as stack:
+        sub, _ = await app(r.p, stack, "slowpoke", clean=False)
+        await sub.subscribe(ALL_EVENTS, qos=1)
+        pub = await device(r.p, stack)
+        for n in range(10):
+            pub.send(Publish(EVENT, b"z" * 100, qos=1, packet_id=n + 1))
+        for _ in range(10):
+            await sub.publication()  # and no acknowledgement
+        session = r.p.hub.sessions[f"a:{ORG}:slowpoke"]
+        assert len(session.inflight) == 10 and session.pending == 0
+        assert session.queued_bytes == r.p.router.queued_bytes > 10 * 100
+        await sub.close()
+        _, connack = await app(r.p, stack, "slowpoke")  # a clean start ends the session
+        assert connack.reason_code == 0 and r.p.router.queued_bytes == 0
 
 
 # --- logs -------------------------------------------------------------------------------------

@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("worker.platform")
 
+FANOUT_BUDGET: Final = 2000
+"""Deliveries one connection's read may cause in one loop turn before the rest of it waits."""
+
 #: MQTT 5 reason codes for the server's DISCONNECT, by close code.
 _V5_DISCONNECT: Final[dict[int, ReasonCode]] = {
     CloseCode.KEEPALIVE_TIMEOUT: ReasonCode.KEEP_ALIVE_TIMEOUT,
@@ -140,15 +143,26 @@ class MqttConnection(asyncio.Protocol):
         self.hub.after_read(self, counters.read_msg - before, len(data))
 
     def _handle_all(self, packets: list[Packet]) -> None:
+        router = self.hub.router
+        budget_ends = router.fanout + FANOUT_BUDGET
         try:
             for index, packet in enumerate(packets):
                 handle(self, packet)
                 if self.closed:
                     break
-                if self.held and index + 1 < len(packets):
+                if index + 1 == len(packets):
+                    break
+                if self.held:
                     # Back-pressure stops at the packet that caused it, not at the end of the
                     # read: one read can hold thousands of small PUBLISHes.
                     self._waiting = packets[index + 1 :]
+                    break
+                if router.fanout >= budget_ends:
+                    # A read whose messages reach thousands of subscribers would stall every
+                    # other client: the rest waits for the next loop turn.
+                    self._waiting = packets[index + 1 :]
+                    self._pause()
+                    self._loop.call_soon(self._next_turn)
                     break
         except Exception:
             # A bug must cost one connection, not the server: log it once and close.
@@ -158,18 +172,28 @@ class MqttConnection(asyncio.Protocol):
     def hold(self) -> None:
         """Back-pressure: stop reading (and handling what was read) until :meth:`release`."""
         self.held = True
-        if isinstance(self.transport, asyncio.ReadTransport):
-            self.transport.pause_reading()
+        self._pause()
 
     def release(self) -> None:
         """The hold is over: handle the packets that waited, then read again."""
         self.held = False
+        self._next_turn()
+
+    def _pause(self) -> None:
+        if isinstance(self.transport, asyncio.ReadTransport):
+            self.transport.pause_reading()
+
+    def _next_turn(self) -> None:
+        """Handle the packets that waited; read again once none waits and nothing holds."""
+        if self.held:
+            return  # the hold's release comes back here
         waiting, self._waiting = self._waiting, None
         if waiting and not self.closed:
             before = self.counters.read_msg
             self._handle_all(waiting)
             self.hub.after_read(self, self.counters.read_msg - before, 0)
-        if not self.held and not self.closed and isinstance(self.transport, asyncio.ReadTransport):
+        resume = not self.held and self._waiting is None and not self.closed
+        if resume and isinstance(self.transport, asyncio.ReadTransport):
             self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:

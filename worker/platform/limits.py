@@ -45,7 +45,8 @@ class Limit(enum.StrEnum):
 class Limits:
     """The limits of one platform (``PlatformConfig.limits``); see docs/platform/index.md."""
 
-    #: bytes of messages one session may hold queued (offline, slow, or window full)
+    #: bytes of messages one session may hold queued (offline, slow, or window full) or sent
+    #: and not yet acknowledged
     session_queue_bytes: int = 4 * MIB
     #: bytes of queued messages in the whole platform, every session and shared group
     queued_bytes: int = 64 * MIB

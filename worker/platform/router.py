@@ -269,6 +269,8 @@ class Router:
         self.refused = 0
         #: an online session that fell behind while the message was routed (back-pressure)
         self.pressure: Any = None
+        #: deliveries attempted since the start (a connection's read budgets its share)
+        self.fanout = 0
 
     # --- subscriptions ------------------------------------------------------------------------
 
@@ -359,6 +361,7 @@ class Router:
     def publish(self, msg: Envelope) -> int:
         """Deliver ``msg`` to every plain subscriber and one member of each group; the count."""
         targets = self._trie.match(msg.topic)
+        self.fanout += len(targets)
         if not targets:
             self.unrouted += 1
             return 0

@@ -61,17 +61,21 @@ class Outlet(Protocol):
 
 
 class Outgoing:
-    """A QoS 1 or 2 PUBLISH sent to the client and not yet acknowledged."""
+    """A QoS 1 or 2 PUBLISH sent to the client and not yet acknowledged.
 
-    __slots__ = ("group", "msg", "qos", "released", "topic")
+    It keeps the subscription rather than the rewritten topic: thousands of these wait for
+    every client that disconnected without acknowledging, and a topic string each would
+    double what they cost. Its bytes count against the limits until it is acknowledged.
+    """
 
-    def __init__(self, topic: str, msg: Envelope, qos: int, group: SharedGroup | None) -> None:
-        #: the topic as this client sees it
-        self.topic = topic
+    __slots__ = ("group", "msg", "qos", "released", "sub")
+
+    def __init__(self, sub: Subscription, msg: Envelope, qos: int) -> None:
+        self.sub = sub
         self.msg = msg
         self.qos = qos
         #: the shared group it was dispatched through: it goes back there if the client goes
-        self.group = group
+        self.group = sub.group
         #: QoS 2: PUBREC arrived and PUBREL was sent; waiting for PUBCOMP
         self.released = False
 
@@ -220,6 +224,7 @@ class Session:
         back: dict[SharedGroup, list[Envelope]] = {}
         lost = 0
         for out in inflight.values():
+            self._count_bytes(-entry_size(out.msg))
             # QoS 2 stays with its member (S5); a plain subscriber's message has no one else.
             if out.group is not None and out.qos == 1:
                 back.setdefault(out.group, []).append(out.msg.redelivery())
@@ -244,7 +249,7 @@ class Session:
             else:
                 props = _forwarded(out.msg, level, None)
                 data = encode_publish(
-                    out.topic, out.msg.payload, out.qos, packet_id, dup=True,
+                    out.sub.rewrite(out.msg.topic), out.msg.payload, out.qos, packet_id, dup=True,
                     properties=props, protocol_level=level,
                 )  # fmt: skip
                 outlet.send_message(data)
@@ -265,10 +270,24 @@ class Session:
         """Send ``msg`` to the client now if it can take it, else buffer it (W21)."""
         out = self.outlet
         qos = sub.qos if sub.qos < msg.qos else msg.qos
-        if out is None or out.paused or self.pending or (qos and len(self.inflight) >= self.window):
+        if (
+            out is None
+            or out.paused
+            or self.pending
+            or (qos and (len(self.inflight) >= self.window or self._full(msg)))
+        ):
             self._buffer(sub, msg, qos)
         else:
             self._send(sub, msg, qos, out)
+
+    def _full(self, msg: Envelope) -> bool:
+        """Whether one more unacknowledged ``msg`` would break a byte limit."""
+        size = entry_size(msg)
+        router = self.router
+        return (
+            self.queued_bytes + size > self.max_bytes
+            or router.queued_bytes + size > router.max_queued_bytes
+        )
 
     def _send(self, sub: Subscription, msg: Envelope, qos: int, out: Outlet) -> None:
         left = None
@@ -294,7 +313,8 @@ class Session:
                     cache[topic, level] = data
         else:
             packet_id = self._packet_id()
-            self.inflight[packet_id] = Outgoing(topic, msg, qos, sub.group)
+            self.inflight[packet_id] = Outgoing(sub, msg, qos)
+            self._count_bytes(entry_size(msg))
             data = encode_publish(
                 topic, msg.payload, qos, packet_id, retain=msg.retain, dup=msg.dup,
                 properties=props, protocol_level=level,
@@ -319,8 +339,7 @@ class Session:
         self._seq += 1
         pending.append((self._seq, msg))
         self.pending += 1
-        self.queued_bytes += size
-        router.queued_bytes += size
+        self._count_bytes(size)
         if not self.stuck and self.behind:
             router.pressure = self
 
@@ -343,10 +362,13 @@ class Session:
     def _pop(self, sub: Subscription) -> Envelope:
         msg = sub.pending.popleft()[1]
         self.pending -= 1
-        size = entry_size(msg)
-        self.queued_bytes -= size
-        self.router.queued_bytes -= size
+        self._count_bytes(-entry_size(msg))
         return msg
+
+    def _count_bytes(self, size: int) -> None:
+        """Queued and unacknowledged messages both count against the byte limits."""
+        self.queued_bytes += size
+        self.router.queued_bytes += size
 
     def drain(self) -> None:
         """Send buffered messages, oldest first, while the socket and the window allow."""
@@ -397,6 +419,7 @@ class Session:
         out = self.inflight.get(packet_id)
         if out is not None and out.qos == 1:
             del self.inflight[packet_id]
+            self._count_bytes(-entry_size(out.msg))
             if self.pending:
                 self.drain()
 
@@ -412,6 +435,7 @@ class Session:
         out = self.inflight.get(packet_id)
         if out is not None and out.released:
             del self.inflight[packet_id]
+            self._count_bytes(-entry_size(out.msg))
             if self.pending:
                 self.drain()
 
