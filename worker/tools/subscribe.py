@@ -64,7 +64,7 @@ def line(message: Inbound, *, as_json: bool = False) -> str:
             "topic": message.topic,
             "qos": message.qos,
             "retain": message.retain,
-            "payload": text if text is not None else None,
+            "payload": text,
             "payload_hex": None if text is not None else message.payload.hex(),
         }
         return orjson.dumps(record).decode()
