@@ -5,6 +5,7 @@
     python -m bench --only throughput,latency --qos 1
     python -m bench --quick --output /tmp/bench.md
     python -m bench --only storage        events into PostgreSQL (its own section)
+    python -m bench --only mqtt5          MQTT 5 against 3.1.1, RSS with no broker window
     python -m bench --only processes      worker run --workers 2 vs 1 (its own section)
 
 A full run of every section writes BENCHMARKS.md at the repository root; a quick or partial
@@ -26,6 +27,8 @@ from pathlib import Path
 from bench.broker import BenchMosquitto, mosquitto_binary, mosquitto_version
 from bench.machine import describe
 from bench.markdown import render, with_foreign_sections
+from bench.mqtt5 import record as record_mqtt5
+from bench.mqtt5 import section as mqtt5_section
 from bench.processes import record as record_processes
 from bench.processes import section as processes_section
 from bench.procs import ROOT, until_terminated
@@ -143,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         where = args.output or ROOT / "BENCHMARKS.md"
         record_storage(storage_section(suite.storage, results.command), where)
         print(f"wrote the storage section of {where}")
+    if suite.mqtt5 is not None and (args.output or not args.quick):
+        where = args.output or ROOT / "BENCHMARKS.md"
+        record_mqtt5(mqtt5_section(suite.mqtt5, results.command), where)
+        print(f"wrote the mqtt5 section of {where}")
     if suite.processes is not None and (args.output or not args.quick):
         where = args.output or ROOT / "BENCHMARKS.md"
         record_processes(processes_section(suite.processes, results.command), where)

@@ -1,7 +1,8 @@
 """One invocation: every selected section against one Mosquitto, in order, printing as it goes.
 
 Sections: ``throughput`` (baseline, no-op worker per transport, example app; QoS 0 and 1),
-``latency``, ``overload``, ``routing``, ``group``, ``platform``, ``storage`` (events into
+``latency``, ``overload``, ``mqtt5`` (MQTT 5 against 3.1.1, and RSS with no broker window:
+:mod:`bench.mqtt5`, its own section), ``routing``, ``group``, ``platform``, ``storage`` (events into
 PostgreSQL, :mod:`bench.storage`, QoS 1 only, its own brokers) and ``processes`` (``worker run
 --workers 2`` against 1 with a CPU-bound handler, :mod:`bench.processes`). Later sections use what
 earlier ones measured (the latency section's flat-out publisher sends at twice the no-op
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench import brokers, payloads, processes, scenarios, storage
+from bench import brokers, mqtt5, payloads, processes, scenarios, storage
 from bench.broker import BenchMosquitto
 from bench.machine import Load, measure_load
 from bench.procs import ROOT, BenchError
@@ -38,7 +39,8 @@ from bench.throughput import (
 #: busy share of the cores (other people's work) below which the machine counts as quiet
 QUIET: Final = 0.2
 SECTIONS: Final = (
-    "throughput", "latency", "overload", "routing", "group", "platform", "storage", "processes",
+    "throughput", "latency", "overload", "mqtt5", "routing", "group", "platform", "storage",
+    "processes",
 )  # fmt: skip
 Say = Callable[[str], None]
 
@@ -113,6 +115,8 @@ class Suite:
         self.storage: storage.StorageResults | None = None
         #: --workers 2 against 1, likewise kept in a section of its own
         self.processes: processes.ProcessResults | None = None
+        #: MQTT 5 against 3.1.1 and RSS with no broker window, likewise
+        self.mqtt5: mqtt5.Mqtt5Results | None = None
         self.native = native_problem()
         if self.native:
             say(f"native transport: skipped: {self.native}")
@@ -233,6 +237,16 @@ class Suite:
             f"MB (idle {o.idle_rss / 2**20:.1f}); received {rate(o.received)}, handled "
             f"{rate(o.handled)}, dropped {rate(o.dropped)}"
         )
+
+    async def _mqtt5(self) -> None:
+        p, r = self.plan, self.results
+        found = mqtt5.Mqtt5Results(r.date, r.machine, p.runs, p.messages)
+        found.load = r.loads[-1].describe() if r.loads else ""
+        await mqtt5.run_section(
+            self.broker.port, self.broker.binary, self.folder, p.qos, p.runs, p.messages,
+            p.overload_rate, self.native, found, self.say,
+        )  # fmt: skip
+        self.mqtt5 = found
 
     async def _routing(self) -> None:
         p = self.plan

@@ -39,5 +39,6 @@ def test_bench_runs_every_section(tmp_path: Path) -> None:
     text = report.read_text()
     for heading in ("## Targets", "## Consumer throughput", "## End-to-end latency",
                     "## RSS under sustained overload", "## Routing cost", "## Shared group",
-                    "## Local platform vs Mosquitto", "## Processes per pod"):  # fmt: skip
+                    "## Local platform vs Mosquitto", "## Processes per pod",
+                    "## MQTT 5"):  # fmt: skip
         assert heading in text, heading
