@@ -101,3 +101,15 @@ def test_lines_show_text_as_is_and_binary_as_hex() -> None:
     assert line(binary).startswith("t <40 bytes: 000102")
     assert line(binary).endswith("…> (retained)")
     assert json.loads(line(binary, as_json=True))["payload_hex"] == bytes(range(40)).hex()
+
+
+async def test_tls_against_a_plain_port_says_so_in_one_line() -> None:
+    async with Platform(platform_config()) as platform:
+        port = platform.port
+        code, _, err = await run_cli(
+            "subscribe", "--org", "abc123", "--host", "127.0.0.1", "--port", str(port),
+            "--tls", "--auth-key", API_KEY, "--auth-token", TOKEN,
+        )  # fmt: skip
+    assert code == 4, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"is {port} a plain MQTT port? Use --no-tls" in err

@@ -41,17 +41,25 @@ def tool_settings(flags: dict[str, Any]) -> Settings:
     return resolve_settings({**flags, "identity": "standalone"})
 
 
-def run_tool(work: Any) -> Any:
-    """Run a tool's coroutine: exit 4 when it cannot connect, 2 for a bad message or file."""
+def run_tool(work: Any, settings: Settings | None = None) -> Any:
+    """Run a tool's coroutine: exit 4 when it cannot connect, 2 for a bad message or file.
+
+    With ``settings``, a failed connection is explained as the worker explains it (a hint
+    for TLS spoken to a plain port and the reverse, never an empty reason).
+    """
     import asyncio
 
-    from worker.errors import ConnectError
+    from worker.connection import connect_options
+    from worker.errors import ConnectError, NotAuthorized
     from worker.tools.publish import PublishError
+    from worker.transports import hints
 
     try:
         return asyncio.run(work)
     except ConnectError as exc:
-        fail(EXIT_CONNECT, str(exc))
+        if settings is None or isinstance(exc, NotAuthorized):
+            fail(EXIT_CONNECT, str(exc))
+        fail(EXIT_CONNECT, hints.explain(exc, connect_options(settings)))
     except PublishError as exc:
         fail(EXIT_USAGE, str(exc))
     except KeyboardInterrupt:
@@ -97,7 +105,8 @@ def _publish_one(kind: str, parts: tuple[str, str, str], flags: dict[str, Any]) 
     except pub.PublishError as exc:
         fail(EXIT_USAGE, str(exc))
     run_tool(
-        pub.publish_one(pub.tool_options(settings, "publish", client_id), message, settings.qos)
+        pub.publish_one(pub.tool_options(settings, "publish", client_id), message, settings.qos),
+        settings,
     )
     click.echo(f"published {len(message.payload)} bytes to {message.topic}")
 
@@ -152,7 +161,9 @@ def publish_replay(file: Path, rate: float, client_id: str | None, **flags: Any)
     def report(progress: pub.ReplayProgress) -> None:
         click.echo(progress.line(), err=True)
 
-    done = run_tool(pub.replay(options, found, rate=rate, qos=settings.qos, report=report))
+    done = run_tool(
+        pub.replay(options, found, rate=rate, qos=settings.qos, report=report), settings
+    )
     click.echo(f"replayed {done.sent} events from {file}")
 
 
@@ -190,7 +201,7 @@ def subscribe(
 
     work = sub.watch(options, chosen, settings.qos, show, count=count, on_subscribed=subscribed)
     try:
-        run_tool(work)
+        run_tool(work, settings)
     except SystemExit as exc:
         if exc.code != EXIT_INTERRUPTED:
             raise  # Ctrl-C is how a watch ends: exit 0
@@ -286,7 +297,7 @@ def simulate(**flags: Any) -> None:
         last[:] = [stats.sent, now]
         click.echo(stats.line(rate), err=True)
 
-    stats = run_tool(Simulator(config, settings).run(report))
+    stats = run_tool(Simulator(config, settings).run(report), settings)
     elapsed = max(1e-9, stats.elapsed)
     click.echo(
         f"sent {stats.sent} events in {elapsed:.1f}s ({stats.sent / elapsed:.1f}/s), "
