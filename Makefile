@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 SYSDEPS := $(VENV)/.system-deps
 
-.PHONY: help install test test-fast lint typecheck docs pytest demo bench soak clean
+.PHONY: help install test test-fast lint typecheck docs pytest demo bench soak attack clean
 
 help:
 	@echo "make demo   - set up and run the local horizontal-scaling demo"
@@ -16,6 +16,7 @@ help:
 	@echo "make docs   - build the documentation site in strict mode (into $(VENV)/site)"
 	@echo "make bench  - benchmarks (results in BENCHMARKS.md; BENCH_ARGS=--quick for a short run)"
 	@echo "make soak   - one hour at half capacity (SOAK_ARGS=\"--minutes 5\" for a short run)"
+	@echo "make attack - 30 minutes of attacks on the platform (ATTACK_ARGS=\"--minutes 5\")"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +67,12 @@ bench: $(INSTALLED) $(SYSDEPS)
 SOAK_ARGS ?=
 soak: $(INSTALLED) $(SYSDEPS)
 	$(PY) -m bench.soak $(SOAK_ARGS)
+
+# Not in CI: every platform attack for 30 minutes in all under normal load (result in
+# BENCHMARKS.md); ATTACK_ARGS="--minutes 5" for a short run.
+ATTACK_ARGS ?=
+attack: $(INSTALLED)
+	$(PY) -m bench.attack $(ATTACK_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
