@@ -3,11 +3,13 @@
 Four figures against the same broker (``max_inflight_messages 1000``) and the same private
 PostgreSQL cluster (``tests.support.postgres``, default settings: every commit is fsynced):
 
-- the batch route, ``worker run worker.examples.storage`` (one COPY per batch of up to 1000);
+- the batch route, ``worker run worker.examples.storage`` (one COPY per batch of up to 250);
 - a per-event route, ``worker run bench.insert_app --concurrency 64`` (one INSERT per event);
 - the database's own limit: COPY of the same rows in 1,000-row batches on one connection,
   from this process, with nothing else running;
-- the no-op worker (``bench.apps:noop``), the ceiling of any route.
+- the no-op worker (``bench.apps:noop``), the ceiling of any route;
+- the batch route with 1,000-event batches (``STORAGE_BATCH_SIZE=1000``, the whole window):
+  what the example's smaller default batch is for.
 
 Then the batch route in a live stream (``--seconds`` of events published at a steady rate to
 a fresh worker): at half its drain rate, for its peak RSS, and at its drain rate on this
@@ -20,12 +22,13 @@ draining worker holds tens of thousands of received messages at once, which a li
 never makes it do (for the same reason the window costs a drain nothing).
 
 Workers are timed as in the throughput section (fill while the worker is stopped, time the
-drain), the no-op and the batch worker in turn within each run (``measure_workers``), so
-that load from elsewhere on the machine weighs on both alike; a message counts once the
-worker acknowledged it, which for the storage routes means once its row was committed. The
-per-event route uses a quarter of the messages (it is the slow one). Every worker's rows are
-counted afterwards, and its peak RSS (VmHWM) and the CPU seconds of the worker and of
-PostgreSQL (all its processes) over the drains are recorded: that says where the time goes.
+drain), the no-op worker and the two batch routes in turn within each run
+(``measure_workers``), so that load from elsewhere on the machine weighs on each alike; a
+message counts once the worker acknowledged it, which for the storage routes means once its
+row was committed. The per-event route uses a quarter of the messages (it is the slow one).
+Every worker's rows are counted afterwards, and its peak RSS (VmHWM) and the CPU seconds of
+the worker and of PostgreSQL (all its processes) over the drains are recorded: that says
+where the time goes.
 
 The section is written into BENCHMARKS.md between its own markers by a full run of it
 (``python -m bench --only storage``, or the whole suite); a quick run only prints.
@@ -59,6 +62,7 @@ DEFAULT_WINDOW: Final = 20
 WINDOW: Final = 1000
 COPY_BATCH: Final = 1000
 BATCH: Final = "batch route: worker.examples.storage"
+BATCH_1000: Final = "batch route, STORAGE_BATCH_SIZE=1000 (the whole window)"
 PER_EVENT: Final = "per-event route: bench.insert_app, --concurrency 64"
 COPY: Final = "PostgreSQL COPY, 1,000-row batches, one connection"
 NOOP: Final = "no-op worker: bench.apps:noop"
@@ -162,12 +166,15 @@ def postgres_cpu(cluster: PostgresCluster) -> float:
 
 @dataclass(frozen=True)
 class Consumer:
-    """A ``worker run`` to measure: its target and flags."""
+    """A ``worker run`` to measure: its target, flags and environment."""
 
     name: str
     target: str
     extra: tuple[str, ...] = ()
     stores: bool = True
+    env: tuple[tuple[str, str], ...] = ()
+    #: the database it stores into (each consumer of one measurement its own)
+    database: str = "postgres"
 
 
 async def measure_workers(
@@ -183,11 +190,15 @@ async def measure_workers(
     Each run publishes once while all of them are stopped (each has its own ``$share`` group,
     so each gets every message), then resumes and times one worker after the other: load
     from elsewhere on a shared machine comes and goes, and this way it weighs on each alike.
-    At most one of them may store (the rows are counted for it).
+    Each stores into its own database (``Consumer.database``), where its rows are counted.
     """
-    dsn = cluster.dsn()
-    await reset(dsn)
-    started = [await _start(c, broker, folder, dsn, len(packets)) for c in consumers]
+    dsns = [cluster.dsn(c.database) for c in consumers]
+    for dsn in dsns:
+        await reset(dsn)
+    started = [
+        await _start(c, i, broker, folder, dsn, len(packets))
+        for i, (c, dsn) in enumerate(zip(consumers, dsns, strict=True))
+    ]
     pub = await Publisher.connect("127.0.0.1", broker.port, "bench-storage-pub")
     try:
         for run in range(runs + 1):  # the first is a warm-up
@@ -206,20 +217,21 @@ async def measure_workers(
         await pub.close()
         for proc, _ in started:
             await proc.stop()
-    for consumer, (_, figure) in zip(consumers, started, strict=True):
+    for consumer, (_, figure), dsn in zip(consumers, started, dsns, strict=True):
         if consumer.stores:
             figure.rows = await count_rows(dsn)
     return [figure for _, figure in started]
 
 
 async def _start(
-    consumer: Consumer, broker: BenchMosquitto, folder: Path, dsn: str, messages: int
+    consumer: Consumer, index: int, broker: BenchMosquitto, folder: Path, dsn: str, messages: int
 ) -> tuple[WorkerProc, StorageFigure]:
-    slug = f"{consumer.target.replace(':', '-')}-{broker.max_inflight}"[:36]
+    slug = f"w{index}-{broker.max_inflight}-{consumer.target.replace(':', '-')}"[:36]
     # the app ID names the $share group: one group per worker, so each gets every message
     extra = (*consumer.extra, "--app-id", slug)
     proc = WorkerProc(consumer.name, folder / f"{slug}.log", consumer.target,
-                      worker_args(broker.port, 1, slug, *extra), STORAGE_DSN=dsn)  # fmt: skip
+                      worker_args(broker.port, 1, slug, *extra), STORAGE_DSN=dsn,
+                      **dict(consumer.env))  # fmt: skip
     command = " ".join(["worker run", consumer.target, *worker_args(0, 1, "ID", *consumer.extra)])
     await proc.start()
     return proc, StorageFigure(consumer.name, broker.max_inflight, command, messages)
@@ -363,9 +375,13 @@ async def _figures(
     brokers = {w: BenchMosquitto(binary, folder / f"storage-{w}", max_inflight=w)
                for w in (WINDOW, DEFAULT_WINDOW)}  # fmt: skip
     batch = Consumer(BATCH, "worker.examples.storage")
-    noop = Consumer(NOOP, "bench.apps:noop", stores=False)
+    whole = Consumer(BATCH_1000, "worker.examples.storage", env=(("STORAGE_BATCH_SIZE", "1000"),),
+                     database="whole")  # fmt: skip
+    noop = Consumer(NOOP, "bench.apps:noop", stores=False, database="noop")
     per_event = Consumer(PER_EVENT, "bench.insert_app", ("--concurrency", "64"))
-    plan = [((noop, batch), WINDOW, full), ((per_event,), WINDOW, fewer)]
+    for name in ("noop", "whole"):
+        cluster.create_database(name)
+    plan = [((noop, batch, whole), WINDOW, full), ((per_event,), WINDOW, fewer)]
     for broker in brokers.values():
         broker.folder.mkdir(exist_ok=True)
         broker.start()
@@ -394,6 +410,7 @@ async def _figures(
         say(f"  {target.what}: {target.figure} ({target.goal}: {target.status})")
     cost = window_cost(results)
     say(f"  window {DEFAULT_WINDOW} vs {WINDOW}, live at the drain rate: {cost:.2f}x")
+    say(f"  batches of 250 vs 1,000 on the 1,000 window: {results.ratio(BATCH, BATCH_1000):.2f}x")
 
 
 def window_cost(r: StorageResults) -> float:
@@ -466,7 +483,8 @@ def section(r: StorageResults, command: str) -> str:
         *table(["target", "goal", "measured", "status"], target_rows),
         *table(header, rows),
         f"Window {DEFAULT_WINDOW} vs {WINDOW} (live, at the drain rate): "
-        f"{window_cost(r):.2f}x the events stored per second.",
+        f"{window_cost(r):.2f}x the events stored per second. Batches of 250 (the example's "
+        f"default) vs 1,000 on the 1,000 window: {r.ratio(BATCH, BATCH_1000):.2f}x.",
         "",
         "Commands (port, instance and app ID vary; every worker has `STORAGE_DSN`):",
         "",
@@ -483,9 +501,10 @@ Method: one private PostgreSQL cluster with its default settings (every commit f
 a Unix socket, and the table of `worker.examples.storage` (an identity primary key, text
 columns, the payload as jsonb, a timestamptz, the message key), dropped before each
 measurement. Workers are timed as in the throughput section: the broker is filled while the
-worker is stopped, then the drain is timed; the no-op and the batch worker are started
-together (each its own `$share` group, so each gets every event) and drained in turn within
-each run, so that load from elsewhere weighs on both alike. An event counts once the worker
+worker is stopped, then the drain is timed; the no-op worker and the two batch routes are
+started together (each its own `$share` group, so each gets every event, and its own
+database) and drained in turn within each run, so that load from elsewhere weighs on each
+alike. An event counts once the worker
 acknowledged it, and the storage routes acknowledge only committed rows ("rows after" counts
 them: every run plus the warm-up). The COPY limit is this process sending the same rows,
 pre-built, in 1,000-row COPYs on one connection. CPU is user plus system seconds over the

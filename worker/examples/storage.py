@@ -8,18 +8,22 @@ Run it (QoS 1, the default, so that the broker redelivers what was not stored)::
 
 Every JSON event (``iot-2/type/+/id/+/evt/+/fmt/json``) becomes one row of ``device_events``
 (created at startup if it does not exist). Events come to the handler in batches of up to
-``STORAGE_BATCH_SIZE`` (default 1000), or whatever arrived within ``STORAGE_BATCH_WAIT``
-seconds (default 0.05) of the first; each batch is one ``COPY`` (asyncpg's
-``copy_records_to_table``), and the worker acknowledges its messages only after the COPY
-committed. When the COPY fails (the database is down, say), the whole batch is retried
-(``STORAGE_RETRIES``, default 3, with a backoff from ``STORAGE_RETRY_BACKOFF`` seconds,
-default 0.5, doubling), then each of its messages goes to the dead-letter sink
+``STORAGE_BATCH_SIZE`` (default 250), or whatever arrived within ``STORAGE_BATCH_WAIT``
+seconds (default 0.05) of the first. 250 is a quarter of the usual in-flight window (1,000
+messages a broker sends before it waits for acknowledgements): four batches are stored at
+once while the broker keeps sending, where a batch as large as the window would leave the
+worker waiting for each commit before the broker sent more. Each batch is one ``COPY``
+(asyncpg's ``copy_records_to_table``), and the worker acknowledges its messages only after
+the COPY committed. When the COPY fails (the database is down, say), the whole batch is
+retried (``STORAGE_RETRIES``, default 3, with a backoff from ``STORAGE_RETRY_BACKOFF``
+seconds, default 0.5, doubling), then each of its messages goes to the dead-letter sink
 (``--dead-letter`` / ``WORKER_DEAD_LETTER``) and is acknowledged: nothing is acknowledged that
 is neither stored nor dead-lettered. A payload that PostgreSQL refuses (jsonb takes no
 ``\\u0000``) fails alone: the batch is then stored event by event, and only the refused events
-are retried and dead-lettered. Delivery is at least once: a worker killed between the COPY and
-the acknowledgement gets the batch again, so rows can repeat (with the same ``key``, a digest of
-the topic and the payload); ``docs/guide/storage.md`` shows how to make them unique.
+are retried and dead-lettered. Delivery is at least once: a message whose COPY committed but
+whose acknowledgement never reached the broker (the worker was killed in between) is stored
+again if the broker delivers it again, with the same ``key`` (a digest of the topic and the
+payload); ``docs/guide/storage.md`` shows how to make rows unique.
 
 ``STORAGE_DSN`` is required: without it (or without asyncpg) ``worker run`` exits 3 saying so.
 """
@@ -72,7 +76,7 @@ def _setting(name: str, default: str, kind: type[int] | type[float], low: float)
     return value
 
 
-BATCH_SIZE: Final[int] = _setting("STORAGE_BATCH_SIZE", "1000", int, 1)
+BATCH_SIZE: Final[int] = _setting("STORAGE_BATCH_SIZE", "250", int, 1)
 BATCH_WAIT: Final[float] = _setting("STORAGE_BATCH_WAIT", "0.05", float, 0)
 RETRIES: Final[int] = _setting("STORAGE_RETRIES", "3", int, 0)
 RETRY_BACKOFF: Final[float] = _setting("STORAGE_RETRY_BACKOFF", "0.5", float, 0)
