@@ -71,29 +71,40 @@ class Probe:
             tg.create_task(self._connacks())
 
     async def _round_trips(self) -> None:
+        """Connect the pair, time round trips; on any failure count it and start afresh."""
+        pairs = 0
+        while not self.stop.is_set():
+            pairs += 1
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    # numbered apart, so a fresh pair never takes an old pair's late message
+                    await self._pair(stack, pairs * 1_000_000)
+            except (TimeoutError, EOFError, OSError, AssertionError):
+                self.failures += 1
+                await asyncio.sleep(1.0)  # before connecting again
+
+    async def _pair(self, stack: contextlib.AsyncExitStack, first: int) -> None:
         app = await RawClient.open(self.target.port)
+        stack.push_async_callback(app.close)
         dev = await RawClient.open(self.target.port)
-        try:
-            await app.connect(f"a:{ORG}:probe", API_KEY, TOKEN)
-            await app.subscribe("iot-2/type/probe/id/+/evt/+/fmt/+", qos=1)
-            await dev.connect(f"d:{ORG}:probe:p1", "use-token-auth", TOKEN)
-            n = 0
-            while not self.stop.is_set():
-                n += 1
-                sent = time.perf_counter()
-                dev.send(Publish("iot-2/evt/rt/fmt/bin", b"%d" % n, 1, packet_id=n % 0xFFFF + 1))
-                try:
-                    got = await app.publication(within=10)
-                    assert got.packet_id is not None
-                    app.send(Puback(got.packet_id))
-                    self.round_trips.append((time.perf_counter() - sent) * 1000)
-                    await dev.recv(within=10)  # the PUBACK
-                except (TimeoutError, EOFError):
-                    self.failures += 1
-                await asyncio.sleep(1 / self.rate)  # the load's pace
-        finally:
-            await app.close()
-            await dev.close()
+        stack.push_async_callback(dev.close)
+        await app.connect(f"a:{ORG}:probe", API_KEY, TOKEN)
+        await app.subscribe("iot-2/type/probe/id/+/evt/+/fmt/+", qos=1)
+        await dev.connect(f"d:{ORG}:probe:p1", "use-token-auth", TOKEN)
+        n = first
+        while not self.stop.is_set():
+            n += 1
+            await self._one(app, dev, n)
+            await asyncio.sleep(1 / self.rate)  # the load's pace
+
+    async def _one(self, app: RawClient, dev: RawClient, n: int) -> None:
+        sent = time.perf_counter()
+        dev.send(Publish("iot-2/evt/rt/fmt/bin", b"%d" % n, 1, packet_id=n % 0xFFFF + 1))
+        got = await app.publication(within=10)
+        assert got.packet_id is not None and got.payload == b"%d" % n
+        app.send(Puback(got.packet_id))
+        self.round_trips.append((time.perf_counter() - sent) * 1000)
+        assert isinstance(await dev.recv(within=10), Puback)
 
     async def _connacks(self) -> None:
         n = 0

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("worker.platform")
 
 FANOUT_BUDGET: Final = 2000
-"""Deliveries one connection's read may cause in one loop turn before the rest of it waits."""
+"""Deliveries one connection's read may cause in one loop turn before the rest of it waits
+(a filter of a SUBSCRIBE counts as ``handlers.SUBSCRIBE_COST`` of them)."""
 
 #: MQTT 5 reason codes for the server's DISCONNECT, by close code.
 _V5_DISCONNECT: Final[dict[int, ReasonCode]] = {

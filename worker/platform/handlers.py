@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("worker.platform")
 
 _PINGRESP: Final = b"\xd0\x00"
+SUBSCRIBE_COST: Final = 30
+"""Deliveries one filter of a SUBSCRIBE counts as, in a read's work budget."""
 _ROUTE_CACHE: Final = 1024
 _GATEWAY: Final = "g"
 
@@ -256,6 +258,8 @@ def _on_subscribe(conn: MqttConnection, packet: Subscribe) -> None:
     """Store each allowed filter, SUBACK, then notify gateways and send retained status."""
     session, principal = conn.session, conn.principal
     assert session is not None and principal is not None
+    # A new filter costs about as much as 30 deliveries: it counts against the read's budget.
+    conn.hub.router.fanout += SUBSCRIBE_COST * len(packet.subscriptions)
     codes: list[int] = []
     fresh = []
     refused: list[tuple[str, Denied]] = []

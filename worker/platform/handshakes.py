@@ -13,8 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import ssl
+from asyncio import sslproto
 from collections.abc import Callable
+from typing import Any, Final
+
+READ_BUFFER: Final = 32 * 1024
+"""Bytes of read buffer per TLS socket: a TLS record is at most 16 KiB and its header."""
 
 AppFactory = Callable[[], asyncio.BaseProtocol]
 
@@ -83,13 +89,7 @@ class TlsGate(asyncio.Protocol):
         assert transport is not None
         loop = asyncio.get_running_loop()
         try:
-            tls = await loop.start_tls(
-                transport,
-                self,
-                self._context,
-                server_side=True,
-                ssl_handshake_timeout=self._timeout,
-            )
+            tls = await _start_tls(loop, transport, self, self._context, self._timeout)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError, RuntimeError):
             # A failed or abandoned handshake: nothing to report but the closed socket.
             with contextlib.suppress(Exception):
@@ -102,3 +102,39 @@ class TlsGate(asyncio.Protocol):
         protocol = self._factory()
         tls.set_protocol(protocol)
         protocol.connection_made(tls)
+
+
+class _SslProtocol(sslproto.SSLProtocol):
+    """asyncio's TLS layer with a read buffer of :data:`READ_BUFFER` instead of 256 KiB: the
+    buffer is allocated per socket at the start of the handshake, so with asyncio's size
+    thousands of half-open handshakes cost a gigabyte."""
+
+    max_size = READ_BUFFER
+
+
+async def _start_tls(
+    loop: asyncio.AbstractEventLoop,
+    transport: asyncio.Transport,
+    protocol: asyncio.BaseProtocol,
+    context: ssl.SSLContext,
+    handshake_timeout: float,
+) -> asyncio.Transport:
+    """``loop.start_tls`` (server side), with :class:`_SslProtocol`; the same steps."""
+    waiter = loop.create_future()
+    tls: Any = _SslProtocol(
+        loop, protocol, context, waiter, server_side=True, call_connection_made=False,
+        ssl_handshake_timeout=math.ceil(handshake_timeout),
+    )  # fmt: skip
+    transport.pause_reading()
+    transport.set_protocol(tls)
+    made = loop.call_soon(tls.connection_made, transport)
+    resume = loop.call_soon(transport.resume_reading)
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        made.cancel()
+        resume.cancel()
+        raise
+    app: asyncio.Transport = tls._app_transport
+    return app

@@ -61,8 +61,8 @@ class Limits:
     connect_bytes: int = 16 * KIB
     #: sockets that have not completed CONNECT (and TLS handshakes); the oldest goes first
     connecting: int = 1_000
-    #: TLS handshakes in progress; the oldest goes first
-    handshakes: int = 200
+    #: TLS handshakes in progress; the oldest goes first (each holds about 100 KB)
+    handshakes: int = 100
     #: seconds a publisher is held (its socket not read) while a subscriber catches up
     backpressure_wait: float = 2.0
 
