@@ -504,3 +504,20 @@ async def test_the_worker_reports_a_protocol_error_reconnects_and_loses_nothing(
 
 
 EVENT = "iot-2/type/t/id/d/evt/e/fmt/text"
+
+
+async def test_messages_before_a_bad_alias_in_the_same_read_are_handed_over() -> None:
+    async def script(peer: Peer) -> None:
+        peer.send(publish("t", 1) + publish("t", 2, qos=1) + publish("", 3, NONE_ALIAS))
+
+    async with broker(script) as (port, peers):
+        transport = NativeTransport()
+        await transport.connect(options(port))
+        got, error = await until_lost(transport)
+        assert await disconnect_code(peers[0]) == 0x94
+        await transport.disconnect()
+    assert [m.payload for m in got] == [b"m1", b"m2"]
+    assert isinstance(error, ProtocolViolation) and error.reason == "topic_alias_invalid"
+
+
+NONE_ALIAS = Properties(topic_alias=9)

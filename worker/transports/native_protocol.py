@@ -199,11 +199,11 @@ class InboundProtocol(asyncio.Protocol):
                         f"{self._where} sent a QoS 2 PUBLISH, which was never asked for",
                         "unexpected_packet",
                     )
-                    return
+                    break
                 if v5:
                     inbound = self._inbound_v5(packet)
                     if inbound is None:
-                        return
+                        break  # closing; what came before it in this read is still handed over
                     append(inbound)
                     continue
                 append(
@@ -212,12 +212,15 @@ class InboundProtocol(asyncio.Protocol):
                 )  # fmt: skip
             else:
                 self._control(packet)
+                if self._error is not None:
+                    break  # it broke the protocol: nothing after it counts
         if batch:
             self._received += len(batch)
             self._ready.append(batch)
             self._wake()
             if (
                 len(self._ready) >= self._max_pending
+                and self._error is None
                 and not self._paused
                 and not self._answer_awaited()
                 and self._transport
