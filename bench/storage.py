@@ -47,7 +47,7 @@ from typing import Any, Final
 
 from bench import payloads
 from bench.broker import BenchMosquitto, mosquitto_version
-from bench.machine import cpu_seconds, describe
+from bench.machine import cpu_seconds, describe, measure_load
 from bench.procs import BenchError, WorkerProc
 from bench.publisher import Publisher
 from bench.report import MB, Target, rate, table
@@ -100,6 +100,8 @@ class StorageResults:
     machine: dict[str, str]
     runs: int
     figures: list[StorageFigure] = field(default_factory=list)
+    #: the machine's load just before the section (other people's work on a shared machine)
+    load: str = ""
 
     def get(self, name: str, window: int | None = WINDOW) -> StorageFigure | None:
         found = [f for f in self.figures if f.name == name and f.window == window]
@@ -344,6 +346,7 @@ async def run_section(
         datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         describe(mosquitto_version(binary)) | software(),
         runs,
+        load=measure_load("storage").describe(),
     )
     slow = max(1, messages // 4)
     try:
@@ -413,6 +416,21 @@ async def _figures(
     say(f"  batches of 250 vs 1,000 on the 1,000 window: {results.ratio(BATCH, BATCH_1000):.2f}x")
 
 
+def cpu_note(r: StorageResults) -> list[str]:
+    """Where the time goes, per event, from the CPU columns."""
+    batch, noop = r.get(BATCH), r.get(NOOP)
+    if batch is None or noop is None:
+        return []
+    per = 1e6 / 100_000  # CPU seconds per 100k events -> microseconds per event
+    worker, db, bare = batch.cpu[0] * per, batch.cpu[1] * per, noop.cpu[0] * per
+    return [
+        f"Per event, the batch route's worker used {worker:.1f} us of CPU (the no-op worker "
+        f"{bare:.1f} us) and PostgreSQL {db:.1f} us; with Mosquitto, all of it shares the "
+        "same two cores.",
+        "",
+    ]
+
+
 def window_cost(r: StorageResults) -> float:
     """The live stored rate on Mosquitto's default window over that on the 1,000 window."""
     small, large = r.get(LIVE_FULL, DEFAULT_WINDOW), r.get(LIVE_FULL)
@@ -468,7 +486,8 @@ def section(r: StorageResults, command: str) -> str:
         rows.append([
             f.name, str(f.window) if f.window else "-", f"{f.messages:,}", rate(f.median), ratio,
             ", ".join(rate(x) for x in f.rates), f"{f.rows:,}" if f.rows is not None else "-",
-            f"{f.peak_rss / MB:.1f}" if f.peak_rss else "-", f"{f.cpu[0]:.2f} / {f.cpu[1]:.2f}",
+            f"{f.peak_rss / MB:.1f}" if f.peak_rss else "-",
+            f"{f.cpu[0]:.2f} / {f.cpu[1]:.2f}" if any(f.cpu) else "-",
         ])  # fmt: skip
     header = ["consumer", "Mosquitto window", "events per run", "events/s (median)", "x no-op",
               "runs", "rows after", "peak RSS MB", "CPU s per 100k: worker / db"]  # fmt: skip
@@ -478,6 +497,7 @@ def section(r: StorageResults, command: str) -> str:
         "## Storing events in PostgreSQL (QoS 1)",
         "",
         f"Written by `{command}` on {r.date}; {r.runs} timed runs per figure after a warm-up.",
+        f"Load just before the section (the machine is shared): {r.load}.",
         "",
         *table(["", ""], [[k, v] for k, v in r.machine.items()]),
         *table(["target", "goal", "measured", "status"], target_rows),
@@ -486,6 +506,7 @@ def section(r: StorageResults, command: str) -> str:
         f"{window_cost(r):.2f}x the events stored per second. Batches of 250 (the example's "
         f"default) vs 1,000 on the 1,000 window: {r.ratio(BATCH, BATCH_1000):.2f}x.",
         "",
+        *cpu_note(r),
         "Commands (port, instance and app ID vary; every worker has `STORAGE_DSN`):",
         "",
         *sorted({f"    {f.command}" for f in r.figures}),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 
@@ -32,8 +33,6 @@ from worker.platform import Platform, PlatformConfig
 from worker.platform.session import Session
 from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions
-
-asyncpg = pytest.importorskip("asyncpg", reason="pip install 'worker[postgres]'")
 
 pytestmark = pytest.mark.slow
 
@@ -52,9 +51,15 @@ SENTINEL = -1
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PostgresCluster]:
-    """One private cluster for the module; each test gets its own database in it."""
+    """One private cluster for the module; each test gets its own database in it.
+
+    No PostgreSQL is a failure, not a skip: make test installs it (scripts/system-deps.sh).
+    """
     if postgres_bindir() is None:
-        pytest.skip("PostgreSQL is not installed (scripts/system-deps.sh installs it)")
+        pytest.fail(
+            "PostgreSQL is not installed: run scripts/system-deps.sh (make test runs it first)",
+            pytrace=False,
+        )
     with postgres_cluster() as running:
         yield running
 

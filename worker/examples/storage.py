@@ -105,12 +105,21 @@ async def open_pool() -> None:
             "postgresql://user:password@host:5432/database"
         )
     try:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=POOL_SIZE)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=POOL_SIZE, reset=_keep_session)
         await pool.execute(SCHEMA)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         # the message names the variable, never its value: a DSN may carry a password
         raise ConnectError(f"cannot use the database of STORAGE_DSN: {exc}") from exc
     _storage.pool = pool
+
+
+async def _keep_session(connection: Any) -> None:
+    """What the pool does to a connection it gets back: nothing.
+
+    By default it resets the session (one more round trip per batch); the handler never
+    changes session state (no SET, LISTEN, cursors or advisory locks), so there is nothing
+    to reset.
+    """
 
 
 @app.on_shutdown
