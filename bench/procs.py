@@ -194,9 +194,12 @@ class WorkerProc(_Proc):
         return totals
 
     async def counted(self) -> int:
+        # Finished: handled, unrouted, or dropped by a full QoS 0 intake (a drop is counted
+        # as a drop only, not also as a handled outcome)
         s = await self.samples()
         unrouted = s.get('worker_messages_dropped_total{reason="unrouted"}', 0.0)
-        return int(s.get("worker_messages_handled_total", 0.0) + unrouted)
+        full = s.get('worker_messages_dropped_total{reason="intake_full"}', 0.0)
+        return int(s.get("worker_messages_handled_total", 0.0) + unrouted + full)
 
     async def finished_at(self, target: int, deadline: float) -> float:
         return await poll_until([self], target, deadline)
