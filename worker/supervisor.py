@@ -242,13 +242,13 @@ class Supervisor:
             await self.server.close()
         if self._fatal is not None:
             return self._fatal
-        return next((c for c in codes if c != 0), 0)
+        return next((_exit_code(c) for c in codes if _exit_code(c) != 0), 0)
 
     async def _keep(self, process: Process) -> int:
         """Run ``process`` until the supervisor stops; restart it after a crash."""
         delay = BACKOFF_FIRST
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping.is_set():
             await process.start()
             started = loop.time()
             code = await self._watch(process)
@@ -268,6 +268,7 @@ class Supervisor:
             if self._stopping.is_set():
                 return 0
             delay = min(delay * 2, BACKOFF_MAX)
+        return 0
 
     async def _watch(self, process: Process) -> int:
         """Its exit code; SIGKILL when it outlives a stop by its drain timeout and a grace."""
@@ -277,6 +278,8 @@ class Supervisor:
         stopping = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait({exited, stopping}, return_when="FIRST_COMPLETED")
         if not exited.done():
+            # Stopping: a process started after stop() went round did not get its SIGTERM.
+            process.signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(
                     asyncio.shield(exited), self.settings.drain_timeout + EXIT_GRACE
@@ -318,6 +321,14 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for name in _FORWARDED:
             loop.remove_signal_handler(signal.Signals[name])
+
+
+def _exit_code(code: int) -> int:
+    """A process's code as the supervisor's own: 0 for one ended by the SIGTERM it was sent
+    (still importing, before its handler existed: it held nothing), 128+N for signal N."""
+    if code == -signal.SIGTERM:
+        return 0
+    return 128 - code if code < 0 else code
 
 
 def _json(**fields: object) -> bytes:

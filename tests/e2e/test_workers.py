@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import signal
+import sys
+import time
 
 import pytest
 
@@ -13,7 +15,15 @@ from tests.conftest import MosquittoFactory
 from tests.e2e.conftest import Spawn
 from tests.support.fetch import fetch
 from tests.support.mosquitto import Mosquitto
-from tests.support.processes import WorkerProcess, exactly_once, publish_events, run_cli
+from tests.support.ports import free_port
+from tests.support.processes import (
+    ROOT,
+    WorkerProcess,
+    clean_env,
+    exactly_once,
+    publish_events,
+    run_cli,
+)
 from tests.support.waiting import PROCESS, until
 
 pytestmark = pytest.mark.mosquitto
@@ -148,3 +158,30 @@ async def test_a_bad_workers_value_says_what_is_accepted() -> None:
     code, _, err = await run_cli("run", "tests.e2e.recorder", "--workers", "0")
     assert code == 2
     assert "--workers='0': accepted is a whole number from 1 to 64" in err
+
+
+async def test_sigterm_while_the_processes_start_stops_them_all_at_once(
+    mosquitto: Mosquitto,
+) -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker.cli", "run", "tests.e2e.recorder",
+        *mqtt_args(mosquitto, "--metrics-port", str(port)),
+        cwd=ROOT, env=clean_env(), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+    async def supervising() -> bool:
+        try:
+            status, _, _ = await fetch(port, "/livez")
+        except OSError:
+            return False
+        return status == 200
+
+    await until(supervising, "the supervisor answers")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)  # before every process is ready
+    _, err = await asyncio.wait_for(proc.communicate(), PROCESS)
+    assert proc.returncode == 0, err.decode()
+    # Well within the drain timeout and grace after which a process would be killed.
+    assert time.monotonic() - started < 10, err.decode()
