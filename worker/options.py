@@ -281,7 +281,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
         envs=("WORKER_PACE_LIMIT",),
         flag="--pace-limit",
         parse=seconds(0, 3600),
-        default="5",
+        default="30",
         help="with --overflow pace: seconds the QoS 0 intake may stay full before the oldest "
         "queued messages are dropped (a backlog that stays)",
     ),
