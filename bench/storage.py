@@ -16,10 +16,9 @@ a fresh worker): at half its drain rate, for its peak RSS, and at its drain rate
 Mosquitto and on one with Mosquitto's default window (20 messages in flight per client): a
 batch can hold no more than the broker lets out before acknowledgements, so that pair shows
 what the window costs. The rate of a live row is events over the time until the last one was
-stored. The drains' RSS is higher because of how they are run: Mosquitto 2.0 keeps releasing
-a stopped consumer's backlog as acknowledgements flow, beyond ``max_inflight_messages``, so a
-draining worker holds tens of thousands of received messages at once, which a live stream
-never makes it do (for the same reason the window costs a drain nothing).
+stored. On MQTT 5 (the ``mqtt`` profile's default) the worker announces a Receive Maximum
+(``--receive-maximum``, 1000), which bounds what it holds unacknowledged in a drain as in a
+live stream.
 
 Workers are timed as in the throughput section (fill while the worker is stopped, time the
 drain), the no-op worker and the two batch routes in turn within each run
@@ -525,20 +524,18 @@ measurement. Workers are timed as in the throughput section: the broker is fille
 worker is stopped, then the drain is timed; the no-op worker and the two batch routes are
 started together (each its own `$share` group, so each gets every event, and its own
 database) and drained in turn within each run, so that load from elsewhere weighs on each
-alike. An event counts once the worker
-acknowledged it, and the storage routes acknowledge only committed rows ("rows after" counts
-them: every run plus the warm-up). The COPY limit is this process sending the same rows,
-pre-built, in 1,000-row COPYs on one connection. CPU is user plus system seconds over the
-drains (warm-up included), per 100,000 events, of the worker process and of all PostgreSQL
-processes. Both Mosquittos have `max_queued_messages 1000000` (a stopped worker's backlog
-must not be dropped) and `set_tcp_nodelay true`, as in the rest of `make bench`; "window 20"
-is Mosquitto's default `max_inflight_messages`. A live row publishes at a steady rate for
-`--seconds` (this process publishes, so it shares the cores) into a fresh worker; its rate
-is events over the time until the last one was stored, its peak RSS that of the fresh
-worker. The drains' peak RSS is higher: Mosquitto 2.0 keeps releasing a stopped consumer's
-backlog as acknowledgements flow, beyond its in-flight window, so a draining worker holds
-tens of thousands of received messages at once (and for the same reason the window would
-cost a drain nothing)."""
+alike. An event counts once the worker acknowledged it, and the storage routes acknowledge
+only committed rows ("rows after" counts them: every run plus the warm-up). The COPY limit
+is this process sending the same rows, pre-built, in 1,000-row COPYs on one connection. CPU
+is user plus system seconds over the drains (warm-up included), per 100,000 events, of the
+worker process and of all PostgreSQL processes. Both Mosquittos have `max_queued_messages
+1000000` (a stopped worker's backlog must not be dropped) and `set_tcp_nodelay true`, as in
+the rest of `make bench`; "window 20" is Mosquitto's default `max_inflight_messages`. A live
+row publishes at a steady rate for `--seconds` (this process publishes, so it shares the
+cores) into a fresh worker; its rate is events over the time until the last one was stored,
+its peak RSS that of the fresh worker. The workers speak MQTT 5 and announce a Receive
+Maximum of 1000 (the default of `--receive-maximum`), which bounds the messages a worker
+holds unacknowledged, in a drain as in a live stream."""
 
 
 def record(text: str, path: Path) -> None:
