@@ -215,6 +215,24 @@ async def test_refused_publishes_are_counted_by_reason() -> None:
             assert r.dropped(reason) == 1, reason
 
 
+async def test_offline_queues_cannot_leave_connected_clients_without_room() -> None:
+    limits = Limits(queued_bytes=16 * 1024)
+    async with running(limits=limits) as r, AsyncExitStack() as stack:
+        away, _ = await app(r.p, stack, "away", clean=False)
+        await away.subscribe(ALL_EVENTS, qos=1)
+        await away.close()
+        here, _ = await app(r.p, stack, "here")
+        await here.subscribe(ALL_EVENTS, qos=1)
+        pub = await device(r.p, stack)
+        for n in range(40):
+            pub.send(Publish(EVENT, b"%d" % n + b"w" * 400, qos=1, packet_id=n + 1))
+            packet = await here.publication()  # every one, though the offline queue is full
+            assert packet.packet_id is not None and packet.payload.startswith(b"%d" % n)
+            here.send(Puback(packet.packet_id))
+        offline = r.p.hub.sessions[f"a:{ORG}:away"].queued_bytes
+        assert offline <= 8 * 1024 and r.limit_hits("queued_bytes") > 0
+
+
 # --- sessions ---------------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from worker.mqtt import (
     Packet,
     PacketReader,
     ReasonCode,
+    Subscribe,
     UnsupportedProtocolVersion,
     encode,
 )
@@ -144,26 +145,31 @@ class MqttConnection(asyncio.Protocol):
         self.hub.after_read(self, counters.read_msg - before, len(data))
 
     def _handle_all(self, packets: list[Packet]) -> None:
-        router = self.hub.router
+        """Handle packets until they are done, a hold stops them, or the work budget of this
+        connection (:data:`FANOUT_BUDGET`) or of the whole loop turn (the hub's) is spent;
+        what is left waits for the next turn. The first packet of a turn always goes, unless
+        it is a SUBSCRIBE: a ping or a single message is never kept waiting behind a flood."""
+        router, hub = self.hub.router, self.hub
         budget_ends = router.fanout + FANOUT_BUDGET
         try:
             for index, packet in enumerate(packets):
+                if (index or type(packet) is Subscribe) and (
+                    router.fanout >= budget_ends or hub.turn_spent()
+                ):
+                    # Thousands of deliveries or filters in one read would stall every other
+                    # client: the rest waits for the next loop turn.
+                    self._waiting = packets[index:]
+                    self._pause()
+                    self._loop.call_soon(self._next_turn)
+                    break
                 handle(self, packet)
                 if self.closed:
-                    break
-                if index + 1 == len(packets):
                     break
                 if self.held:
                     # Back-pressure stops at the packet that caused it, not at the end of the
                     # read: one read can hold thousands of small PUBLISHes.
-                    self._waiting = packets[index + 1 :]
-                    break
-                if router.fanout >= budget_ends:
-                    # A read whose messages reach thousands of subscribers would stall every
-                    # other client: the rest waits for the next loop turn.
-                    self._waiting = packets[index + 1 :]
-                    self._pause()
-                    self._loop.call_soon(self._next_turn)
+                    if index + 1 < len(packets):
+                        self._waiting = packets[index + 1 :]
                     break
         except Exception:
             # A bug must cost one connection, not the server: log it once and close.

@@ -65,6 +65,9 @@ SHARED_MAX_KEEPALIVE = 3600
 """W23: keepalive of ``A:org:app`` (no instance) is 1-3600 s; 0 or more becomes 3600."""
 HOLD_CHECK = 0.02
 """Seconds between checks whether a held publisher may be read again."""
+TURN_BUDGET = 5000
+"""Deliveries (a SUBSCRIBE filter counts as 30) all reads of one loop turn may cause before
+the rest waits for the next turn: about 15 ms of work, so a flood cannot stall the loop."""
 NEVER_EXPIRES = 0xFFFFFFFF
 """MQTT 5 Session Expiry Interval meaning "never" (MQTT 5 3.1.2.11.2)."""
 
@@ -117,6 +120,8 @@ class Hub:
         #: publishers held by back-pressure: connection -> (session waited for, give up at)
         self.held: dict[MqttConnection, tuple[Session, float]] = {}
         self._hold_timer: asyncio.TimerHandle | None = None
+        #: the router's delivery count when this loop turn's work began (None: not begun)
+        self._turn_start: int | None = None
         #: log lines about closing and refusing clients: one per kind and 10 s, then a count
         self.closing_log = Throttle(log)
         self.refusal_log = Throttle(log)
@@ -142,6 +147,21 @@ class Hub:
         self.held.pop(conn, None)
         if not self.connections:
             self._all_closed.set()
+
+    def turn_spent(self) -> bool:
+        """Whether this loop turn's work budget (:data:`TURN_BUDGET` deliveries) is spent.
+
+        The first call of a turn marks where it began and schedules the reset, which runs
+        first in the next turn, before that turn's reads.
+        """
+        fanout = self.router.fanout
+        if self._turn_start is None:
+            self._turn_start = fanout
+            asyncio.get_running_loop().call_soon(self._new_turn)
+        return fanout - self._turn_start >= TURN_BUDGET
+
+    def _new_turn(self) -> None:
+        self._turn_start = None
 
     def limit(self, limit: Limit) -> None:
         """Count one hit of a limit."""

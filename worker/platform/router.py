@@ -32,6 +32,8 @@ from worker.platform.metrics import DropReason
 from worker.platform.retained import RetainedStore
 from worker.routing import TopicTrie
 
+OFFLINE_SHARE: Final = 0.5
+"""The part of ``limits.queued_bytes`` that offline sessions and member-less groups may fill."""
 BUFFER_SIZE: Final = 5000
 """Messages kept per subscription (and per ownerless shared group) before the oldest drops (W21)."""
 
@@ -387,12 +389,19 @@ class Router:
             self.limit(Limit.SUBSCRIPTION_MESSAGES)
             self.queued_bytes -= entry_size(backlog.popleft())
             self.dropped(DropReason.QUEUE_FULL)
-        if self.queued_bytes + size > self.max_queued_bytes:
+        if self.queued_bytes + size > self.room(online=False):
             self.limit(Limit.QUEUED_BYTES)
             self.refuse()
             return
         backlog.append(msg)
         self.queued_bytes += size
+
+    def room(self, *, online: bool) -> int:
+        """The platform-wide bytes a queue may fill up to: all of ``max_queued_bytes`` for a
+        client that is connected, :data:`OFFLINE_SHARE` of it for one that is not (offline
+        sessions and groups with no member online), so offline queues can never leave the
+        connected clients without room."""
+        return self.max_queued_bytes if online else int(self.max_queued_bytes * OFFLINE_SHARE)
 
     def refuse(self) -> None:
         """One delivery of the message being routed could not be queued: counted, and the

@@ -283,10 +283,9 @@ class Session:
     def _full(self, msg: Envelope) -> bool:
         """Whether one more unacknowledged ``msg`` would break a byte limit."""
         size = entry_size(msg)
-        router = self.router
         return (
             self.queued_bytes + size > self.max_bytes
-            or router.queued_bytes + size > router.max_queued_bytes
+            or self.router.queued_bytes + size > self.router.max_queued_bytes
         )
 
     def _send(self, sub: Subscription, msg: Envelope, qos: int, out: Outlet) -> None:
@@ -349,8 +348,7 @@ class Session:
             return Limit.SUBSCRIPTION_MESSAGES
         if self.queued_bytes + size > self.max_bytes:
             return Limit.SESSION_QUEUE_BYTES
-        router = self.router
-        if router.queued_bytes + size > router.max_queued_bytes:
+        if self.router.queued_bytes + size > self.router.room(online=self.outlet is not None):
             return Limit.QUEUED_BYTES
         return None
 
