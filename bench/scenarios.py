@@ -157,7 +157,10 @@ async def overload(
     port: int, rate: float, duration: float, transport: str, folder: Path
 ) -> Overload:
     """QoS 0 at ``rate`` for ``duration`` s into a handler that can take far less."""
+    # drop-oldest: the figure is the worker's memory while its own intake absorbs the excess
+    # (under the default, pace, the broker would hold it instead)
     extra = ["--transport", transport, "--concurrency", str(OVERLOAD_LANES)]
+    extra += ["--overflow", "drop-oldest"]
     proc = WorkerProc(
         "overload",
         folder / f"overload-{transport}.log",

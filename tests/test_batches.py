@@ -301,7 +301,7 @@ async def test_qos0_overflow_drops_the_oldest_batched_messages_and_counts_them()
     recorder, metrics = Recorder(), new_metrics()
     recorder.hold = asyncio.Event()
     app = batch_app(recorder.handle, Batch(max_size=5, max_wait=LONG))
-    async with running(app, metrics, intake_size=10) as pipeline:
+    async with running(app, metrics, intake_size=10, overflow="drop-oldest") as pipeline:
         await pipeline.put([event("d1", n, qos=0) for n in range(5)], Acks())  # a full batch
         await until(lambda: recorder.batches, "the first batch to run", within=QUICK)
         await pipeline.put([event("d1", n, qos=0) for n in range(5, 25)], Acks())

@@ -206,7 +206,8 @@ async def test_drop_oldest_drops_and_counts_the_oldest_queued_qos0_work() -> Non
         await gate.wait()
 
     metrics = new_metrics()
-    async with running(app, metrics, concurrency=1, intake_size=3) as pipeline:
+    settings: dict[str, Any] = {"concurrency": 1, "intake_size": 3, "overflow": "drop-oldest"}
+    async with running(app, metrics, **settings) as pipeline:
         await pipeline.put([event(n=0, qos=0)], Acks())
         await wait(first)
         await pipeline.put([event(n=n, qos=0) for n in range(1, 7)], Acks())

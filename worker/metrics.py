@@ -72,7 +72,7 @@ class Outcome(enum.StrEnum):
 class DropReason(enum.StrEnum):
     """Why a message was not handled (the ``reason`` label of the dropped counter)."""
 
-    #: QoS 0 intake full, overflow policy drop-oldest: the oldest queued message went
+    #: QoS 0 intake full, overflow policy drop-oldest (or pace, past its limit): the oldest went
     INTAKE_FULL = "intake_full"
     #: no route matches the topic, or it is not an application topic at all (kind ``unknown``)
     UNROUTED = "unrouted"

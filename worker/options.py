@@ -272,7 +272,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
         envs=("WORKER_OVERFLOW",),
         flag="--overflow",
         parse=choice("drop-oldest", "pace", "block"),
-        default="drop-oldest",
+        default="pace",
         help="QoS 0 intake overflow: pace (stop reading while full, drop the oldest once full "
         "for --pace-limit), drop-oldest or block; drops are counted",
     ),

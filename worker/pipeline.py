@@ -18,10 +18,10 @@ goes to a shared queue that any free lane takes from. No task is created per mes
   whose dead letter could not be kept is acknowledged too and counted as dropped: holding it
   back would stall every later ack on the connection.
 - QoS 0: at most ``intake_size`` queued; beyond that ``drop-oldest`` drops the oldest queued
-  QoS 0 work, ``block`` makes ``put`` wait for room (and so the socket), and ``pace`` waits
-  like ``block`` until the intake has been full for ``pace_limit`` seconds without a break (a
-  backlog that stays, not a burst), then drops the oldest like ``drop-oldest`` until a message
-  finds room again. QoS 1 is not bounded here: the broker's in-flight window bounds it (on
+  QoS 0 work, ``block`` makes ``put`` wait for room (and so the socket), and ``pace`` (the
+  default, see docs/guide/mqtt5.md) waits like ``block`` until the intake has been full for
+  ``pace_limit`` seconds without a break (a backlog that stays, not a burst), then drops the
+  oldest like ``drop-oldest`` until a message finds room again. QoS 1 is not bounded here: the broker's in-flight window bounds it (on
   MQTT 5, the Receive Maximum the worker announces).
 - A message whose MQTT 5 expiry passed while it waited is not handled: outcome ``expired``,
   and acknowledged.

@@ -45,6 +45,7 @@ from worker.messages import MessageProperties
 from worker.mqtt import (
     MAX_REMAINING_LENGTH,
     MQTT_5,
+    NO_PROPERTIES,
     Disconnect,
     Packet,
     PacketReader,
@@ -233,8 +234,17 @@ class InboundProtocol(asyncio.Protocol):
 
         None when it breaks the protocol (the connection is being closed).
         """
+        packet_id = packet.packet_id or 0
+        if packet_id:
+            unacked = self._unacked
+            unacked.add(packet_id)
+            if len(unacked) > self._receive_maximum and not self._over_window:
+                self._window_overrun(len(unacked))
         props = packet.properties
         topic = packet.topic
+        if props is NO_PROPERTIES and topic:
+            # The common case, as cheap as on 3.1.1: no properties, no alias.
+            return Inbound(topic, packet.payload, packet.qos, packet.retain, packet_id)
         alias = props.topic_alias
         if alias is not None:
             if alias > self._alias_maximum:
@@ -260,12 +270,6 @@ class InboundProtocol(asyncio.Protocol):
                 f"{self._where} sent a PUBLISH without a topic name or alias", "malformed"
             )
             return None
-        packet_id = packet.packet_id or 0
-        if packet_id:
-            unacked = self._unacked
-            unacked.add(packet_id)
-            if len(unacked) > self._receive_maximum and not self._over_window:
-                self._window_overrun(len(unacked))
         if (
             props.message_expiry_interval is None
             and not (props.user_properties or props.content_type or props.correlation_data)
