@@ -33,7 +33,7 @@ from worker.mqtt import (
     ReasonCode,
     encode,
 )
-from worker.platform import Platform, connection, tls
+from worker.platform import Platform, connection, memory, tls
 from worker.platform.launch import Launch, prepare
 from worker.platform.limits import Limits, parse_limits
 from worker.platform.metrics import DropReason, PlatformMetrics
@@ -408,6 +408,20 @@ async def test_unacknowledged_messages_count_against_the_byte_limits() -> None:
         await sub.close()
         _, connack = await app(r.p, stack, "slowpoke")  # a clean start ends the session
         assert connack.reason_code == 0 and r.p.router.queued_bytes == 0
+
+
+async def test_the_heap_is_trimmed_once_after_a_burst_of_closed_sockets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory, "BURST", 20)
+    monkeypatch.setattr(memory, "DELAY", 0.05)
+    async with running() as r, AsyncExitStack() as stack:
+        if memory._malloc_trim() is None:
+            pytest.skip("no glibc malloc_trim here")
+        for _ in range(30):
+            client = await raw(r.p.port, stack)
+            await client.close()
+        await until(lambda: r.p.hub.trimmer.trims == 1, "one trim", within=5)
 
 
 # --- logs -------------------------------------------------------------------------------------

@@ -28,9 +28,12 @@ AppFactory = Callable[[], asyncio.BaseProtocol]
 class Handshakes:
     """The handshakes in progress on one platform, oldest first."""
 
-    def __init__(self, limit: int, on_limit: Callable[[], None]) -> None:
+    def __init__(
+        self, limit: int, on_limit: Callable[[], None], on_end: Callable[[], None] | None = None
+    ) -> None:
         self.limit = limit
         self._on_limit = on_limit
+        self._on_end = on_end
         self.active: dict[TlsGate, None] = {}
 
     def started(self, gate: TlsGate) -> None:
@@ -43,7 +46,10 @@ class Handshakes:
 
     def ended(self, gate: TlsGate) -> None:
         """A handshake finished, failed or was dropped."""
-        self.active.pop(gate, None)
+        if gate in self.active:
+            del self.active[gate]
+            if self._on_end is not None:
+                self._on_end()
 
 
 class TlsGate(asyncio.Protocol):

@@ -37,6 +37,7 @@ from worker.identity import QUICKSTART_ORG, ClientId, parse_client_id
 from worker.mqtt import MQTT_5, Connect, Properties, Will
 from worker.platform.limits import Limit, Limits
 from worker.platform.logs import Throttle, clip
+from worker.platform.memory import Trimmer
 from worker.platform.metrics import DropReason, RefusalReason
 from worker.platform.router import Envelope, Router
 from worker.platform.rules import (
@@ -120,6 +121,8 @@ class Hub:
         #: publishers held by back-pressure: connection -> (session waited for, give up at)
         self.held: dict[MqttConnection, tuple[Session, float]] = {}
         self._hold_timer: asyncio.TimerHandle | None = None
+        #: gives the heap back to the system after a burst of closed sockets
+        self.trimmer = Trimmer()
         #: the router's delivery count when this loop turn's work began (None: not begun)
         self._turn_start: int | None = None
         #: log lines about closing and refusing clients: one per kind and 10 s, then a count
@@ -145,6 +148,7 @@ class Hub:
         self.connections.discard(conn)
         self.connecting.pop(conn, None)
         self.held.pop(conn, None)
+        self.trimmer.closed()
         if not self.connections:
             self._all_closed.set()
 
@@ -462,6 +466,7 @@ class Hub:
     async def shutdown(self, grace: float) -> None:
         """Close every connection (93, no status messages) and wait until their sockets are gone."""
         self.stopping = True
+        self.trimmer.cancel()
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None

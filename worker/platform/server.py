@@ -161,7 +161,9 @@ class Platform:
                 retained=lambda: router.retained_count,
             )
         self._handshakes = Handshakes(
-            limits.handshakes, on_limit=lambda: self.hub.limit(Limit.HANDSHAKES)
+            limits.handshakes,
+            on_limit=lambda: self.hub.limit(Limit.HANDSHAKES),
+            on_end=self.hub.trimmer.closed,
         )
         #: set once every listener is bound
         self.ready = asyncio.Event()
