@@ -291,7 +291,8 @@ def test_a_positional_topic_component_is_refused_saying_where_and_what_to_write(
 def test_a_misspelt_option_gets_a_did_you_mean_and_the_accepted_names() -> None:
     app = App()
     with pytest.raises(
-        RegistrationError, match=r"unknown option 'retry' \(did you mean 'retry_on' or 'retries'\?\)"
+        RegistrationError,
+        match=r"unknown option 'retry' \(did you mean 'retry_on' or 'retries'\?\)",
     ):
         app.device_status(retry=2)  # type: ignore[call-arg]
     with pytest.raises(
