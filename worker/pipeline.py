@@ -21,8 +21,8 @@ goes to a shared queue that any free lane takes from. No task is created per mes
   QoS 0 work, ``block`` makes ``put`` wait for room (and so the socket), and ``pace`` (the
   default, see docs/guide/mqtt5.md) waits like ``block`` until the intake has been full for
   ``pace_limit`` seconds without a break (a backlog that stays, not a burst), then drops the
-  oldest like ``drop-oldest`` until a message finds room again. QoS 1 is not bounded here: the broker's in-flight window bounds it (on
-  MQTT 5, the Receive Maximum the worker announces).
+  oldest like ``drop-oldest`` until a message finds room again. QoS 1 is not bounded here: the
+  broker's in-flight window bounds it (on MQTT 5, the Receive Maximum the worker announces).
 - A message whose MQTT 5 expiry passed while it waited is not handled: outcome ``expired``,
   and acknowledged.
 - A message matching no route is counted as dropped (``unrouted``) and, at QoS 1, acknowledged.
