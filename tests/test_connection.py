@@ -15,7 +15,13 @@ from tests.conftest import MosquittoFactory
 from tests.support.mosquitto import Mosquitto
 from tests.support.waiting import NETWORK, until
 from worker.config import Settings, load_settings
-from worker.connection import Backoff, Connection, transport_factory
+from worker.connection import (
+    DURABLE_SESSION_EXPIRY,
+    Backoff,
+    Connection,
+    connect_options,
+    transport_factory,
+)
 from worker.errors import ConfigError, NotAuthorized
 from worker.metrics import Metrics
 from worker.transports.aiomqtt_transport import AiomqttTransport
@@ -251,3 +257,19 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert all(0.5 <= d <= 8 for d in delays)
     assert 4 <= delays[-1] <= 8
     assert len(set(delays)) == len(delays)
+
+
+@pytest.mark.parametrize(
+    ("flags", "clean", "expiry"),
+    [
+        ({}, True, 0),
+        ({"identity": "standalone"}, True, 0),
+        ({"identity": "shared-durable", "instance_id": "i1"}, False, DURABLE_SESSION_EXPIRY),
+    ],
+)
+def test_only_a_shared_durable_instance_keeps_its_session(
+    flags: dict[str, str], clean: bool, expiry: int
+) -> None:
+    base = {"org": "abc123", "host": "127.0.0.1", "port": "1883", "app_id": "fleet"}
+    options = connect_options(load_settings({}, base | flags))
+    assert (options.clean_session, options.session_expiry) == (clean, expiry)

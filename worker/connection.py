@@ -2,9 +2,10 @@
 
 One ``Connection`` keeps one worker on its platform for the life of the process:
 
-- it connects with the client ID of the profile and identity (docs/guide/configuration.md), always
-  with a clean session, and subscribes every distinct filter at ``settings.qos`` in one
-  SUBSCRIBE (``$share/{org}:{app}/...`` on the ``mqtt`` profile);
+- it connects with the client ID of the profile and identity (docs/guide/configuration.md),
+  with a clean session (a durable one for the shared-durable identity), and subscribes every
+  distinct filter at ``settings.qos`` in one SUBSCRIBE (``$share/{org}:{app}/...`` on the
+  ``mqtt`` profile);
 - it hands every batch the transport reads to the sink (the pipeline) together with that
   connection's acker, so an ack can never reach a later connection;
 - a lost connection is retried forever with capped, jittered exponential backoff, and every
@@ -29,7 +30,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from worker.config import Settings
 from worker.errors import ConfigError, ConnectError, NotAuthorized
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 
 Acker = Callable[[Sequence[int]], None]
 TransportFactory = Callable[[], Transport]
+#: MQTT 5 session expiry of a shared-durable instance: long enough for a pod to be rescheduled
+#: and come back for the messages its share was sent meanwhile (the local platform's cap too)
+DURABLE_SESSION_EXPIRY: Final = 3600
 
 
 class BatchSink(Protocol):
@@ -80,8 +84,11 @@ class Backoff:
 
 
 def connect_options(settings: Settings) -> ConnectOptions:
-    """What to connect with: client ID by profile and identity, always a clean session."""
+    """What to connect with: client ID by profile and identity; a clean session, but for
+    the shared-durable identity, whose session outlives a restart (for DURABLE_SESSION_EXPIRY
+    seconds on MQTT 5) so the messages sent to a killed instance come back to it."""
     username, password = settings.credentials()
+    durable = settings.identity is IdentityMode.SHARED_DURABLE
     return ConnectOptions(
         host=settings.host,
         port=settings.port,
@@ -89,7 +96,8 @@ def connect_options(settings: Settings) -> ConnectOptions:
         username=username,
         password=password,
         keepalive=settings.keepalive,
-        clean_session=True,
+        clean_session=not durable,
+        session_expiry=DURABLE_SESSION_EXPIRY if durable else 0,
         tls=settings.tls,
         cafile=settings.cafile,
         websockets=settings.mqtt_transport == "websockets",

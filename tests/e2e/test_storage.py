@@ -302,13 +302,6 @@ async def test_kill_9_every_acknowledged_event_is_stored(
     assert len(duplicates(rows)) <= WINDOW
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker run connects with a clean session even as a shared-durable instance "
-    "(--instance-id), so the local platform ends that instance's session at the kill: the "
-    "unacknowledged in-flight messages are dropped, and events published before the restart "
-    "reach no one; they are never stored",
-)
 async def test_kill_9_durable_identity_gets_every_event_after_restart(
     platform: Platform, spawn: Spawn, dsn: str, books: Books
 ) -> None:

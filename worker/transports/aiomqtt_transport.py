@@ -284,7 +284,7 @@ def _version_options(options: ConnectOptions) -> dict[str, Any]:
     if not options.v5:
         return {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": options.clean_session}
     props = PahoProperties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 0
+    props.SessionExpiryInterval = options.session_expiry
     props.ReceiveMaximum = options.receive_maximum
     props.MaximumPacketSize = options.max_packet_size
     return {

@@ -53,6 +53,9 @@ class ConnectOptions:
     password: str | None = None
     keepalive: int = 60
     clean_session: bool = True
+    #: MQTT 5: seconds the server keeps the session after a disconnect (0: it ends with it);
+    #: with ``clean_session`` false on 3.1.1 the server's own limit applies
+    session_expiry: int = 0
     tls: bool = False
     cafile: str | None = None
     websockets: bool = False

@@ -409,7 +409,7 @@ def _connect_packet(options: ConnectOptions, alias_maximum: int) -> Connect:
     properties = NO_PROPERTIES
     if options.v5:
         properties = Properties(
-            session_expiry_interval=0,
+            session_expiry_interval=options.session_expiry,
             receive_maximum=options.receive_maximum,
             maximum_packet_size=options.max_packet_size,
             topic_alias_maximum=alias_maximum,
