@@ -54,6 +54,9 @@ class ProcessResults:
 
     figures: list[ProcessFigure]
     load: str = ""
+    #: when, and on what (``bench.machine.describe``)
+    date: str = ""
+    machine: dict[str, str] = field(default_factory=dict)
 
     def ratio(self) -> float:
         """2 processes over 1 (0 when either is missing)."""
@@ -103,12 +106,14 @@ def section(r: ProcessResults, command: str) -> str:
     ]
     ratio = r.ratio()
     status = "met" if ratio >= TARGET else "not met"
+    machine = ", ".join(f"{k} {v}" for k, v in r.machine.items()) or "not recorded"
     return "\n".join(
         [
             BEGIN,
             "## Processes per pod: `worker run --workers N`, CPU-bound handler (QoS 1)",
             "",
-            f"Command: `{command}`. Load before it: {r.load or 'not read'}.",
+            f"Command: `{command}`, {r.date or 'date not recorded'}. Machine: {machine}.",
+            f"Load before it: {r.load or 'not read'} (the busy share: other work on the machine).",
             "",
             "| --workers | msg/s | x 1 process | runs |",
             "|---|---|---|---|",

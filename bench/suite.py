@@ -319,5 +319,7 @@ class Suite:
                 f"(runs {', '.join(rate(x) for x in figure.rates)})"
             )
         load = self.results.loads[-1].describe() if self.results.loads else ""
-        self.processes = processes.ProcessResults(figures, load)
+        self.processes = processes.ProcessResults(
+            figures, load, self.results.date, dict(self.results.machine)
+        )
         self.say(f"  2 processes vs 1: {self.processes.ratio():.2f}x")
