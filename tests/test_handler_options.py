@@ -59,10 +59,12 @@ def test_the_built_in_checks_say_what_does_not_fit(data: Any, says: str) -> None
         compile_model(Reading, use_pydantic=False).validate(data)
 
 
-def test_a_typed_dict_keeps_the_dict_and_checks_its_types() -> None:
-    model = compile_model(ReadingDict, use_pydantic=False)
+@pytest.mark.parametrize("use_pydantic", [False, None])
+def test_a_typed_dict_keeps_the_dict_and_checks_its_types(use_pydantic: bool | None) -> None:
+    """With pydantic installed too: pydantic refuses typing.TypedDict on Python 3.11."""
+    model = compile_model(ReadingDict, use_pydantic=use_pydantic)
     assert model.validate({"temp": 3, "site": "x"}) == {"temp": 3.0, "site": "x"}
-    with pytest.raises(CodecError, match="field 'site': expected a string"):
+    with pytest.raises(CodecError, match="field 'site': "):
         model.validate({"site": 5})
 
 

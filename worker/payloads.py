@@ -72,7 +72,7 @@ def compile_model(model: object, *, use_pydantic: bool | None = None) -> Payload
     if not (plain or _is_pydantic_model(model)):
         raise TypeError(_ACCEPTED.format(model=model.__name__))
     if use_pydantic is not False:
-        adapter = _pydantic_adapter(model)
+        adapter = _pydantic_adapter(model, fallback=plain)
         if adapter is not None:
             return PayloadModel(model, adapter.validate_python, adapter.json_schema)
     if not plain:
@@ -90,12 +90,20 @@ def _is_pydantic_model(model: type) -> bool:
     return any(c.__module__.startswith("pydantic") for c in model.__mro__[1:])
 
 
-def _pydantic_adapter(model: type) -> Any:
+def _pydantic_adapter(model: type, *, fallback: bool) -> Any:
+    """pydantic's TypeAdapter for ``model``; None without pydantic, or when pydantic cannot
+    take a model the built-in checks can (``fallback``): on Python 3.11 it refuses a
+    ``typing.TypedDict``, asking for ``typing_extensions.TypedDict``."""
     try:
         import pydantic
     except ImportError:
         return None
-    return pydantic.TypeAdapter(model)
+    try:
+        return pydantic.TypeAdapter(model)
+    except pydantic.PydanticUserError:
+        if fallback:
+            return None
+        raise
 
 
 def _problems(exc: BaseException) -> str:
