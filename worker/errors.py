@@ -19,12 +19,15 @@ Foreign errors (OSError, paho's, aiomqtt's, orjson's) are translated at the boun
     │   ├── platform.ws_handshake.HandshakeError     a bad WebSocket upgrade request
     │   └── platform.wsframes.FrameError             a bad WebSocket frame
     ├── ConnectError           could not reach or stay on the platform
-    │   └── NotAuthorized      the platform refused the credentials or client ID (CONNACK)
+    │   ├── NotAuthorized      the platform refused the credentials or client ID (CONNACK)
+    │   ├── transports.base.ServerRefused       an MQTT 5 server refused a request (reason code)
+    │   └── transports.base.ProtocolViolation   the server broke the protocol; reconnect
     ├── platform.rules.Denied  a client may not do this on the local platform (has a close code)
     ├── PermanentError         raised by a handler: this message can never succeed, do not
     │                          retry it (dead-lettered per the route)
     ├── tools.publish.PublishError   `worker publish`: a bad message or replay file
     ├── tools.shares.SharesError     `worker shares`: bad URLs, or Prometheus cannot be queried
+    ├── tools.sim_payload.PayloadOptionError   `worker simulate`: a bad payload option
     └── tools.demo_procs.DemoError   `worker demo`: a process or phase that failed
 
 The subclasses outside this module live beside the one piece of code that raises them.
