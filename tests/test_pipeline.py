@@ -35,11 +35,13 @@ def all_dropped(metrics: Any) -> float:
 
 
 def _total(metrics: Any, name: str) -> float:
-    return sum(
-        sample.value
-        for family in metrics.registry.collect()
-        for sample in family.samples
-        if sample.name == name
+    return float(
+        sum(
+            sample.value
+            for family in metrics.registry.collect()
+            for sample in family.samples
+            if sample.name == name
+        )
     )
 
 

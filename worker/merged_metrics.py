@@ -85,7 +85,7 @@ def _sample(line: str, process: str) -> tuple[str, float]:
         value = float(raw)
     except ValueError:
         value = float("nan")
-    if not head or value != value and raw != "NaN" or ("{" in head) != head.endswith("}"):
+    if not head or (value != value and raw != "NaN") or ("{" in head) != head.endswith("}"):
         raise ValueError(f"process {process}: not the Prometheus text format: {line[:80]!r}")
     label = f'process="{process}"'
     if "{" in head:

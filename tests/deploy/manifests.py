@@ -12,7 +12,7 @@ from typing import Any, Final
 import pytest
 import yaml
 
-from worker.options import OPTIONS
+from worker.options import OPTIONS, default_of
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 DEPLOY: Final = ROOT / "deploy"
@@ -23,8 +23,8 @@ DASHBOARD: Final = DEPLOY / "grafana" / "worker.json"
 
 #: Every environment variable the settings accept.
 ACCEPTED_ENVS: Final = frozenset(name for option in OPTIONS for name in option.envs)
-DEFAULT_METRICS_PORT: Final = int(next(o.default for o in OPTIONS if o.field == "metrics_port"))
-DEFAULT_DRAIN: Final = float(next(o.default for o in OPTIONS if o.field == "drain_timeout"))
+DEFAULT_METRICS_PORT: Final = int(default_of("metrics_port"))
+DEFAULT_DRAIN: Final = float(default_of("drain_timeout"))
 
 #: What the tests put where a manifest reads a Secret: a well-formed key of org abc123.
 PLACEHOLDER_SECRETS: Final = {
