@@ -35,6 +35,7 @@ from typing import Final
 
 from bench.attacks import API_KEY, ATTACKS, ORG, TOKEN, Held, Target
 from bench.procs import ROOT, until_terminated
+from bench.sections import replace_section
 from tests.platform.rawclient import RawClient
 from tests.support.fetch import fetch
 from tests.support.ports import free_port
@@ -303,13 +304,7 @@ def section(minutes: float, results: list[Result], misses: list[str]) -> str:
 
 def record(text: str) -> None:
     """Replace the attack section of BENCHMARKS.md (or append it)."""
-    old = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    BENCHMARKS.write_text(new)
+    replace_section(BENCHMARKS, text, BEGIN, END)
 
 
 async def run(args: argparse.Namespace, folder: Path) -> int:

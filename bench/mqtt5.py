@@ -28,6 +28,7 @@ from bench.broker import BenchMosquitto
 from bench.procs import WorkerProc
 from bench.publisher import Publisher
 from bench.report import MB, rate, table
+from bench.sections import replace_section
 from bench.throughput import Figure, Variant, c_client_variant, measure, worker_args
 from bench.throughput import worker_variant as _worker_variant
 
@@ -263,10 +264,4 @@ def section(r: Mqtt5Results, command: str) -> str:
 
 def record(text: str, path: Path) -> None:
     """Replace the mqtt5 section of ``path`` (or append it)."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
+    replace_section(path, text, BEGIN, END)

@@ -23,6 +23,7 @@ from typing import Final
 from bench import payloads
 from bench.procs import WorkerProc, poll_until
 from bench.publisher import Publisher
+from bench.sections import replace_section
 from bench.throughput import worker_args
 
 BEGIN: Final = "<!-- processes: written by python -m bench --only processes -->"
@@ -134,10 +135,4 @@ def section(r: ProcessResults, command: str) -> str:
 
 def record(text: str, path: Path) -> None:
     """Replace the processes section of ``path`` (or append it)."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
+    replace_section(path, text, BEGIN, END)

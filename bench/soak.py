@@ -31,6 +31,7 @@ from pathlib import Path
 
 from bench.broker import BenchMosquitto, mosquitto_binary
 from bench.procs import until_terminated
+from bench.sections import replace_section
 from tests.reliability.accounting import family
 from tests.reliability.group import APP, worker_args
 from tests.reliability.load import plain, reading_topic
@@ -222,13 +223,7 @@ def section(args: argparse.Namespace, capacity: float, rate: float, samples: lis
 
 def record(text: str) -> None:
     """Replace the soak section of BENCHMARKS.md (or append it)."""
-    old = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    BENCHMARKS.write_text(new)
+    replace_section(BENCHMARKS, text, BEGIN, END)
 
 
 async def run(args: argparse.Namespace, folder: Path) -> int:

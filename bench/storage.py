@@ -50,6 +50,7 @@ from bench.machine import cpu_seconds, describe, measure_load
 from bench.procs import BenchError, WorkerProc
 from bench.publisher import Publisher
 from bench.report import MB, Target, rate, table
+from bench.sections import replace_section
 from bench.throughput import SLOWEST, worker_args
 from tests.support.postgres import PostgresCluster, PostgresError, postgres_bindir
 from worker.messages import Event
@@ -540,10 +541,4 @@ holds unacknowledged, in a drain as in a live stream."""
 
 def record(text: str, path: Path) -> None:
     """Replace the storage section of ``path`` (or append it)."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
+    replace_section(path, text, BEGIN, END)
