@@ -26,10 +26,10 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Final, Protocol, TextIO, TypeVar
 
 from worker.tools.demo_broker import Broker, open_broker
 from worker.tools.demo_procs import DemoError, Instance
@@ -363,26 +363,49 @@ def log_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
-async def run_demo(config: DemoConfig, out: TextIO) -> DemoResult:
-    """Run the whole scenario; DemoError, ConfigError or ConnectError when it cannot."""
+@contextlib.asynccontextmanager
+async def demo_broker(config: DemoConfig) -> AsyncIterator[tuple[Broker, Path]]:
+    """The demo's broker, reachable, and its output folder; SIGTERM ends the run as Ctrl-C.
+
+    The worker processes live in sessions of their own, so without the SIGTERM handler they
+    would outlive a demo that was terminated.
+    """
     folder = config.out.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
-    # SIGTERM ends the demo as Ctrl-C does: the worker processes live in sessions of their
-    # own, so without this they would outlive a demo that was terminated.
     loop.add_signal_handler(signal.SIGTERM, main.cancel)
     try:
         async with open_broker(config.broker, folder) as broker:
             # Fail fast, as ConnectError, when the broker cannot be reached or refuses us.
             async with connected(tool_options(broker.settings(), "demo")):
                 pass
-            demo = Demo(config, broker, folder, out)
-            try:
-                return await demo.run()
-            except BaseException:
-                await asyncio.shield(demo.abort())
-                raise
+            yield broker, folder
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+
+
+T = TypeVar("T")
+
+
+class Run(Protocol):
+    """A demo that runs to its result, and can be stopped half-way."""
+
+    async def abort(self) -> None: ...
+
+
+async def run_to_end(demo: Run, result: Awaitable[T]) -> T:
+    """Await ``result``; on any failure or cancellation, abort ``demo`` first."""
+    try:
+        return await result
+    except BaseException:
+        await asyncio.shield(demo.abort())
+        raise
+
+
+async def run_demo(config: DemoConfig, out: TextIO) -> DemoResult:
+    """Run the whole scenario; DemoError, ConfigError or ConnectError when it cannot."""
+    async with demo_broker(config) as (broker, folder):
+        demo = Demo(config, broker, folder, out)
+        return await run_to_end(demo, demo.run())

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,11 +25,10 @@ from typing import Final, TextIO
 from worker import web
 from worker.tools.autoscale import Autoscaler, BusyMeter, Policy, read_load
 from worker.tools.autoscale_chart import chart
-from worker.tools.demo import DemoConfig
-from worker.tools.demo_broker import Broker, open_broker
+from worker.tools.demo import DemoConfig, demo_broker, run_to_end
+from worker.tools.demo_broker import Broker
 from worker.tools.demo_procs import DemoError, Instance
 from worker.tools.demo_report import Delivery, check_delivery, read_ledger
-from worker.tools.publish import connected, tool_options
 from worker.tools.simulate import Mode, SimConfig, SimStats, Simulator
 
 #: seconds each reading takes, and the lanes of each instance
@@ -266,25 +264,9 @@ class AutoscaleDemo:
 
 async def run_autoscale(config: DemoConfig, out: TextIO) -> AutoscaleResult:
     """The whole autoscale run; DemoError, ConfigError or ConnectError when it cannot."""
-    folder = config.out.resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    assert main is not None
-    # SIGTERM ends the run as Ctrl-C does (the instances live in sessions of their own).
-    loop.add_signal_handler(signal.SIGTERM, main.cancel)
-    try:
-        async with open_broker(config.broker, folder) as broker:
-            async with connected(tool_options(broker.settings(), "demo")):
-                pass  # fail fast, as ConnectError, when the broker cannot be reached
-            demo = AutoscaleDemo(
-                broker, folder, out, config.duration, config.drain_timeout, config.devices,
-                config.sim_as,
-            )  # fmt: skip
-            try:
-                return await demo.run()
-            except BaseException:
-                await asyncio.shield(demo.abort())
-                raise
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+    async with demo_broker(config) as (broker, folder):
+        demo = AutoscaleDemo(
+            broker, folder, out, config.duration, config.drain_timeout, config.devices,
+            config.sim_as,
+        )  # fmt: skip
+        return await run_to_end(demo, demo.run())
