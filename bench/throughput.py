@@ -6,7 +6,7 @@ it), publishes all the messages and waits until the broker has taken them (every
 a PINGRESP for QoS 0), then resumes the consumer and times until it has finished all of them.
 During the timed part only the broker and the consumer run: the publisher cannot be the
 bottleneck, and its own rate is printed beside. The broker always has a backlog, so this is
-the consumer's capacity under saturation, which is what "msg/s" means in issue 5.
+the consumer's capacity under saturation, which is what "msg/s" means in the targets.
 """
 
 from __future__ import annotations
