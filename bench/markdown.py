@@ -104,8 +104,8 @@ def _targets(r: Results) -> list[str]:
     return [
         "## Targets",
         "",
-        "The fast path's 2x and its goals are for the default transport; the aiomqtt transport is the",
-        "reference and is held to the 0.85x floor.",
+        "The fast path's 2x and its goals are for the default transport; the aiomqtt transport",
+        "is the reference and is held to the 0.85x floor.",
         "",
         *table(["target", "goal", "measured", "status"], rows),
     ]

@@ -1,6 +1,7 @@
 """The results of one invocation, the targets they are held against, and BENCHMARKS.md.
 
-Targets are ratios to figures measured in the same invocation (the project's performance targets, listed in BENCHMARKS.md). A target is
+Targets are ratios to figures measured in the same invocation (the targets BENCHMARKS.md
+lists). A target is
 "met", "not met", or "not measured" (its section did not run, or its consumer was skipped);
 nothing here asserts: a benchmark reports.
 """
