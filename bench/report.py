@@ -1,9 +1,8 @@
 """The results of one invocation, the targets they are held against, and BENCHMARKS.md.
 
 Targets are ratios to figures measured in the same invocation (the targets BENCHMARKS.md
-lists). A target is
-"met", "not met", or "not measured" (its section did not run, or its consumer was skipped);
-nothing here asserts: a benchmark reports.
+lists). A target is "met", "not met", or "not measured" (its section did not run, or its
+consumer was skipped); nothing here asserts: a benchmark reports.
 """
 
 from __future__ import annotations
