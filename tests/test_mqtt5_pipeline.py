@@ -113,7 +113,7 @@ async def test_the_receive_maximum_hands_a_batch_over_without_waiting() -> None:
     async with running(app, mqtt_version="5", receive_maximum=3) as pipeline:
         await pipeline.put([event(n=n) for n in range(3)], acks)
         # Handed over within put: not even the 2 ms stall timer is left to fire.
-        assert not pipeline._filling
+        assert not pipeline._filler.filling
         async with asyncio.timeout(QUICK):
             await got.wait()
         await acks.wait_for(3)

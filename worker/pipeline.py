@@ -47,9 +47,10 @@ from worker.app import App
 from worker.batching import BatchRunner
 from worker.config import Settings
 from worker.deadletter import DeadLetters
+from worker.filling import Filler, Open
 from worker.handling import Observer, RouteRunner
 from worker.metrics import DropReason, Kind, Metrics, Outcome
-from worker.routes import Batch, Entry, InboundLike, Route
+from worker.routes import Entry, InboundLike, Route
 
 log = logging.getLogger("worker.pipeline")
 
@@ -58,9 +59,6 @@ log = logging.getLogger("worker.pipeline")
 TURN: Final = 0.02
 #: after the drain timeout, how long cancelled lanes get to unwind
 CANCEL_GRACE: Final = 1.0
-#: seconds without a new message after which a batch holding QoS 1 messages is handed over:
-#: the broker may be waiting for acknowledgements before it sends more (its in-flight window)
-STALL: Final = 0.002
 #: a route whose last this many runs (messages, or batches) all failed makes /readyz say so
 DEGRADED_AFTER: Final = 3
 
@@ -95,23 +93,6 @@ class _Batch:
         self.run = run
         self.items = items
         self.state = _QUEUED
-
-
-class _Open:
-    """A batch being filled: one per batch route, or per route and lane when ordered."""
-
-    __slots__ = ("batch", "items", "lane", "qos1", "run", "timer")
-
-    def __init__(self, run: BatchRunner, lane: int | None) -> None:
-        self.run = run
-        assert run.route.batch is not None
-        self.batch: Batch = run.route.batch
-        #: the lane whose own queue gets the batch (ordered routes), else None (shared)
-        self.lane = lane
-        self.items: list[_Work] = []
-        #: how many of the items are QoS 1 (the broker waits for their acks)
-        self.qos1 = 0
-        self.timer: asyncio.TimerHandle | None = None
 
 
 class _Lane:
@@ -167,13 +148,9 @@ class Pipeline:
         self._shared: deque[_Work | _Batch] = deque()
         #: per route index: the batches being filled (one per lane when ordered); None: no batch
         self._opens = [self._batch_slots(run) for run in self._runs]
-        #: the open batches that hold items, in the order they began
-        self._filling: dict[_Open, None] = {}
-        #: unacknowledged QoS 1 messages at which the broker stopped sending (learned)
-        self._window = 0
-        self._last_arrival = 0.0
-        self._stall_timer: asyncio.TimerHandle | None = None
-        #: draining: hand every batch over at once
+        #: MQTT 5: the Receive Maximum the worker announced, a known bound of the broker's window
+        window_bound = settings.receive_maximum if settings.mqtt_version == "5" else 0
+        self._filler: Filler[_Work] = Filler(self._queue_batch, self._unacked, window_bound)
         self._idle: deque[_Lane] = deque()
         #: idle lanes woken for shared work that have not run yet; see ``_summon``
         self._summoned = 0
@@ -187,8 +164,6 @@ class Pipeline:
         self._pace_limit = settings.pace_limit
         #: pace: monotonic time the QoS 0 intake became full without a break since; 0.0: not
         self._full_since = 0.0
-        #: MQTT 5: the Receive Maximum the worker announced, a known bound of the broker's window
-        self._window_bound = settings.receive_maximum if settings.mqtt_version == "5" else 0
         #: set when a lane took QoS 0 work while a blocked ``put`` waits for room
         self._space = asyncio.Event()
         self._space_wanted = False
@@ -197,7 +172,6 @@ class Pipeline:
         self._acks: dict[Acker, AckQueue] = {}
         self._ready: list[AckQueue] = []
         self._flush_pending = False
-        self._hurry = False
         self._stopping = False
         self._abandoned = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -224,12 +198,12 @@ class Pipeline:
         sizes = metrics.batch_size(route.name)
         return BatchRunner(route, bound, letters, failed, sizes, observer, settings)
 
-    def _batch_slots(self, run: RouteRunner | BatchRunner) -> list[_Open] | None:
+    def _batch_slots(self, run: RouteRunner | BatchRunner) -> list[Open[_Work]] | None:
         if not isinstance(run, BatchRunner):
             return None
         if run.route.ordered:
-            return [_Open(run, lane.index) for lane in self._lanes]
-        return [_Open(run, None)]
+            return [Open(run, lane.index) for lane in self._lanes]
+        return [Open(run, None)]
 
     def degraded(self) -> str | None:
         """Why the app is degraded: a route whose last runs all failed; None when none is."""
@@ -261,7 +235,7 @@ class Pipeline:
         """
         queues: list[deque[_Work | _Batch]] = [self._shared, *(lane.queue for lane in self._lanes)]
         times = [t for t in map(_oldest_queued, queues) if t is not None]
-        times += [o.items[0].received_at for o in self._filling if o.items]
+        times += self._filler.oldest()
         return max(0.0, time.time() - min(times)) if times else 0.0
 
     async def idle(self) -> None:
@@ -308,8 +282,8 @@ class Pipeline:
                     self._enqueue(work, route)
         finally:
             self._count_intake(kinds, unrouted, refused)
-            if self._filling:
-                self._batches_after_put()
+            if self._filler.filling:
+                self._filler.after_put()
             if queue is not None and queue.releasable():
                 self._idle_now.clear()  # idle() also means "the acks have left"
                 self._schedule(queue)
@@ -377,7 +351,7 @@ class Pipeline:
     def _enqueue(self, work: _Work, route: Route) -> None:
         opens = self._opens[route.index]
         if opens is not None:
-            self._add_to_batch(work, opens[work.entry.key % len(opens)])
+            self._filler.add(work, opens[work.entry.key % len(opens)], work.slot is not None)
         elif route.ordered:
             lane = self._lanes[work.entry.key % len(self._lanes)]
             lane.queue.append(work)
@@ -400,33 +374,9 @@ class Pipeline:
 
     # --- batches -----------------------------------------------------------------------
 
-    def _add_to_batch(self, work: _Work, open: _Open) -> None:
-        items, batch = open.items, open.batch
-        if not items:
-            self._filling[open] = None
-            if batch.max_wait > 0:
-                loop = asyncio.get_running_loop()
-                open.timer = loop.call_later(batch.max_wait, self._due, open)
-        items.append(work)
-        if work.slot is not None:
-            open.qos1 += 1
-        if len(items) >= batch.max_size:
-            self._hand_over(open)
-
-    def _due(self, open: _Open) -> None:
-        """The first item of ``open`` has waited ``max_wait``."""
-        open.timer = None
-        if open.items:
-            self._hand_over(open)
-
-    def _hand_over(self, open: _Open) -> None:
-        """Queue ``open``'s items as one batch for a lane, and start filling anew."""
-        if open.timer is not None:
-            open.timer.cancel()
-            open.timer = None
-        batch = _Batch(open.run, open.items)
-        open.items, open.qos1 = [], 0
-        del self._filling[open]
+    def _queue_batch(self, open: Open[_Work], items: list[_Work]) -> None:
+        """The filler's hand-over: ``items`` become one batch for a lane."""
+        batch = _Batch(open.run, items)
         if open.lane is not None:
             lane = self._lanes[open.lane]
             lane.queue.append(batch)
@@ -436,65 +386,16 @@ class Pipeline:
             if not self._summoned:
                 self._summon()
 
-    def _batches_after_put(self) -> None:
-        """After a read: hand over what no further message can complete.
-
-        ``max_wait=0`` batches, and every batch while draining, go at once. A batch holding
-        QoS 1 messages goes as soon as the connection has as many unacknowledged messages as
-        the broker was seen to stop at (its in-flight window: it sends no more until it gets
-        acknowledgements), and otherwise once no message arrived for ``STALL`` seconds.
-        """
-        filling = self._filling
-        if self._hurry:
-            self.flush_batches()
-            return
-        for open in [o for o in filling if o.batch.max_wait == 0]:
-            self._hand_over(open)
-        if not any(o.qos1 for o in filling):
-            return
-        window = self._known_window()
-        if window and self._unacked() >= window:
-            self._hand_over_qos1()
-            return
-        loop = asyncio.get_running_loop()
-        self._last_arrival = loop.time()
-        if self._stall_timer is None:
-            self._stall_timer = loop.call_later(STALL, self._stalled)
-
-    def _stalled(self) -> None:
-        """No message for ``STALL`` seconds (else wait again): learn the window, hand over."""
-        loop = asyncio.get_running_loop()
-        left = self._last_arrival + STALL - loop.time()
-        if left > 0.0001:
-            self._stall_timer = loop.call_later(left, self._stalled)
-            return
-        self._stall_timer = None
-        self._window = max(self._window, self._unacked())
-        self._hand_over_qos1()
-
-    def _known_window(self) -> int:
-        """The broker's window as known: learned, announced (MQTT 5), the smaller; 0: unknown."""
-        learned, bound = self._window, self._window_bound
-        if learned and bound:
-            return min(learned, bound)
-        return learned or bound
-
-    def _hand_over_qos1(self) -> None:
-        for open in [o for o in self._filling if o.qos1]:
-            self._hand_over(open)
-
     def _unacked(self) -> int:
         return sum(len(queue.pending) for queue in self._acks.values())
 
     def flush_batches(self) -> None:
         """Hand over every batch being filled now, whatever its size and age."""
-        for open in list(self._filling):
-            self._hand_over(open)
+        self._filler.flush()
 
     def hurry(self) -> None:
         """Draining: hand over the batches being filled, and later ones as they arrive."""
-        self._hurry = True
-        self.flush_batches()
+        self._filler.hurry()
 
     def _summon(self) -> None:
         """Wake one idle lane for the shared queue.
@@ -720,10 +621,7 @@ class Pipeline:
 
     def stop(self) -> None:
         """Take no new work; ``run()`` returns once the queued work is done."""
-        self.flush_batches()  # the partial batches are handled (and acknowledged) too
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
+        self._filler.stop()  # the partial batches are handled (and acknowledged) too
         self._stopping = True
         for lane in self._lanes:
             _wake(lane.waiter)
