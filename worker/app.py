@@ -32,17 +32,12 @@ then unsubscribe, drain, ``await app.shutdown()``, disconnect.
 
 from __future__ import annotations
 
-import difflib
-import functools
-import inspect
 import logging
-import math
-import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final, TypeVar
 
 from worker import messages, topics, tracing
-from worker.deadletter import SinkChoice, check_choice
+from worker.deadletter import SinkChoice
 from worker.errors import (
     AppLoadError,
     ConnectError,
@@ -52,10 +47,17 @@ from worker.errors import (
 )
 from worker.messages import MessageProperties
 from worker.metrics import Kind
-from worker.payloads import PayloadModel, compile_model
 from worker.publications import Publication, declare
+from worker.registration import (
+    Hook,
+    RetryOn,
+    check_handler,
+    check_hook,
+    check_options,
+    explained,
+    payload_model,
+)
 from worker.routes import (
-    BACKOFF_CAP,
     Batch,
     Route,
     RouteTable,
@@ -66,10 +68,6 @@ from worker.routes import (
 log = logging.getLogger("worker.app")
 
 H = TypeVar("H", bound=Callable[..., Any])
-#: the ``retry_on=`` option: one exception class, a tuple of them, or None
-RetryOn = type[BaseException] | tuple[type[BaseException], ...] | None
-Hook = Callable[[], Awaitable[Any]]
-#: ``async fn(topic, payload, qos, retain)``, bound by the runner to the live connection
 #: ``publisher(topic, payload, qos, retain)``, and with a fifth argument, the message's
 #: ``MessageProperties``, only when it has any (MQTT 5; a 4-argument fake serves the rest)
 Publisher = Callable[..., Awaitable[None]]
@@ -79,62 +77,6 @@ MAX_PAYLOAD: Final = 131_072
 _TOPIC_ALLOWANCE: Final = 200
 #: a scalable application may hold this many shared subscriptions on MAS Monitor (W29)
 SHARED_SUBSCRIPTION_QUOTA: Final = 10
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _explained(decorator: Callable[P, R]) -> Callable[P, R]:
-    """Turn a decorator call with bad arguments into a RegistrationError that says where.
-
-    ``@app.event("reading")`` would otherwise be a bare TypeError (or, were the components
-    positional, silently the device *type* "reading"); ``retry=2`` gets a "did you mean".
-    The file and line are the decorator call's, so the message points at the handler.
-    """
-    signature = inspect.signature(decorator)
-
-    @functools.wraps(decorator)
-    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            signature.bind(*args, **kwargs)
-        except TypeError:
-            caller = sys._getframe(1)  # the module that registers the handler
-            where = f"{caller.f_code.co_filename}:{caller.f_lineno}"
-            raise RegistrationError(
-                _misuse(decorator.__name__, signature, args[1:], kwargs, where)
-            ) from None
-        return decorator(*args, **kwargs)
-
-    return checked
-
-
-#: the decorators' topic components, in topic order
-_COMPONENTS: Final = ("device_type", "device_id", "event", "command", "format", "app_id")
-
-
-def _misuse(
-    name: str,
-    signature: inspect.Signature,
-    positional: tuple[object, ...],
-    keywords: dict[str, object],
-    where: str,
-) -> str:
-    accepted = [p for p in signature.parameters if p != "self"]
-    call = f"@app.{name}(...) at {where}"
-    if positional:
-        components = [p for p in accepted if p in _COMPONENTS]
-        return (
-            f"{call}: {positional[0]!r} was given by position; every argument is a keyword, "
-            f"so name the topic component ({', '.join(c + '=' for c in components)}) "
-            "or the option it is"
-        )
-    unknown = [k for k in keywords if k not in accepted]
-    hints = []
-    for key in unknown:
-        close = " or ".join(repr(c) for c in difflib.get_close_matches(key, accepted, n=2))
-        hints.append(f"{key!r}" + (f" (did you mean {close}?)" if close else ""))
-    return f"{call}: unknown option {', '.join(hints)}. Accepted: {', '.join(accepted)}"
 
 
 class App:
@@ -151,7 +93,7 @@ class App:
 
     # --- registration ----------------------------------------------------------------
 
-    @_explained
+    @explained
     def event(
         self,
         *,
@@ -170,8 +112,10 @@ class App:
         retry_on: RetryOn = None,
     ) -> Callable[[H], H]:
         """Handle device events ``iot-2/type/T/id/D/evt/E/fmt/F``; the handler gets an Event."""
-        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch, retry_on)
-        options["payload"] = _payload(payload)
+        options = check_options(
+            ordered, timeout, retries, retry_backoff, dead_letter, batch, retry_on
+        )
+        options["payload"] = payload_model(payload)
         parts = {"device_type": device_type, "device_id": device_id, "event": event}
         return self._decorator(
             Kind.EVENT,
@@ -181,7 +125,7 @@ class App:
             name,
         )
 
-    @_explained
+    @explained
     def command(
         self,
         *,
@@ -200,8 +144,10 @@ class App:
         retry_on: RetryOn = None,
     ) -> Callable[[H], H]:
         """Handle device commands ``iot-2/type/T/id/D/cmd/C/fmt/F``; the handler gets a Command."""
-        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch, retry_on)
-        options["payload"] = _payload(payload)
+        options = check_options(
+            ordered, timeout, retries, retry_backoff, dead_letter, batch, retry_on
+        )
+        options["payload"] = payload_model(payload)
         parts = {"device_type": device_type, "device_id": device_id, "command": command}
         return self._decorator(
             Kind.COMMAND,
@@ -211,7 +157,7 @@ class App:
             name,
         )
 
-    @_explained
+    @explained
     def device_status(
         self,
         *,
@@ -227,7 +173,9 @@ class App:
         retry_on: RetryOn = None,
     ) -> Callable[[H], H]:
         """Handle device status ``iot-2/type/T/id/D/mon``; the handler gets a DeviceStatus."""
-        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch, retry_on)
+        options = check_options(
+            ordered, timeout, retries, retry_backoff, dead_letter, batch, retry_on
+        )
         return self._decorator(
             Kind.DEVICE_STATUS,
             lambda: topics.device_status(device_type, device_id, wildcard=True),
@@ -236,7 +184,7 @@ class App:
             name,
         )
 
-    @_explained
+    @explained
     def app_status(
         self,
         *,
@@ -251,7 +199,9 @@ class App:
         retry_on: RetryOn = None,
     ) -> Callable[[H], H]:
         """Handle application status ``iot-2/app/A/mon``; the handler gets an AppStatus."""
-        options = _options(ordered, timeout, retries, retry_backoff, dead_letter, batch, retry_on)
+        options = check_options(
+            ordered, timeout, retries, retry_backoff, dead_letter, batch, retry_on
+        )
         return self._decorator(
             Kind.APP_STATUS,
             lambda: topics.app_status(app_id, wildcard=True),
@@ -289,7 +239,7 @@ class App:
     def _add(
         self, kind: Kind, topic_filter: str, func: Any, options: dict[str, Any], name: str | None
     ) -> None:
-        route_name, wants_context = _check_handler(func, name)
+        route_name, wants_context = check_handler(func, name)
         where = f"{route_name} ({topic_filter})"
         if self._router is not None:
             raise RegistrationError(f"{where}: register handlers before the worker starts")
@@ -312,12 +262,12 @@ class App:
 
     def on_startup(self, func: H) -> H:
         """Run ``async func()`` after connecting and before subscribing, in registration order."""
-        self._startup.append(_check_hook(func, "on_startup"))
+        self._startup.append(check_hook(func, "on_startup"))
         return func
 
     def on_shutdown(self, func: H) -> H:
         """Run ``async func()`` after draining, in reverse registration order."""
-        self._shutdown.append(_check_hook(func, "on_shutdown"))
+        self._shutdown.append(check_hook(func, "on_shutdown"))
         return func
 
     # --- what the runner uses ----------------------------------------------------------
@@ -489,112 +439,3 @@ class App:
             await publisher(topic, payload, qos, False)
         else:
             await publisher(topic, payload, qos, False, properties)
-
-
-def _options(
-    ordered: bool,
-    timeout: float | None,
-    retries: int,
-    backoff: float,
-    dead_letter: SinkChoice,
-    batch: Batch | None = None,
-    retry_on: RetryOn = None,
-) -> dict[str, Any]:
-    """Check a decorator's options at the decorator call; RegistrationError names the bad one."""
-    if not isinstance(ordered, bool):
-        raise RegistrationError(f"ordered={ordered!r}: accepted are True and False")
-    if timeout is not None and not (_number(timeout) and 0 < timeout < math.inf):
-        raise RegistrationError(f"timeout={timeout!r}: accepted is None or seconds above 0")
-    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 100:
-        raise RegistrationError(f"retries={retries!r}: accepted is a whole number from 0 to 100")
-    if not (_number(backoff) and 0 <= backoff <= BACKOFF_CAP):
-        raise RegistrationError(
-            f"retry_backoff={backoff!r}: accepted is seconds from 0 to {BACKOFF_CAP:g}"
-        )
-    if batch is not None and not isinstance(batch, Batch):
-        raise RegistrationError(
-            f"batch={batch!r}: accepted is None or Batch(max_size=..., max_wait=...)"
-        )
-    try:
-        sink = check_choice(dead_letter)
-    except ValueError as exc:
-        raise RegistrationError(f"dead_letter={dead_letter!r}: {exc}") from None
-    return {
-        "retry_on": _retry_on(retry_on),
-        "ordered": ordered,
-        "timeout": None if timeout is None else float(timeout),
-        "retries": retries,
-        "retry_backoff": float(backoff),
-        "dead_letter": sink,
-        "batch": batch,
-    }
-
-
-def _retry_on(retry_on: RetryOn) -> tuple[type[BaseException], ...] | None:
-    """The exception types a route retries; RegistrationError for anything else."""
-    if retry_on is None:
-        return None
-    kinds = retry_on if isinstance(retry_on, tuple) else (retry_on,)
-    if not kinds or not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
-        raise RegistrationError(
-            f"retry_on={retry_on!r}: accepted is None (retry every error but PermanentError), "
-            "an exception class, or a tuple of them"
-        )
-    return kinds
-
-
-def _payload(model: type | None) -> PayloadModel | None:
-    if model is None:
-        return None
-    try:
-        return compile_model(model)
-    except TypeError as exc:
-        raise RegistrationError(str(exc)) from None
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check_handler(func: object, name: str | None) -> tuple[str, bool]:
-    """(route name, whether it takes a Context) of ``func``, after checking it is
-    ``async def f(message)`` or ``async def f(message, ctx)``."""
-    if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise RegistrationError(f"name={name!r}: accepted is a non-empty string")
-    label = name or getattr(func, "__name__", None) or repr(func)
-    if not inspect.iscoroutinefunction(func):
-        raise RegistrationError(
-            f"handler {label!r} must be a coroutine function (async def), not {type(func).__name__}"
-        )
-    try:
-        signature = inspect.signature(func)
-    except ValueError:  # no signature to inspect (some C callables); the call will tell
-        return label, False
-    positional = [
-        p for p in signature.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-    ]  # fmt: skip
-    for args in ((None,), (None, None)):
-        try:
-            signature.bind(*args)
-        except TypeError:
-            continue
-        return label, len(args) == 2 or len(positional) >= 2
-    raise RegistrationError(
-        f"handler {label!r} must accept the message as its one positional argument, and "
-        "optionally a worker.Context as a second"
-    )
-
-
-def _check_hook(func: Any, what: str) -> Hook:
-    label = getattr(func, "__name__", repr(func))
-    if not inspect.iscoroutinefunction(func):
-        raise RegistrationError(f"@app.{what} {label!r} must be a coroutine function (async def)")
-    try:
-        inspect.signature(func).bind()
-    except TypeError:
-        raise RegistrationError(f"@app.{what} {label!r} must take no arguments") from None
-    except ValueError:
-        pass
-    hook: Hook = func
-    return hook
