@@ -38,10 +38,18 @@ def test_check_prints_the_resolved_identity_with_secrets_masked() -> None:
     assert lines["host"].strip() == "abc123.messaging.internetofthings.ibmcloud.com"
     assert lines["port"].strip() == "8883"
     assert lines["TLS"].strip().startswith("yes")
+    assert lines["MQTT"].strip() == "3.1.1"  # IBM's platform speaks 3.x
     assert lines["profile"].strip() == "wiotp"
     assert lines["identity"].strip() == "shared"
     assert "instance" in lines
     assert KEY["WIOTP_AUTH_TOKEN"] not in out.stdout + out.stderr
+
+
+def test_check_shows_the_mqtt_version_of_the_profile() -> None:
+    out = run("check", "--profile", "mqtt", "--org", "abc123", "--host", "broker")
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(":", 1) for line in out.stdout.splitlines())
+    assert lines["MQTT"].strip() == "5"
 
 
 def test_check_reports_every_problem_and_exits_2() -> None:

@@ -110,6 +110,7 @@ class Settings:
             "host": self.host,
             "port": str(self.port),
             "transport": self.mqtt_transport,
+            "MQTT": self.mqtt_version,
             "TLS": "yes (TLS 1.2+)" if self.tls else "no",
             "profile": self.profile.value,
             "identity": self.identity.value if self.profile is Profile.WIOTP else "unique",
