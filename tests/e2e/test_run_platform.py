@@ -12,6 +12,7 @@ from tests.e2e.conftest import Spawn
 from tests.support.credentials import API_KEY, TOKEN
 from tests.support.processes import WorkerProcess, exactly_once, publish_events, run_cli
 from tests.support.waiting import until
+from worker import collector
 from worker.platform import Platform, PlatformConfig
 
 
@@ -91,3 +92,13 @@ async def test_wrong_token_exits_4(platform: Platform) -> None:
     assert code == 4
     assert "refused client ID 'A:abc123:shared' as user 'a-abc123-k1'" in err
     assert "wrong-token" not in err
+
+
+async def test_worker_run_freezes_startup_objects_and_collects_young_objects_rarely(
+    platform: Platform, spawn: Spawn
+) -> None:
+    worker = spawn("gc", *wiotp_args(platform.port))
+    await worker.start("tests.e2e.gcprobe")
+    threshold, frozen = worker.handled()
+    assert threshold == collector.YOUNG_THRESHOLD
+    assert frozen > 10_000  # the modules and classes of the worker and the App

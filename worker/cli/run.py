@@ -51,7 +51,7 @@ def run(target: str, startup_timeout: float | None, **flags: Any) -> None:
     With --workers N, N processes under one supervisor that forwards these signals.
     """
     # Imported here so that the other commands do not load the runtime at start-up.
-    from worker import logs
+    from worker import collector, logs
     from worker.errors import AppLoadError, ConnectError
     from worker.loader import load_app
     from worker.runner import run_worker
@@ -62,6 +62,7 @@ def run(target: str, startup_timeout: float | None, **flags: Any) -> None:
         app = load_app(target)
         if settings.workers > 1:  # the App imports: now the processes can start
             _supervise(target, settings, {**flags, "startup_timeout": startup_timeout})
+        collector.tune()  # the App is imported: what exists now lives as long as the process
         worker = run_worker(
             app,
             settings,
