@@ -87,10 +87,22 @@ async def columns(dsn: str) -> dict[str, Any]:
     """One row, every column."""
     conn = await asyncpg.connect(dsn)
     try:
-        row = await conn.fetchrow("SELECT * FROM device_events ORDER BY id LIMIT 1")
+        row = await conn.fetchrow("SELECT * FROM device_events ORDER BY received_at LIMIT 1")
     finally:
         await conn.close()
     return dict(row)
+
+
+async def indexes(dsn: str) -> list[str]:
+    """The table's indexes as ``name USING method (columns)``."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = await conn.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'device_events'"
+        )
+    finally:
+        await conn.close()
+    return [f"{r['indexname']} USING {r['indexdef'].partition(' USING ')[2]}" for r in found]
 
 
 def duplicates(rows: Counter[int]) -> list[int]:
@@ -218,6 +230,8 @@ async def test_every_qos1_event_is_one_row(
     assert set(rows) == set(numbers)
     assert not duplicates(rows)
     row = await columns(dsn)
+    assert set(row) == {"device_type", "device_id", "event", "payload", "received_at", "key"}
+    assert await indexes(dsn) == ["device_events_received_at USING brin (received_at)"]
     assert (row["device_type"], row["event"]) == ("sensor", "reading")
     assert row["device_id"] == f"d{orjson.loads(row['payload'])['n'] % 50}"
     assert row["received_at"].tzinfo is not None
