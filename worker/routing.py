@@ -42,7 +42,12 @@ class TopicTrie(Generic[V]):
         """Store ``value`` under ``topic_filter``; False when it was already there."""
         node = self._root
         for level in validate_filter(topic_filter).split("/"):
-            node = node.children.setdefault(level, _Node())
+            # get before making a node: most levels exist, and a throwaway node per level made
+            # each subscription allocate (and the collector trace) nine of them for nothing
+            child = node.children.get(level)
+            if child is None:
+                child = node.children[level] = _Node()
+            node = child
         if value in node.values:
             return False
         node.values[value] = None

@@ -36,8 +36,7 @@ from worker.mqtt import (
 from worker.platform import Platform, connection, memory, tls
 from worker.platform.launch import Launch, prepare
 from worker.platform.limits import Limits, parse_limits
-from worker.platform.metrics import DropReason, PlatformMetrics
-from worker.platform.router import SharedGroup
+from worker.platform.metrics import DropReason, GroupMetrics, PlatformMetrics
 
 ALL_EVENTS = "iot-2/type/+/id/+/evt/+/fmt/+"
 STATUS = "iot-2/type/+/id/+/mon"
@@ -324,34 +323,48 @@ async def test_sockets_that_never_connect_are_bounded_oldest_first() -> None:
 # --- per packet -------------------------------------------------------------------------------
 
 
-async def test_no_read_walks_the_groups_the_scrape_does(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-    original = SharedGroup.report
+def _matching_filters(count: int) -> list[str]:
+    """``count`` different filters that all match :data:`EVENT` from :func:`device`."""
+    found = []
+    for bits in range(count):
+        levels = [name if bits >> i & 1 else "+" for i, name in enumerate(("sensor", "s1", "e"))]
+        found.append("iot-2/type/{}/id/{}/evt/{}/fmt/+".format(*levels))
+    return found
 
-    def report(group: SharedGroup) -> None:
-        calls.append(group)
-        original(group)
 
-    monkeypatch.setattr(SharedGroup, "report", report)
+async def test_neither_a_read_nor_a_scrape_walks_the_groups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """24 groups of 3 applications: a scrape hands each application's numbers over once (3
+    series), and the messages dispatched are all there."""
+    flushed: list[GroupMetrics] = []
+    original = GroupMetrics.flush
+
+    def flush(series: GroupMetrics) -> None:
+        flushed.append(series)
+        original(series)
+
+    monkeypatch.setattr(GroupMetrics, "flush", flush)
     async with running() as r, AsyncExitStack() as stack:
-        for n in range(30):
+        for n in range(3):
             client = await raw(r.p.port, stack)
             await client.connect(f"A:{ORG}:g{n}", API_KEY, TOKEN)
-            await client.subscribe(ALL_EVENTS)
+            await client.subscribe(*_matching_filters(8))
+        assert len(r.p.router.groups()) == 24
         pub = await device(r.p, stack)
         for n in range(50):
             pub.send(Publish(EVENT, b"%d" % n, qos=1, packet_id=n + 1))
         await acks(pub, 50)
-        assert calls == []  # 50 reads' worth of messages, not one walk of the 30 groups
+        assert flushed == []  # 50 reads' worth of messages, and no walk of anything
         generate_latest(r.registry)
-        assert len(calls) == 30
+        assert len(flushed) == 3
         total = sum(
             s.value
             for family in r.registry.collect()
             for s in family.samples
             if s.name == "worker_platform_shared_dispatched_total"
         )
-        assert total == 30 * 50
+        assert total == 24 * 50
 
 
 async def test_tls_handshakes_in_progress_are_bounded_oldest_first(tmp_path: Path) -> None:
@@ -413,7 +426,7 @@ async def test_unacknowledged_messages_count_against_the_byte_limits() -> None:
 async def test_the_heap_is_trimmed_once_after_a_burst_of_closed_sockets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(memory, "BURST", 20)
+    monkeypatch.setattr(memory, "MIN_FREED", 20 * memory.SOCKET_BYTES)
     monkeypatch.setattr(memory, "DELAY", 0.05)
     async with running() as r, AsyncExitStack() as stack:
         if memory._malloc_trim() is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from worker.mqtt import (
@@ -42,7 +43,14 @@ from worker.mqtt import (
 )
 from worker.platform.logs import clip
 from worker.platform.router import Envelope
-from worker.platform.rules import Denied, Principal, check_size, publish_target, subscribe_target
+from worker.platform.rules import (
+    Denied,
+    Principal,
+    Rewrite,
+    check_size,
+    publish_target,
+    subscribe_target,
+)
 from worker.platform.session import Session
 from worker.platform.status import CloseCode, ConnectionInfo, protocol_name, timestamp
 
@@ -263,6 +271,9 @@ def _on_subscribe(conn: MqttConnection, packet: Subscribe) -> None:
     codes: list[int] = []
     fresh = []
     refused: list[tuple[str, Denied]] = []
+    # One bound ``outbound`` per rewrite, not one per filter: each would be one more object
+    # per subscription for the memory and for every pass of the garbage collector.
+    outbound: dict[Rewrite, Callable[[str], str]] = {}
     for request in packet.subscriptions:
         if _over_quota(conn, session, request.topic_filter):
             v5 = conn.protocol_level == MQTT_5
@@ -278,7 +289,10 @@ def _on_subscribe(conn: MqttConnection, packet: Subscribe) -> None:
             refused.append((request.topic_filter, exc))
             continue
         granted = min(request.qos, conn.hub.max_qos)
-        sub, new = session.subscribe(request.topic_filter, internal, rewrite.outbound, granted)
+        send_as = outbound.get(rewrite)
+        if send_as is None:
+            send_as = outbound[rewrite] = rewrite.outbound
+        sub, new = session.subscribe(request.topic_filter, internal, send_as, granted)
         codes.append(granted)
         if new:
             fresh.append(sub)

@@ -13,13 +13,14 @@ attribute access and a counter increment::
     counters.connected()
     counters.received(messages=n, nbytes=len(data))   # once per socket read
     group = metrics.group(org, app_id)               # when the shared group is created
-    group.dispatched(n)                                # once per routed batch
-    metrics.dropped(DropReason.QUEUE_FULL, n)
+    group.dispatched(n)                                # a plain number until scraped
+    metrics.dropped(DropReason.QUEUE_FULL, n)          # a plain number until scraped
     metrics.limit(Limit.SESSIONS)                     # a limit of worker.platform.limits hit
 
-Gauges that describe the whole platform (queued bytes, sessions, retained messages) and the
-shared groups' dispatch counts are read when ``/metrics`` is scraped (:meth:`watch`), so no
-per-packet code walks the groups or the sessions.
+Gauges that describe the whole platform (queued bytes, sessions, retained messages) are read
+when ``/metrics`` is scraped (:meth:`watch`); drops, limit hits and the shared groups' numbers
+are counted as plain integers and handed to Prometheus then. No per-packet code touches a
+Prometheus lock for them, and a scrape walks the series, never the groups or the sessions.
 """
 
 from __future__ import annotations
@@ -112,21 +113,37 @@ class ClientMetrics:
 
 
 class GroupMetrics:
-    """The series of one shared group (org + app ID); keep one per group."""
+    """The series of one scalable application (org + app ID), shared by all its groups.
 
-    __slots__ = ("_dispatched", "_members")
+    Called per message and per member change, so it only keeps plain numbers; they reach
+    Prometheus when ``/metrics`` is scraped (:meth:`flush`), and a scrape walks these series
+    (at most :data:`MAX_GROUPS` + 1), never the groups themselves.
+    """
+
+    __slots__ = ("_count", "_dispatched", "_members", "_unreported")
 
     def __init__(self, families: _Families, org: str, app_id: str) -> None:
         self._dispatched = families.dispatched.labels(org, app_id)
         self._members = families.members.labels(org, app_id)
+        self._unreported = 0
+        self._count: int | None = None
 
     def dispatched(self, messages: int = 1) -> None:
-        """Messages handed to one member of the group (call once per routed batch)."""
-        self._dispatched.inc(messages)
+        """Messages handed to one member of a group of this application."""
+        self._unreported += messages
 
     def members(self, count: int) -> None:
-        """The group now has ``count`` subscribed members."""
-        self._members.set(count)
+        """A group of this application now has ``count`` subscribed members."""
+        self._count = count
+
+    def flush(self) -> None:
+        """Hand what was counted since the last scrape to Prometheus."""
+        if self._unreported:
+            self._dispatched.inc(self._unreported)
+            self._unreported = 0
+        if self._count is not None:
+            self._members.set(self._count)
+            self._count = None
 
 
 class _Families:
@@ -186,6 +203,12 @@ class PlatformMetrics:
         self._drops = {reason: self._families.dropped.labels(reason) for reason in DropReason}
         self._refusals = {reason: self._families.refused.labels(reason) for reason in RefusalReason}
         self._groups: dict[tuple[str, str], GroupMetrics] = {}
+        # Drops and limit hits come per message copy (a message for 2,000 offline sessions
+        # that cannot be queued is 2,000 of each): counted here as plain numbers, handed to
+        # Prometheus when /metrics is scraped.
+        self._drops_counted = dict.fromkeys(DropReason, 0)
+        self._limits_counted = dict.fromkeys(Limit, 0)
+        self._before_scrape.hooks.append(self._flush)
 
     def client(self, cls: ClientClass) -> ClientMetrics:
         """The counters of a client class (the same object every time)."""
@@ -205,7 +228,7 @@ class PlatformMetrics:
 
     def dropped(self, reason: DropReason, messages: int = 1) -> None:
         """Count discarded messages: nothing is dropped without a trace."""
-        self._drops[reason].inc(messages)
+        self._drops_counted[reason] += messages
 
     def refused(self, reason: RefusalReason) -> None:
         """Count a refused CONNECT."""
@@ -213,7 +236,20 @@ class PlatformMetrics:
 
     def limit(self, limit: Limit) -> None:
         """Count one hit of a limit (see :mod:`worker.platform.limits`)."""
-        self._limits[limit].inc()
+        self._limits_counted[limit] += 1
+
+    def _flush(self) -> None:
+        """Before a scrape: what was counted as plain numbers goes to Prometheus."""
+        for reason, count in self._drops_counted.items():
+            if count:
+                self._drops[reason].inc(count)
+                self._drops_counted[reason] = 0
+        for limit, count in self._limits_counted.items():
+            if count:
+                self._limits[limit].inc(count)
+                self._limits_counted[limit] = 0
+        for group in self._groups.values():
+            group.flush()
 
     def redelivered(self, messages: int = 1) -> None:
         """Count QoS 1 messages handed to another group member after their member went."""
@@ -222,13 +258,11 @@ class PlatformMetrics:
     def watch(
         self,
         *,
-        before_scrape: Callable[[], None],
         queued_bytes: Callable[[], float],
         sessions: Callable[[], float],
         retained: Callable[[], float],
     ) -> None:
         """Read these when ``/metrics`` is scraped: nothing of it runs per packet."""
-        self._before_scrape.hooks.append(before_scrape)
         self._families.queued_bytes.set_function(queued_bytes)
         self._families.sessions.set_function(sessions)
         self._families.retained.set_function(retained)

@@ -45,7 +45,17 @@ class Envelope:
     so they are encoded once per message and reused for every subscriber alike.
     """
 
-    __slots__ = ("dup", "encoded", "expires", "payload", "properties", "qos", "retain", "topic")
+    __slots__ = (
+        "dup",
+        "encoded",
+        "expires",
+        "payload",
+        "properties",
+        "qos",
+        "retain",
+        "size",
+        "topic",
+    )
 
     def __init__(
         self,
@@ -70,6 +80,9 @@ class Envelope:
         #: a QoS 1 message that another member had received and not acknowledged (S4)
         self.dup = dup
         self.encoded: dict[tuple[str, int], bytes] | None = None
+        #: what each queued copy counts against the byte limits, worked out once: a message
+        #: for thousands of sessions is weighed thousands of times
+        self.size = entry_size(self)
 
     def redelivery(self) -> Envelope:
         """The copy handed to another member after its first member went: flagged DUP."""
@@ -103,6 +116,7 @@ class Subscription:
         "pending",
         "qos",
         "rewrite",
+        "sequence",
         "topic_filter",
     )
 
@@ -122,21 +136,41 @@ class Subscription:
         #: internal topic -> the topic this client sees
         self.rewrite = rewrite
         self.group: SharedGroup | None = None
-        #: (sequence, message) waiting for the client: offline, paused or window full (W21)
-        self.pending: deque[tuple[int, Envelope]] = deque()
+        #: messages waiting for the client: offline, paused or window full (W21); made on the
+        #: first message, because an empty deque costs 760 bytes and most subscriptions never
+        #: buffer (100,000 shared groups would carry 76 MB of them)
+        self.pending: deque[Envelope] | None = None
+        #: the session's sequence number of each pending message (which subscription's is
+        #: oldest), kept apart: a (number, message) pair would be one more object per queued
+        #: copy for the memory and for every pass of the garbage collector
+        self.sequence: deque[int] | None = None
         self.dropped = 0
 
 
 class GroupObserver(Protocol):
-    """Receives a shared group's numbers (the platform's metrics implement it)."""
+    """Receives a shared group's numbers (the platform's metrics implement it, keeping plain
+    numbers until a scrape: it is called per message)."""
 
     def dispatched(self, messages: int = 1) -> None:
-        """Messages handed to members since the last call."""
+        """Messages handed to a member."""
         ...
 
     def members(self, count: int) -> None:
         """The group now has ``count`` members."""
         ...
+
+
+class _Unobserved:
+    """The observer of the groups of a platform without metrics: nothing to tell."""
+
+    def dispatched(self, messages: int = 1) -> None:
+        """Nothing to count."""
+
+    def members(self, count: int) -> None:
+        """Nothing to count."""
+
+
+UNOBSERVED: Final = _Unobserved()
 
 
 class Tally(Protocol):
@@ -209,16 +243,14 @@ def make_strategy(name: str, seed: int | None = None) -> Strategy:
 class SharedGroup:
     """The members of one shared subscription and the messages no member could take yet."""
 
-    __slots__ = ("backlog", "cursor", "dispatched", "key", "members", "observer", "reported")
+    __slots__ = ("backlog", "cursor", "key", "members", "observer")
 
-    def __init__(self, key: GroupKey, observer: GroupObserver | None = None) -> None:
+    def __init__(self, key: GroupKey, observer: GroupObserver = UNOBSERVED) -> None:
         self.key = key
         self.members: list[Subscription] = []
         self.cursor = 0
-        self.backlog: deque[Envelope] = deque()
-        #: messages handed to a member, and how many of them the observer has been told about
-        self.dispatched = 0
-        self.reported = 0
+        #: messages kept while no member is online (W26); made on the first one, as above
+        self.backlog: deque[Envelope] | None = None
         self.observer = observer
 
     @property
@@ -230,12 +262,6 @@ class SharedGroup:
     def app_id(self) -> str:
         """The scalable application's app ID."""
         return self.key[1]
-
-    def report(self) -> None:
-        """Tell the observer what changed since the last report (per read, not per message)."""
-        if self.observer is not None and self.dispatched != self.reported:
-            self.observer.dispatched(self.dispatched - self.reported)
-            self.reported = self.dispatched
 
 
 class Router:
@@ -296,8 +322,7 @@ class Router:
             self._trie.add(sub.internal, group)
         sub.group = group
         group.members.append(sub)
-        if group.observer is not None:
-            group.observer.members(len(group.members))
+        group.observer.members(len(group.members))
         if sub.owner.online:
             self.flush_backlog(sub)
         return first
@@ -319,17 +344,14 @@ class Router:
         if index < group.cursor:
             # Keep the rotation where it was: the member after the removed one is next.
             group.cursor -= 1
-        group.report()
-        if group.observer is not None:
-            group.observer.members(len(group.members))
+        group.observer.members(len(group.members))
         if not group.members:
             del self._groups[group.key]
             self._trie.remove(sub.internal, group)
-            kept = len(group.backlog)
-            for msg in group.backlog:
+            backlog, group.backlog = group.backlog or (), None
+            for msg in backlog:
                 self.queued_bytes -= entry_size(msg)
-            group.backlog.clear()
-            self.dropped(DropReason.CLIENT_GONE, kept)
+            self.dropped(DropReason.CLIENT_GONE, len(backlog))
 
     def flush_backlog(self, sub: Subscription) -> None:
         """Hand a group's kept messages to a member that has just come online (W26)."""
@@ -353,7 +375,7 @@ class Router:
         for msg in messages:
             member = self.strategy.choose(group)
             if member is not None:
-                group.dispatched += 1
+                group.observer.dispatched()
                 member.owner.deliver(member, msg)
             else:
                 self._keep(group, msg)
@@ -375,7 +397,7 @@ class Router:
             assert isinstance(target, SharedGroup)
             member = choose(target)
             if member is not None:
-                target.dispatched += 1
+                target.observer.dispatched()
                 member.owner.deliver(member, msg)
             else:
                 self._keep(target, msg)
@@ -384,14 +406,15 @@ class Router:
     def _keep(self, group: SharedGroup, msg: Envelope) -> None:
         """Keep a message for a group whose members are all offline (W26), within the limits."""
         backlog = group.backlog
+        if backlog is None:
+            backlog = group.backlog = deque()
         size = entry_size(msg)
         if len(backlog) >= self.buffer_size:
             self.limit(Limit.SUBSCRIPTION_MESSAGES)
             self.queued_bytes -= entry_size(backlog.popleft())
             self.dropped(DropReason.QUEUE_FULL)
         if self.queued_bytes + size > self.room(online=False):
-            self.limit(Limit.QUEUED_BYTES)
-            self.refuse()
+            self.refuse(Limit.QUEUED_BYTES)
             return
         backlog.append(msg)
         self.queued_bytes += size
@@ -403,11 +426,16 @@ class Router:
         connected clients without room."""
         return self.max_queued_bytes if online else int(self.max_queued_bytes * OFFLINE_SHARE)
 
-    def refuse(self) -> None:
-        """One delivery of the message being routed could not be queued: counted, and the
-        publisher told when it speaks MQTT 5."""
+    def refuse(self, limit: Limit) -> None:
+        """One delivery of the message being routed could not be queued because of ``limit``:
+        counted, and the publisher told when it speaks MQTT 5. (A message for thousands of
+        offline sessions comes here thousands of times: it does the least it can.)"""
         self.refused += 1
-        self.dropped(DropReason.QUEUE_FULL)
+        self.drops += 1
+        tally = self.tally
+        if tally is not None:
+            tally.limit(limit)
+            tally.dropped(DropReason.QUEUE_FULL)
 
     def dropped(self, reason: DropReason = DropReason.QUEUE_FULL, messages: int = 1) -> None:
         """Count dropped messages: nothing is dropped without a trace."""
@@ -426,11 +454,6 @@ class Router:
     def groups(self) -> list[SharedGroup]:
         """The shared groups that exist now."""
         return list(self._groups.values())
-
-    def report_groups(self) -> None:
-        """Tell each group's observer its dispatch count (at scrape time, not per read)."""
-        for group in list(self._groups.values()):
-            group.report()
 
     def _retained_evicted(self) -> None:
         self.limit(Limit.RETAINED)

@@ -155,7 +155,6 @@ class Platform:
         if metrics is not None:
             hub, router = self.hub, self.router
             metrics.watch(
-                before_scrape=router.report_groups,
                 queued_bytes=lambda: router.queued_bytes,
                 sessions=lambda: hub.attached + len(hub.offline),
                 retained=lambda: router.retained_count,

@@ -26,6 +26,7 @@ import asyncio
 import dataclasses
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Final, Protocol
 
@@ -282,7 +283,7 @@ class Session:
 
     def _full(self, msg: Envelope) -> bool:
         """Whether one more unacknowledged ``msg`` would break a byte limit."""
-        size = entry_size(msg)
+        size = msg.size
         return (
             self.queued_bytes + size > self.max_bytes
             or self.router.queued_bytes + size > self.router.max_queued_bytes
@@ -321,22 +322,28 @@ class Session:
         out.send_message(data)
 
     def _buffer(self, sub: Subscription, msg: Envelope, qos: int) -> None:
-        size = entry_size(msg)
+        size = msg.size
         pending = sub.pending
         router = self.router
-        limit = self._over(len(pending), size)
+        limit = self._over(len(pending) if pending else 0, size)
         # W21: the oldest QoS 0 messages make room; a QoS 1/2 one is never pushed out.
-        while limit is not None and pending and min(sub.qos, pending[0][1].qos) == 0:
+        while limit is not None and pending and min(sub.qos, pending[0].qos) == 0:
             self._pop(sub)
             self._count_drop(sub, limit)
             router.dropped(DropReason.QUEUE_FULL)
             limit = self._over(len(pending), size)
         if limit is not None:
-            self._count_drop(sub, limit)
-            router.refuse()
+            sub.dropped += 1
+            self.dropped += 1
+            router.refuse(limit)
             return
+        if pending is None:
+            pending = sub.pending = deque()
+            sub.sequence = deque()
+        assert sub.sequence is not None
         self._seq += 1
-        pending.append((self._seq, msg))
+        pending.append(msg)
+        sub.sequence.append(self._seq)
         self.pending += 1
         self._count_bytes(size)
         if not self.stuck and self.behind:
@@ -358,7 +365,9 @@ class Session:
         self.router.limit(limit)
 
     def _pop(self, sub: Subscription) -> Envelope:
-        msg = sub.pending.popleft()[1]
+        assert sub.pending is not None and sub.sequence is not None
+        msg = sub.pending.popleft()
+        sub.sequence.popleft()
         self.pending -= 1
         self._count_bytes(-entry_size(msg))
         return msg
@@ -377,7 +386,8 @@ class Session:
                 out.request_drain()
                 return
             sub = self._oldest()
-            msg = sub.pending[0][1]
+            assert sub.pending is not None
+            msg = sub.pending[0]
             qos = sub.qos if sub.qos < msg.qos else msg.qos
             if qos and len(self.inflight) >= self.window:
                 # Keep the order: later messages wait behind this one for a free slot.
@@ -395,8 +405,8 @@ class Session:
         best: Subscription | None = None
         best_seq = 0
         for sub in subs.values():
-            if sub.pending:
-                seq = sub.pending[0][0]
+            if sub.sequence:
+                seq = sub.sequence[0]
                 if best is None or seq < best_seq:
                     best, best_seq = sub, seq
         assert best is not None
