@@ -519,9 +519,10 @@ def section(r: StorageResults, command: str) -> str:
 
 METHOD: Final = """\
 Method: one private PostgreSQL cluster with its default settings (every commit fsynced), on
-a Unix socket, and the table of `worker.examples.storage` (an identity primary key, text
-columns, the payload as jsonb, a timestamptz, the message key), dropped before each
-measurement. Workers are timed as in the throughput section: the broker is filled while the
+a Unix socket, and the table of `worker.examples.storage` (text columns, the payload as
+jsonb, a timestamptz, the message key; a BRIN index on the timestamp, no primary key),
+dropped before each measurement. Every `worker run` process freezes its startup objects and
+raises the young generation's GC threshold (`worker/collector.py`). Workers are timed as in the throughput section: the broker is filled while the
 worker is stopped, then the drain is timed; the no-op worker and the two batch routes are
 started together (each its own `$share` group, so each gets every event, and its own
 database) and drained in turn within each run, so that load from elsewhere weighs on each
