@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -171,3 +172,15 @@ def test_an_empty_status_is_the_platform_clearing_the_retained_one() -> None:
 def test_a_status_that_is_not_a_json_object_is_a_codec_error(payload: bytes) -> None:
     with pytest.raises(CodecError):
         status_fields(payload)
+
+
+def test_the_message_key_is_the_digest_of_topic_nul_payload_whatever_the_topics_seen() -> None:
+    def expected(topic: str, payload: bytes) -> str:
+        return hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=16).hexdigest()
+
+    # More topics than are kept seeded: the cache empties and refills without changing a key.
+    topics = [f"iot-2/type/t/id/d{n}/evt/e/fmt/json" for n in range(messages.SEEDED_TOPICS + 10)]
+    for n, topic in enumerate(topics):
+        payload = b'{"n":%d}' % n
+        assert messages.message_key(topic, payload) == expected(topic, payload)
+    assert messages.message_key(topics[0], b"again") == expected(topics[0], b"again")
