@@ -44,6 +44,7 @@ from worker.errors import (
     PayloadTooLarge,
     RegistrationError,
     TopicError,
+    WorkerError,
 )
 from worker.messages import MessageProperties
 from worker.metrics import Kind
@@ -314,12 +315,16 @@ class App:
     async def startup(self) -> None:
         """Run the startup hooks in order; the first failure is an AppLoadError.
 
-        The hook's traceback is logged: it is the user's code, and the place to look.
+        An unexpected exception's traceback is logged: it is the user's code, and the place
+        to look. A hook that raises one of the framework's errors (``ConfigError("STORAGE_DSN
+        is not set")``) has said what is wrong in words: that message alone is the error.
         """
         for hook in self._startup:
             name = getattr(hook, "__qualname__", repr(hook))
             try:
                 await hook()
+            except WorkerError as exc:
+                raise AppLoadError(f"startup hook {name}: {exc}") from exc
             except Exception as exc:
                 log.exception("startup hook %s failed", name)
                 raise AppLoadError(f"startup hook {name} failed: {exc!r}") from exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker import App, Event
+from worker import App, ConfigError, Event
 
 app = App()
 
@@ -14,4 +14,17 @@ async def open_database() -> None:
 
 @app.event()
 async def on_event(event: Event) -> None:
+    """Never reached: startup fails first."""
+
+
+config_app = App()
+
+
+@config_app.on_startup
+async def read_settings() -> None:
+    raise ConfigError("DATABASE_URL is not set: accepted is a PostgreSQL URL")
+
+
+@config_app.event()
+async def on_config_event(event: Event) -> None:
     """Never reached: startup fails first."""

@@ -96,3 +96,13 @@ async def test_failing_startup_hook_exits_3_naming_it(mosquitto: Mosquitto) -> N
     )
     assert code == 3, err
     assert "error: startup hook open_database failed: RuntimeError('database unreachable')" in err
+
+
+async def test_a_startup_hook_that_says_what_is_wrong_gets_one_line(mosquitto: Mosquitto) -> None:
+    code, _, err = await run_cli(
+        "run", "tests.e2e.badstart:config_app", *MQTT,
+        "--host", "127.0.0.1", "--port", str(mosquitto.port),
+    )  # fmt: skip
+    assert code == 3, err
+    assert "error: startup hook read_settings: DATABASE_URL is not set: accepted is" in err
+    assert "Traceback" not in err
