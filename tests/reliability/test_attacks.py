@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bench.attacks import API_KEY, ATTACKS, ORG, TOKEN, Held, Target
+from bench.attack import AFTER_FACTOR, PlatformProcess
+from bench.attacks import API_KEY, ATTACKS, ORG, TOKEN, Held, Target, half_open_tls
 from tests.platform.conftest import raw
 from tests.support.credentials import API_KEY as CREDENTIAL_KEY
 from tests.support.credentials import TOKEN as CREDENTIAL_TOKEN
 from tests.support.processes import WorkerProcess, publish_events
-from tests.support.waiting import until
+from tests.support.waiting import NETWORK, until
 from worker.mqtt import Puback, Publish
 from worker.platform import Platform, PlatformConfig, tls
 from worker.platform.limits import MIB, Limits
@@ -131,6 +132,48 @@ async def test_attack_is_defended_and_the_platform_recovers(
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) <= 20, lines[:5]  # rate-limited, whatever the attack's size
     assert sum(len(line) for line in lines) < 10_000  # client values clipped
+
+
+# --- memory, in a platform process of its own --------------------------------------------------
+
+
+async def test_half_open_tls_handshakes_leave_the_platform_s_memory_where_it_was(
+    tmp_path: Path,
+) -> None:
+    """The memory targets of ``make attack`` for half-open TLS handshakes, small: while 2,000
+    come and go (all but 100 dropped by the limit), a ``worker platform`` process stays within
+    what 100 handshakes hold, and is back within 20% of idle soon after they left."""
+    platform = PlatformProcess(tmp_path)
+    await platform.start()
+    try:
+        target = Target(platform.port, platform.tls_port)
+        await _half_open(target, 20)  # warm-up: the first handshakes load what all will use
+        idle = platform.rss_mb()
+        peak = await _half_open(target, 2000, rss=platform.rss_mb)
+        assert peak < idle + 30, f"RSS peaked at {peak:.0f} MB from {idle:.0f} MB idle"
+        await until(
+            lambda: platform.rss_mb() <= idle * AFTER_FACTOR,
+            f"RSS back within 20% of {idle:.0f} MB idle",
+            within=NETWORK,
+        )
+    finally:
+        await platform.stop()
+
+
+async def _half_open(target: Target, count: int, rss: Callable[[], float] | None = None) -> float:
+    """Open ``count`` half-open handshakes and close them; the highest ``rss()`` seen."""
+    sample = rss or (lambda: 0.0)
+    held = Held()
+    peak = sample()
+    attack = asyncio.create_task(half_open_tls(target, count, held))
+    while not attack.done():
+        peak = max(peak, sample())
+        await asyncio.wait([attack], timeout=0.02)  # sampling, not synchronisation
+    await attack
+    peak = max(peak, sample())
+    for writer in held:
+        writer.close()
+    return peak
 
 
 # --- kill -9 of a member ----------------------------------------------------------------------

@@ -36,6 +36,7 @@ from worker.platform.logs import clip
 from worker.platform.router import Envelope
 from worker.platform.rules import Principal
 from worker.platform.session import Session
+from worker.platform.sockets import release
 from worker.platform.status import REASONS, CloseCode, ConnectionInfo, Counters
 
 if TYPE_CHECKING:
@@ -217,6 +218,7 @@ class MqttConnection(asyncio.Protocol):
             self._flush_handle.cancel()
             self._flush_handle = None
         self._out.clear()
+        release(self.transport)
         self.hub.forget(self)
 
     def pause_writing(self) -> None:

@@ -19,6 +19,8 @@ from asyncio import sslproto
 from collections.abc import Callable
 from typing import Any, Final
 
+from worker.platform.sockets import release
+
 READ_BUFFER: Final = 32 * 1024
 """Bytes of read buffer per TLS socket: a TLS record is at most 16 KiB and its header."""
 
@@ -79,6 +81,7 @@ class TlsGate(asyncio.Protocol):
             self._task = asyncio.get_running_loop().create_task(self._upgrade())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        release(self._transport)
         self._handshakes.ended(self)
 
     def drop(self) -> None:
@@ -87,8 +90,13 @@ class TlsGate(asyncio.Protocol):
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.abort()
-        if self._task is not None:
-            self._task.cancel()
+            release(transport)  # aborted: it reads no more, and connection_lost cannot see it
+        # Forgotten before it is cancelled: the task keeps its CancelledError, whose traceback
+        # holds this gate, so gate -> task would make a cycle that only the cyclic garbage
+        # collector frees, and with thousands of dropped handshakes that comes late.
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
 
     async def _upgrade(self) -> None:
         transport = self._transport
@@ -103,6 +111,7 @@ class TlsGate(asyncio.Protocol):
             return
         finally:
             self._handshakes.ended(self)
+            self._task = None  # done: no cycle through the task (see drop)
         if tls is None or self._transport is None:
             return
         protocol = self._factory()
@@ -116,6 +125,17 @@ class _SslProtocol(sslproto.SSLProtocol):
     thousands of half-open handshakes cost a gigabyte."""
 
     max_size = READ_BUFFER
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        release(self._transport)
+        super().connection_lost(exc)
+        # The socket is gone: its read buffer and OpenSSL's state go now, whoever still holds
+        # this object (a failed handshake's exception, a reference cycle) and for how long.
+        # (Every later use of the SSL object is behind a state check that UNWRAPPED fails.)
+        self._ssl_buffer = bytearray()
+        self._ssl_buffer_view = memoryview(self._ssl_buffer)
+        self._extra.pop("ssl_object", None)
+        self._sslobj = None
 
 
 async def _start_tls(
@@ -142,5 +162,10 @@ async def _start_tls(
         made.cancel()
         resume.cancel()
         raise
+    finally:
+        # A failed handshake's exception is in the waiter, and its traceback holds this frame
+        # and so the waiter: a cycle that would keep the handshake's buffers until the cyclic
+        # garbage collector runs.
+        del waiter
     app: asyncio.Transport = tls._app_transport
     return app

@@ -162,7 +162,7 @@ class Platform:
         self._handshakes = Handshakes(
             limits.handshakes,
             on_limit=lambda: self.hub.limit(Limit.HANDSHAKES),
-            on_end=self.hub.trimmer.closed,
+            on_end=self.hub.trimmer.handshake_ended,
         )
         #: set once every listener is bound
         self.ready = asyncio.Event()

@@ -28,6 +28,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from worker.platform.sockets import release
 from worker.platform.ws_handshake import (
     DEFAULT_MAX_FRAME,
     SUBPROTOCOLS,
@@ -93,6 +94,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        release(self.socket)
         if self._wrapper is not None and not self._wrapper.lost:
             self._wrapper.lost = True
             if self.inner is not None:
