@@ -81,7 +81,13 @@ class PayloadTooLarge(WorkerError, ValueError):
 
 
 class ProtocolError(WorkerError):
-    """Bytes that are not valid MQTT, or a packet the peer may not send."""
+    """Bytes that are not valid MQTT, or a packet the peer may not send.
+
+    ``complete`` holds the whole packets that a reader decoded from the same read before the
+    bad bytes (set by ``worker.mqtt.reader``), so that a receiver can still act on them.
+    """
+
+    complete: tuple[object, ...] = ()
 
 
 class PacketTooLarge(ProtocolError):

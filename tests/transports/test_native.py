@@ -249,6 +249,30 @@ async def test_a_broken_server_is_a_lost_connection(sent: bytes, text: str) -> N
         await transport.disconnect()
 
 
+async def test_the_whole_packets_before_malformed_bytes_are_still_handed_over() -> None:
+    connected = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await connected.wait()  # not in the CONNACK's read
+        writer.write(encode_publish("t/0", b"before") + b"\x00\x00")
+        await reader.read()
+
+    received: list[bytes] = []
+
+    async def receive(transport: NativeTransport) -> None:
+        async for batch in transport.batches():
+            received.extend(message.payload for message in batch)
+
+    async with scripted(script) as port:
+        transport = NativeTransport()
+        await transport.connect(ConnectOptions("127.0.0.1", port, "c"))
+        connected.set()
+        with pytest.raises(ConnectError, match="malformed MQTT"):
+            await asyncio.wait_for(receive(transport), NETWORK)
+        await transport.disconnect()
+    assert received == [b"before"]
+
+
 async def connect_and_drain(transport: NativeTransport, port: int) -> None:
     # The bytes may come in the CONNACK's read: then connect itself fails.
     await transport.connect(ConnectOptions("127.0.0.1", port, "c"))

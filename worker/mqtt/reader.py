@@ -96,9 +96,10 @@ class PacketReader:
         packets: list[Packet] = []
         try:
             consumed = self._parse(chunk, packets)
-        except ProtocolError:
+        except ProtocolError as exc:
             self._failed = True
             self._buffer = bytearray()
+            exc.complete = tuple(packets)  # valid packets before the bad bytes
             raise
         if consumed or not buffer:
             # Only the tail is kept; a memoryview of immutable bytes avoids an extra copy.

@@ -180,16 +180,26 @@ class InboundProtocol(asyncio.Protocol):
         """Every complete packet of this read: PUBLISHes become one batch, the rest answers."""
         try:
             packets = self._reader.feed(data)
-        except PacketTooLarge as exc:
+        except ProtocolError as exc:
+            # The whole packets before the bad bytes are taken as if the read ended there: a
+            # QoS 0 message among them would otherwise be lost without a count.
+            self._take(cast("Sequence[Packet]", exc.complete))
+            self._malformed(exc)
+            return
+        self._take(packets)
+
+    def _malformed(self, exc: ProtocolError) -> None:
+        if isinstance(exc, PacketTooLarge):
             self._violation(
                 f"{self._where} sent a packet above --max-packet-size "
                 f"({self._max_packet_size} bytes): {exc}",
                 "packet_too_large",
             )
-            return
-        except ProtocolError as exc:
+        else:
             self._violation(f"{self._where} sent malformed MQTT: {exc}", "malformed")
-            return
+
+    def _take(self, packets: Sequence[Packet]) -> None:
+        """Hand the PUBLISHes of one read over as one batch; answer the other packets."""
         batch: list[Inbound] = []
         append = batch.append
         v5 = self._v5
