@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -31,9 +32,13 @@ from worker.mqtt import (
     Puback,
     Publish,
     ReasonCode,
+    Suback,
+    Subscribe,
+    Subscription,
     encode,
 )
 from worker.platform import Platform, connection, memory, tls
+from worker.platform import hub as hub_module
 from worker.platform.launch import Launch, prepare
 from worker.platform.limits import Limits, parse_limits
 from worker.platform.metrics import DropReason, GroupMetrics, PlatformMetrics
@@ -365,6 +370,58 @@ async def test_neither_a_read_nor_a_scrape_walks_the_groups(
             if s.name == "worker_platform_shared_dispatched_total"
         )
         assert total == 24 * 50
+
+
+async def test_a_connack_is_not_kept_waiting_behind_other_clients_subscribes() -> None:
+    """Ten applications send 1,000 filters each (ten SUBSCRIBEs of 100): a client that
+    connects after them gets its CONNACK while their filters are still being stored."""
+    filters = [f"iot-2/type/t{n}/id/+/evt/+/fmt/+" for n in range(1000)]
+    async with running() as r, AsyncExitStack() as stack:
+        storms = []
+        for n in range(10):
+            storm, _ = await app(r.p, stack, f"storm{n}")
+            for first in range(0, 1000, 100):
+                chunk = tuple(Subscription(f, 0) for f in filters[first : first + 100])
+                storm.send(Subscribe(first // 100 + 1, chunk))
+            storms.append(storm)
+        started = time.perf_counter()
+        _, connack = await app(r.p, stack, "visitor")
+        waited = time.perf_counter() - started
+        assert connack.reason_code == 0
+        assert r.p.router.subscriptions < 10_000  # the storm was still being handled
+        assert waited < 0.5
+        for storm in storms:
+            assert [type(await storm.recv(within=20)) for _ in range(10)] == [Suback] * 10
+        assert r.p.router.subscriptions == 10_000
+
+
+async def test_a_resumed_session_gets_its_unacknowledged_messages_then_the_rest_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1,200 QoS 1 messages for an application that acknowledges none and goes: back, it
+    gets the 1,000 it had been sent (DUP, same packet IDs, resent a few at a time under a
+    small work budget), then, as it acknowledges them, the 200 that waited."""
+    monkeypatch.setattr(hub_module, "TURN_BUDGET", 50)
+    async with running() as r, AsyncExitStack() as stack:
+        first, _ = await app(r.p, stack, "resume", clean=False)
+        await first.subscribe(ALL_EVENTS, qos=1)
+        pub = await device(r.p, stack)
+        for n in range(1200):
+            pub.send(Publish(EVENT, b"%d" % n, qos=1, packet_id=n + 1))
+        await acks(pub, 1200)
+        sent = [await first.publication() for _ in range(1000)]
+        await first.close()  # no PUBACK
+        back, connack = await app(r.p, stack, "resume", clean=False)
+        assert connack.session_present
+        again = [await back.publication() for _ in range(1000)]
+        key = [(m.payload, m.packet_id) for m in sent]
+        assert [(m.payload, m.packet_id) for m in again] == key and all(m.dup for m in again)
+        for message in again:
+            assert message.packet_id is not None
+            back.send(Puback(message.packet_id))
+        rest = [await back.publication() for _ in range(200)]
+        assert [m.payload for m in rest] == [b"%d" % n for n in range(1000, 1200)]
+        assert not any(m.dup for m in rest)
 
 
 async def test_tls_handshakes_in_progress_are_bounded_oldest_first(tmp_path: Path) -> None:

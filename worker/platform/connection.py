@@ -226,7 +226,7 @@ class MqttConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
-        if self.session is not None and self.session.pending and not self.closed:
+        if self.session is not None and self.session.waiting and not self.closed:
             self.session.drain()
 
     # --- writing (the session's Outlet) -------------------------------------------------------

@@ -93,6 +93,7 @@ class Hub:
     ) -> None:
         self.authenticator = authenticator
         self.router = router
+        router.turn_spent = self.turn_spent
         self.max_qos = max_qos
         self.max_payload = max_payload
         # Room for a full-size payload, the longest topic and v5 properties: anything larger

@@ -92,6 +92,10 @@ class Envelope:
         )  # fmt: skip
 
 
+def _never() -> bool:
+    return False
+
+
 class Owner(Protocol):
     """The side of a subscription that receives: a client session."""
 
@@ -299,6 +303,9 @@ class Router:
         self.pressure: Any = None
         #: deliveries attempted since the start (a connection's read budgets its share)
         self.fanout = 0
+        #: whether this loop turn's work budget is spent (the hub's; sessions draining their
+        #: buffers stop there and go on in the next turn)
+        self.turn_spent: Callable[[], bool] = _never
 
     # --- subscriptions ------------------------------------------------------------------------
 

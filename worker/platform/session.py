@@ -99,6 +99,7 @@ class Session:
         "pending",
         "qos2_received",
         "queued_bytes",
+        "resend",
         "router",
         "share",
         "stuck",
@@ -141,6 +142,8 @@ class Session:
         self.expiry_timer: asyncio.TimerHandle | None = None
         #: held publishers gave up waiting for it: no back-pressure until it catches up
         self.stuck = False
+        #: packet IDs of unacknowledged messages a new connection has still to be sent
+        self.resend: deque[int] | None = None
         self._seq = 0
         self._next_id = 1
 
@@ -238,22 +241,17 @@ class Session:
     # --- connection -----------------------------------------------------------------------------
 
     def attach(self, outlet: Outlet) -> None:
-        """A connection takes this session: resend unacknowledged messages, then the buffers."""
+        """A connection takes this session: resend unacknowledged messages, then the buffers.
+
+        The resending is done by :meth:`drain`, in steps under the loop turn's work budget:
+        a thousand durable sessions reconnecting at once with a full window each would
+        otherwise encode a million messages in one turn, and every other client would wait.
+        """
         if self.expiry_timer is not None:
             self.expiry_timer.cancel()
             self.expiry_timer = None
         self.outlet = outlet
-        level = outlet.protocol_level
-        for packet_id, out in self.inflight.items():
-            if out.released:
-                outlet.send(_pubrel(packet_id, level))
-            else:
-                props = _forwarded(out.msg, level, None)
-                data = encode_publish(
-                    out.sub.rewrite(out.msg.topic), out.msg.payload, out.qos, packet_id, dup=True,
-                    properties=props, protocol_level=level,
-                )  # fmt: skip
-                outlet.send_message(data)
+        self.resend = deque(self.inflight) if self.inflight else None
         for sub in list(self.subs.values()):
             if sub.group is not None:
                 self.router.flush_backlog(sub)
@@ -262,6 +260,7 @@ class Session:
     def detach(self) -> None:
         """The connection ended; a clean session ends with it."""
         self.outlet = None
+        self.resend = None  # the next connection resends whatever is still unacknowledged
         if not self.durable:
             self.end()
 
@@ -275,6 +274,7 @@ class Session:
             out is None
             or out.paused
             or self.pending
+            or self.resend
             or (qos and (len(self.inflight) >= self.window or self._full(msg)))
         ):
             self._buffer(sub, msg, qos)
@@ -377,12 +377,25 @@ class Session:
         self.queued_bytes += size
         self.router.queued_bytes += size
 
+    @property
+    def waiting(self) -> bool:
+        """Messages wait to be sent: buffered, or unacknowledged ones to resend."""
+        return bool(self.pending or self.resend)
+
     def drain(self) -> None:
-        """Send buffered messages, oldest first, while the socket and the window allow."""
+        """Resend what a new connection has not seen, then send buffered messages oldest
+        first, while the socket and the window allow: at most :data:`DRAIN_BATCH` at a time
+        and none once the loop turn's work budget is spent (each counts as a delivery)."""
         out = self.outlet
-        budget = DRAIN_BATCH
-        while self.pending and out is not None and not out.paused:
-            if not budget:
+        if out is None:
+            return
+        router = self.router
+        budget = self._resend(out, DRAIN_BATCH) if self.resend else DRAIN_BATCH
+        if self.resend:
+            out.request_drain()
+            return
+        while self.pending and not out.paused:
+            if not budget or router.turn_spent():
                 out.request_drain()
                 return
             sub = self._oldest()
@@ -394,9 +407,35 @@ class Session:
                 break
             self._pop(sub)
             budget -= 1
+            router.fanout += 1
             self._send(sub, msg, qos, out)
         if self.stuck and not self.behind:
             self.stuck = False
+
+    def _resend(self, out: Outlet, budget: int) -> int:
+        """Resend unacknowledged messages flagged DUP (PUBREL for QoS 2 ones past PUBREC),
+        in packet ID order, within ``budget``; what is left of it."""
+        resend, router, level = self.resend, self.router, out.protocol_level
+        assert resend is not None
+        while resend and budget and not router.turn_spent():
+            packet_id = resend.popleft()
+            sent = self.inflight.get(packet_id)
+            if sent is None:
+                continue  # acknowledged meanwhile
+            budget -= 1
+            router.fanout += 1
+            if sent.released:
+                out.send(_pubrel(packet_id, level))
+                continue
+            props = _forwarded(sent.msg, level, None)
+            data = encode_publish(
+                sent.sub.rewrite(sent.msg.topic), sent.msg.payload, sent.qos, packet_id,
+                dup=True, properties=props, protocol_level=level,
+            )  # fmt: skip
+            out.send_message(data)
+        if not resend:
+            self.resend = None
+        return budget
 
     def _oldest(self) -> Subscription:
         subs = self.subs
