@@ -1,0 +1,59 @@
+"""One attack of :mod:`bench.attacks` in a process of its own, for ``python -m bench.attack``.
+
+::
+
+    python -m bench.attacker NAME SIZE PORT TLS_PORT SECONDS
+
+The attack runs for SECONDS, repeated if it lets its sockets go, held if it keeps them; then
+its sockets close and the number of rounds it completed is printed. In a process of its own
+because an attack is thousands of sockets' worth of work: in the process of the probe that
+times the platform's CONNACKs and round trips, the attacker's own loop stalls were counted as
+the platform's latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+
+from bench.attacks import ATTACKS, Held, Target
+
+
+async def attack_for(name: str, size: int, target: Target, seconds: float) -> int:
+    """Run attack ``name`` for ``seconds``; the rounds completed."""
+    attack, _, holds = ATTACKS[name]
+    held = Held()
+    rounds = 0
+
+    async def repeat() -> None:
+        nonlocal rounds
+        while True:
+            await attack(target, size, held)
+            rounds += 1
+            if holds:
+                await asyncio.Event().wait()  # what it opened stays open until the time is up
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(repeat(), seconds)
+    for writer in held:
+        writer.close()
+    return rounds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.attacker", description=__doc__)
+    parser.add_argument("name", choices=list(ATTACKS))
+    parser.add_argument("size", type=int)
+    parser.add_argument("port", type=int)
+    parser.add_argument("tls_port", type=int)
+    parser.add_argument("seconds", type=float)
+    args = parser.parse_args(argv)
+    target = Target(args.port, args.tls_port)
+    print(asyncio.run(attack_for(args.name, args.size, target, args.seconds)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
