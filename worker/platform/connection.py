@@ -49,6 +49,12 @@ FANOUT_BUDGET: Final = 2000
 """Deliveries one connection's read may cause in one loop turn before the rest of it waits
 (a filter of a SUBSCRIBE counts as ``handlers.SUBSCRIBE_COST`` of them)."""
 
+SMALL_READ: Final = 4096
+"""Bytes of a read that is always parsed at once, whatever the turn's budget."""
+PARSE_BYTES: Final = 100
+"""Bytes of a read that count as one delivery against the turn's budget (parsing 100 bytes
+of SUBSCRIBE filters costs about what a delivery does)."""
+
 #: MQTT 5 reason codes for the server's DISCONNECT, by close code.
 _V5_DISCONNECT: Final[dict[int, ReasonCode]] = {
     CloseCode.KEEPALIVE_TIMEOUT: ReasonCode.KEEP_ALIVE_TIMEOUT,
@@ -101,6 +107,8 @@ class MqttConnection(asyncio.Protocol):
         #: held by back-pressure (the hub's); packets read and not yet handled wait here
         self.held = False
         self._waiting: list[Packet] | None = None
+        #: a large read that came once the loop turn's budget was spent, parsed in a later turn
+        self._unparsed: bytes | None = None
 
     def __repr__(self) -> str:
         who = clip(self.principal.client_id) if self.principal else "(connecting)"
@@ -122,6 +130,18 @@ class MqttConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if self._unparsed is not None:
+            self._unparsed += data  # arrived while paused: parsed behind what waits
+            return
+        if self._waiting is None and len(data) > SMALL_READ and self.hub.turn_spent():
+            # Parsing is work too (a 35 KB read of filters takes milliseconds): once the turn's
+            # budget is spent a large read waits for the next turn; a small one (a CONNECT, a
+            # ping, a few messages) never does.
+            self._unparsed = data
+            self._pause()
+            self._loop.call_soon(self._parse_unparsed)
+            return
+        self.hub.router.fanout += len(data) // PARSE_BYTES
         counters = self.counters
         counters.read_bytes += len(data)
         before = counters.read_msg
@@ -144,6 +164,16 @@ class MqttConnection(asyncio.Protocol):
         else:
             self._handle_all(packets)
         self.hub.after_read(self, counters.read_msg - before, len(data))
+
+    def _parse_unparsed(self) -> None:
+        """Parse a read that waited for a turn with budget left; read again once it is done."""
+        data, self._unparsed = self._unparsed, None
+        if data is None or self.closed:
+            return
+        self.data_received(data)
+        idle = self._unparsed is None and self._waiting is None and not self.held
+        if idle and not self.closed and isinstance(self.transport, asyncio.ReadTransport):
+            self.transport.resume_reading()
 
     def _handle_all(self, packets: list[Packet]) -> None:
         """Handle packets until they are done, a hold stops them, or the work budget of this
@@ -200,7 +230,8 @@ class MqttConnection(asyncio.Protocol):
             before = self.counters.read_msg
             self._handle_all(waiting)
             self.hub.after_read(self, self.counters.read_msg - before, 0)
-        resume = not self.held and self._waiting is None and not self.closed
+        resume = not self.held and self._waiting is None and self._unparsed is None
+        resume = resume and not self.closed
         if resume and isinstance(self.transport, asyncio.ReadTransport):
             self.transport.resume_reading()
 
