@@ -1,4 +1,4 @@
-"""The garbage collector's settings for a ``worker run`` process.
+"""The garbage collector's settings for a ``worker run`` (or ``worker platform``) process.
 
 A worker allocates a few container objects per message (the message, its work item, its
 acknowledgement slot) and reference counting frees nearly all of them within milliseconds;
@@ -16,8 +16,12 @@ cyclic garbage (a failed handler's exception and traceback, say) pile up without
   allocations: objects that reference counting frees never add up to it, so collections
   run when garbage really builds up, and then find most batch messages already gone.
 
-Only ``worker run`` does this (a program that embeds the worker keeps its own settings). A
-startup hook that wants other thresholds calls :func:`gc.set_threshold`: it runs later.
+Only ``worker run`` and ``worker platform`` do this (a program that embeds the worker or the
+platform keeps its own settings). A startup hook that wants other thresholds calls
+:func:`gc.set_threshold`: it runs later. The platform holds a few long-lived objects per
+subscription, session and queued message; with CPython's default threshold, 100,000 shared
+subscriptions made in two seconds set off a full collection at every quarter of growth, each
+stalling every client for up to 90 ms.
 """
 
 from __future__ import annotations
