@@ -1,4 +1,5 @@
-"""A closed connection's memory goes at once, and the heap is trimmed after a burst.
+"""A closed connection's memory goes at once, the heap is trimmed after a burst, and a socket
+that has not connected holds none of what it sent.
 
 Freed by reference counting means freed when the socket goes: whatever the cyclic garbage
 collector would have to find instead waits for its next full collection, and after a flood
@@ -123,3 +124,23 @@ async def test_the_heap_is_trimmed_after_a_few_ended_handshakes(
         for _, writer in opened:
             writer.close()
         await until(lambda: r.p.hub.trimmer.trims == 1, "one trim", within=NETWORK)
+
+
+async def test_a_socket_that_has_not_connected_never_parks_a_large_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A large read that comes once the loop turn's work budget is spent waits for a later
+    turn, held in memory, but not before CONNECT: partial CONNECTs of 200 KB from a thousand
+    sockets would hold 200 MB. Here every turn's budget is spent, and each is refused at once."""
+    length = 200 * 1024  # what the CONNECT's header announces; 20 KB of it are sent
+    header = bytes((0x10, 0x80 | (length & 0x7F), 0x80 | ((length >> 7) & 0x7F), length >> 14))
+    async with running() as r:
+        monkeypatch.setattr(r.p.hub, "turn_spent", lambda: True)
+        writers = []
+        for _ in range(5):
+            _, writer = await asyncio.open_connection("127.0.0.1", r.p.port)
+            writer.write(header + b"\x00\x04MQTT\x04\x02\x00\x3c" + bytes(20 * 1024))
+            writers.append(writer)
+        await until(lambda: r.limit_hits("connect_bytes") == 5, "5 refused", within=NETWORK)
+        for writer in writers:
+            writer.close()
