@@ -354,6 +354,9 @@ class Router:
         group.observer.members(len(group.members))
         if not group.members:
             del self._groups[group.key]
+            if not self._groups:
+                # A dict never shrinks: 100,000 groups gone would keep their 2.6 MB table.
+                self._groups = {}
             self._trie.remove(sub.internal, group)
             backlog, group.backlog = group.backlog or (), None
             for msg in backlog:
