@@ -424,6 +424,41 @@ async def test_a_resumed_session_gets_its_unacknowledged_messages_then_the_rest_
         assert not any(m.dup for m in rest)
 
 
+async def test_a_session_with_many_subscriptions_leaves_over_several_turns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An application with 1,000 shared subscriptions goes while a device publishes to one
+    of them: under a small work budget its subscriptions leave over several loop turns, what
+    its groups kept meanwhile is dropped (counted), and another application gets every
+    message."""
+    monkeypatch.setattr(hub_module, "TURN_BUDGET", 200)
+    filters = [f"iot-2/type/t{n}/id/+/evt/+/fmt/+" for n in range(1000)]
+    async with running() as r, AsyncExitStack() as stack:
+        wide = await raw(r.p.port, stack)
+        await wide.connect(f"A:{ORG}:wide", API_KEY, TOKEN)
+        for first in range(0, 1000, 100):
+            await wide.subscribe(*filters[first : first + 100])
+        other, _ = await app(r.p, stack, "other")
+        await other.subscribe(ALL_EVENTS, qos=1)
+        assert r.p.router.subscriptions == 1001
+        pub = await raw(r.p.port, stack)
+        await pub.connect(f"d:{ORG}:t900:d1", "use-token-auth", DEVICE_TOKEN)
+        await wide.close()
+        for n in range(20):
+            pub.send(Publish(EVENT, b"%d" % n, qos=1, packet_id=n + 1))
+        await acks(pub, 20)
+        await until(lambda: r.p.router.subscriptions == 1, "the 1,000 to leave", within=10)
+        assert not r.p.router.groups()
+        got = [await other.publication() for _ in range(20)]
+        assert [m.payload for m in got] == [b"%d" % n for n in range(20)]
+        for message in got:
+            assert message.packet_id is not None
+            other.send(Puback(message.packet_id))
+        # what the leaving group kept for its gone member was dropped and counted, not kept
+        await until(lambda: r.p.router.queued_bytes == 0, "nothing left queued", within=5)
+        assert r.dropped("client_gone") <= 20
+
+
 async def test_tls_handshakes_in_progress_are_bounded_oldest_first(tmp_path: Path) -> None:
     context, ca = tls.dev_server_context(tmp_path)
     limits = Limits(handshakes=3)

@@ -128,7 +128,12 @@ async def test_attack_is_defended_and_the_platform_recovers(
                 writer.close()
     await until(lambda: attacked.p.connections == 0, "every attacker to be gone", within=20)
     if name != "offline_durable_sessions":
-        assert attacked.p.hub.attached == 0 and not attacked.p.router.groups()
+        # a session's subscriptions beyond the first hundred leave over a few loop turns
+        await until(
+            lambda: attacked.p.hub.attached == 0 and not attacked.p.router.groups(),
+            "every session and group to be gone",
+            within=20,
+        )
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) <= 20, lines[:5]  # rate-limited, whatever the attack's size
     assert sum(len(line) for line in lines) < 10_000  # client values clipped
