@@ -529,6 +529,29 @@ async def test_the_heap_is_trimmed_once_after_a_burst_of_closed_sockets(
         await until(lambda: r.p.hub.trimmer.trims == 1, "one trim", within=5)
 
 
+async def test_the_heap_is_trimmed_once_offline_sessions_have_expired(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ten durable sessions with 200 KB queued each expire: what they held is trimmed."""
+    monkeypatch.setattr(memory, "DELAY", 0.05)
+    async with running(limits=Limits(session_expiry=1)) as r, AsyncExitStack() as stack:
+        if memory._malloc_trim() is None:
+            pytest.skip("no glibc malloc_trim here")
+        for n in range(10):
+            client, _ = await app(r.p, stack, f"away{n}", clean=False)
+            await client.subscribe(ALL_EVENTS, qos=1)
+            await client.close()
+        await until(lambda: len(r.p.hub.offline) == 10, "ten offline sessions", within=5)
+        pub = await device(r.p, stack)
+        for n in range(20):
+            pub.send(Publish(EVENT, b"x" * 10_000, qos=1, packet_id=n + 1))
+        await acks(pub, 20)
+        assert r.p.router.queued_bytes > 10 * 20 * 10_000
+        assert r.p.hub.trimmer.trims == 0  # ten closed sockets are too few to trim for
+        await until(lambda: not r.p.hub.offline, "the sessions to expire", within=5)
+        await until(lambda: r.p.hub.trimmer.trims == 1, "a trim after them", within=5)
+
+
 # --- logs -------------------------------------------------------------------------------------
 
 
