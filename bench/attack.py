@@ -239,21 +239,23 @@ async def one_attack(
     probe.take()
     peak = idle
     # The attacker is a process of its own (bench.attacker): its work is not the platform's
-    # latency. Its sockets close when it exits.
+    # latency. It says its rounds when its time is up, and its sockets close when its stdin
+    # does: the probe's numbers are those of the attack, not of the attackers leaving.
     attacker = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.attacker", name, str(size),
         str(platform.port), str(platform.tls_port), str(seconds),
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    output = asyncio.create_task(attacker.communicate())
-    while not output.done():
-        await asyncio.wait([output], timeout=1.0)  # the RSS sampling period
+    assert attacker.stdin is not None and attacker.stdout is not None
+    line = asyncio.create_task(attacker.stdout.readline())
+    while not line.done():
+        await asyncio.wait([line], timeout=1.0)  # the RSS sampling period
         peak = max(peak, platform.rss_mb())
-    out, _ = output.result()
-    if attacker.returncode:
-        raise RuntimeError(f"{name}: the attacker exited with {attacker.returncode}")
-    rounds = int(out.split()[-1])
     round_trips, connacks, failures = probe.take()
+    attacker.stdin.close()
+    if await attacker.wait() or not line.result().strip():
+        raise RuntimeError(f"{name}: the attacker exited with {attacker.returncode}")
+    rounds = int(line.result())
     await asyncio.sleep(max(5.0, seconds / 10, SETTLE.get(name, 0.0)))  # settling
     after = platform.rss_mb()
     moved = {k: v - before.get(k, 0.0) for k, v in (await platform.counters()).items()}

@@ -5,7 +5,9 @@
     python -m bench.attacker NAME SIZE PORT TLS_PORT SECONDS
 
 The attack runs for SECONDS, repeated if it lets its sockets go, held if it keeps them; then
-its sockets close and the number of rounds it completed is printed. In a process of its own
+the number of rounds it completed is printed, and its sockets close when its standard input
+does (so that the caller can take its measurements of the attack before the attackers
+leave). In a process of its own
 because an attack is thousands of sockets' worth of work: in the process of the probe that
 times the platform's CONNACKs and round trips, the attacker's own loop stalls were counted as
 the platform's latency.
@@ -21,10 +23,10 @@ import sys
 from bench.attacks import ATTACKS, Held, Target
 
 
-async def attack_for(name: str, size: int, target: Target, seconds: float) -> int:
-    """Run attack ``name`` for ``seconds``; the rounds completed."""
+async def attack_for(name: str, size: int, target: Target, seconds: float, held: Held) -> int:
+    """Run attack ``name`` for ``seconds``; the rounds completed. What it keeps open is in
+    ``held``."""
     attack, _, holds = ATTACKS[name]
-    held = Held()
     rounds = 0
 
     async def repeat() -> None:
@@ -37,9 +39,16 @@ async def attack_for(name: str, size: int, target: Target, seconds: float) -> in
 
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(repeat(), seconds)
+    return rounds
+
+
+async def attack_then_leave(name: str, size: int, target: Target, seconds: float) -> None:
+    """The attack, its rounds printed; the sockets close once standard input does."""
+    held = Held()
+    print(await attack_for(name, size, target, seconds, held), flush=True)
+    await asyncio.to_thread(sys.stdin.read)
     for writer in held:
         writer.close()
-    return rounds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("seconds", type=float)
     args = parser.parse_args(argv)
     target = Target(args.port, args.tls_port)
-    print(asyncio.run(attack_for(args.name, args.size, target, args.seconds)), flush=True)
+    asyncio.run(attack_then_leave(args.name, args.size, target, args.seconds))
     return 0
 
 
