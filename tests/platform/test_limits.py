@@ -552,6 +552,24 @@ async def test_the_heap_is_trimmed_once_offline_sessions_have_expired(
         await until(lambda: r.p.hub.trimmer.trims == 1, "a trim after them", within=5)
 
 
+async def test_the_heap_is_trimmed_once_a_session_with_many_subscriptions_has_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory, "DELAY", 0.05)
+    async with running() as r, AsyncExitStack() as stack:
+        if memory._malloc_trim() is None:
+            pytest.skip("no glibc malloc_trim here")
+        wide = await raw(r.p.port, stack)
+        await wide.connect(f"A:{ORG}:wide", API_KEY, TOKEN)
+        for first in range(0, 1000, 100):
+            await wide.subscribe(
+                *(f"iot-2/type/t{n}/id/+/evt/+/fmt/+" for n in range(first, first + 100))
+            )
+        await wide.close()  # one socket: far too little to trim for, but 1,000 subscriptions
+        await until(lambda: r.p.router.subscriptions == 0, "the subscriptions to go", within=5)
+        await until(lambda: r.p.hub.trimmer.trims == 1, "a trim after them", within=5)
+
+
 # --- logs -------------------------------------------------------------------------------------
 
 

@@ -69,6 +69,8 @@ HOLD_CHECK = 0.02
 TURN_BUDGET = 5000
 """Deliveries (a SUBSCRIBE filter counts as 30) all reads of one loop turn may cause before
 the rest waits for the next turn: about 15 ms of work, so a flood cannot stall the loop."""
+SUBSCRIPTION_BYTES = 700
+"""About what one subscription gives back when it goes (its objects and its trie entry)."""
 SESSION_BYTES = 4096
 """About what an offline session gives back besides its queued messages (its objects)."""
 NEVER_EXPIRES = 0xFFFFFFFF
@@ -330,6 +332,9 @@ class Hub:
         assert p is not None and session is not None
         self.attached -= 1
         self.held.pop(conn, None)
+        if not session.durable:
+            # its subscriptions go with it: their memory counts toward the next heap trim
+            self.trimmer.closed(SUBSCRIPTION_BYTES * len(session.subs))
         session.detach()
         cid = p.client_id
         if not session.durable and self.sessions.get(cid) is session:
