@@ -522,8 +522,9 @@ Method: one private PostgreSQL cluster with its default settings (every commit f
 a Unix socket, and the table of `worker.examples.storage` (text columns, the payload as
 jsonb, a timestamptz, the message key; a BRIN index on the timestamp, no primary key),
 dropped before each measurement. Every `worker run` process freezes its startup objects and
-raises the young generation's GC threshold (`worker/collector.py`). Workers are timed as in the throughput section: the broker is filled while the
-worker is stopped, then the drain is timed; the no-op worker and the two batch routes are
+raises the young generation's GC threshold (`worker/collector.py`). Workers are timed as in
+the throughput section: the broker is filled while the worker is stopped, then the drain is
+timed; the no-op worker and the two batch routes are
 started together (each its own `$share` group, so each gets every event, and its own
 database) and drained in turn within each run, so that load from elsewhere weighs on each
 alike. An event counts once the worker acknowledged it, and the storage routes acknowledge
