@@ -55,8 +55,9 @@ class Limits:
     #: seconds an offline durable session is kept: the default of MQTT 3.1.1 sessions and the
     #: most an MQTT 5 client's Session Expiry Interval gets (the CONNACK says so)
     session_expiry: int = 3600
-    #: retained status messages; the one kept longest goes first
-    retained: int = 10_000
+    #: retained status messages; the one kept longest goes first (each costs about 1.1 KB,
+    #: and a new status subscriber gets all of them at once: sized for a development fleet)
+    retained: int = 1_000
     #: bytes a socket may send before its CONNECT is accepted
     connect_bytes: int = 16 * KIB
     #: sockets that have not completed CONNECT (and TLS handshakes); the oldest goes first
