@@ -29,6 +29,7 @@ from worker.config import Settings
 from worker.metrics import Outcome
 from worker.mqtt import Connect, Disconnect, encode
 from worker.platform import Platform, PlatformConfig
+from worker.platform.limits import Limits
 from worker.testing import TestClient
 from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions
@@ -168,8 +169,9 @@ FLEET = 1500
 async def fleet_platform() -> AsyncIterator[Platform]:
     """A platform whose fleet left a retained status each (W30): the flood on subscribe."""
     config = PlatformConfig(
-        host="127.0.0.1", port=0, api_keys={API_KEY: TOKEN}, accept_any_key=True
-    )
+        host="127.0.0.1", port=0, api_keys={API_KEY: TOKEN}, accept_any_key=True,
+        limits=Limits(retained=2 * FLEET),  # every status stays (the apps' too): all are sent
+    )  # fmt: skip
     async with Platform(config) as running:
         for first in range(0, FLEET, 50):
             await asyncio.gather(*(visit(running.port, n) for n in range(first, first + 50)))
