@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from worker.errors import PacketTooLarge, ProtocolError
 from worker.mqtt import (
@@ -93,7 +93,9 @@ class MqttConnection(asyncio.Protocol):
         self.metrics: ClientMetrics | None = None
         self.peer = "unknown"
         self.local_port = 0
-        self.transport: asyncio.BaseTransport | None = None
+        # Typed as a whole transport rather than checked with isinstance: uvloop's transports
+        # do not register with asyncio's ABCs, so such a check would stop every write there.
+        self.transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
         self._out_msgs = 0
@@ -117,13 +119,12 @@ class MqttConnection(asyncio.Protocol):
     # --- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else str(peer or "unknown")
         sock = transport.get_extra_info("sockname")
         self.local_port = int(sock[1]) if isinstance(sock, tuple) and len(sock) > 1 else 0
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.set_write_buffer_limits(high=self.hub.write_buffer_high)
+        self.transport.set_write_buffer_limits(high=self.hub.write_buffer_high)
         self.hub.opened(self)
         self._timer = self._loop.call_later(self.hub.connect_timeout, self._connect_timeout)
 
@@ -177,7 +178,7 @@ class MqttConnection(asyncio.Protocol):
             return
         self.data_received(data)
         idle = self._unparsed is None and self._waiting is None and not self.held
-        if idle and not self.closed and isinstance(self.transport, asyncio.ReadTransport):
+        if idle and not self.closed and self.transport is not None:
             self.transport.resume_reading()
 
     def _handle_all(self, packets: list[Packet]) -> None:
@@ -223,7 +224,7 @@ class MqttConnection(asyncio.Protocol):
         self._next_turn()
 
     def _pause(self) -> None:
-        if isinstance(self.transport, asyncio.ReadTransport):
+        if self.transport is not None:
             self.transport.pause_reading()
 
     def _next_turn(self) -> None:
@@ -237,7 +238,7 @@ class MqttConnection(asyncio.Protocol):
             self.hub.after_read(self, self.counters.read_msg - before, 0)
         resume = not self.held and self._waiting is None and self._unparsed is None
         resume = resume and not self.closed
-        if resume and isinstance(self.transport, asyncio.ReadTransport):
+        if resume and self.transport is not None:
             self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
@@ -290,7 +291,7 @@ class MqttConnection(asyncio.Protocol):
         self._flush_handle = None
         out = self._out
         transport = self.transport
-        if out and isinstance(transport, asyncio.WriteTransport):
+        if out and transport is not None:
             data = out[0] if len(out) == 1 else b"".join(out)
             out.clear()
             self.counters.write_bytes += len(data)
@@ -329,7 +330,7 @@ class MqttConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the socket without a goodbye (shutdown of a connection that will not close)."""
         self.closed = True
-        if isinstance(self.transport, asyncio.WriteTransport):
+        if self.transport is not None:
             self.transport.abort()
 
     def _cancel_timer(self) -> None:

@@ -17,7 +17,7 @@ import math
 import ssl
 from asyncio import sslproto
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from worker.platform.sockets import release
 
@@ -72,7 +72,7 @@ class TlsGate(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         # Nothing may be read before start_tls takes the socket: the ClientHello is its.
         transport.pause_reading()

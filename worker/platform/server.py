@@ -198,6 +198,9 @@ class Platform:
         except OSError as exc:
             await self.close()
             raise ConfigError(f"cannot listen on {cfg.host}: {exc.strerror or exc}") from exc
+        except ConfigError:
+            await self.close()
+            raise
         self.ready.set()
         log.info("platform listening on %s", self.describe())
 
@@ -218,6 +221,13 @@ class Platform:
         # how many handshakes are in progress (limits.handshakes).
         timeout, app = self.config.connect_timeout, factory
         handshakes = self._handshakes
+        if not isinstance(loop, asyncio.BaseEventLoop):
+            # The gate drives asyncio's own TLS layer over the plain socket (for its small
+            # buffers and the bound on handshakes); another loop's transports cannot carry it.
+            raise ConfigError(
+                f"the TLS listener needs asyncio's event loop, not {type(loop).__module__}'s: "
+                "run the platform on asyncio's loop (worker platform does), or without TLS"
+            )
 
         def gate() -> asyncio.BaseProtocol:
             return TlsGate(handshakes, context, timeout, app)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from worker.platform.sockets import release
 from worker.platform.ws_handshake import (
@@ -77,7 +77,7 @@ class WebSocketProtocol(asyncio.Protocol):
     # --- from the socket ---
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's: not an ABC subclass
         self.socket = transport
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._handshake_timeout, self._handshake_expired)
