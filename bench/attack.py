@@ -35,14 +35,13 @@ import contextlib
 import re
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from bench.attacks import API_KEY, ATTACKS, ORG, TOKEN, Target
-from bench.procs import ROOT, until_terminated
+from bench.procs import ROOT, run_in_temporary_folder
 from bench.sections import replace_section
 from tests.platform.rawclient import RawClient
 from tests.support.fetch import fetch
@@ -357,12 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="attack sizes times this")
     parser.add_argument("--only", nargs="*", choices=list(ATTACKS), help="these attacks only")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="attack-") as folder:
-        try:
-            return asyncio.run(until_terminated(run(args, Path(folder))))
-        except asyncio.CancelledError:
-            print("terminated: the platform has been stopped", file=sys.stderr)
-            return 1
+    return run_in_temporary_folder(
+        "attack-", lambda folder: run(args, folder), "the platform has been stopped"
+    )
 
 
 if __name__ == "__main__":

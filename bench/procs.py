@@ -20,8 +20,9 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
@@ -51,6 +52,22 @@ async def until_terminated(main: Awaitable[T]) -> T:
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     return await main
+
+
+def run_in_temporary_folder(
+    prefix: str, main: Callable[[Path], Awaitable[int]], stopped: str
+) -> int:
+    """``main(folder)`` in a fresh temporary folder, until it ends or SIGTERM; its exit code.
+
+    On SIGTERM every ``finally`` of ``main`` has stopped its processes: ``stopped`` is printed
+    and the code is 1.
+    """
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        try:
+            return asyncio.run(until_terminated(main(Path(folder))))
+        except asyncio.CancelledError:
+            print(f"terminated: {stopped}", file=sys.stderr)
+            return 1
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -24,13 +24,12 @@ import asyncio
 import math
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.broker import BenchMosquitto, mosquitto_binary
-from bench.procs import until_terminated
+from bench.procs import run_in_temporary_folder
 from bench.sections import replace_section
 from tests.reliability.accounting import family
 from tests.reliability.group import APP, worker_args
@@ -260,12 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--capacity", type=float, default=0.0, help="skip measuring (msg/s)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="soak-") as folder:
-        try:
-            return asyncio.run(until_terminated(run(args, Path(folder))))
-        except asyncio.CancelledError:
-            print("terminated: the workers and the broker have been stopped", file=sys.stderr)
-            return 1
+    return run_in_temporary_folder(
+        "soak-", lambda folder: run(args, folder), "the workers and the broker have been stopped"
+    )
 
 
 if __name__ == "__main__":
