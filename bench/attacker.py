@@ -28,10 +28,15 @@ async def attack_for(name: str, size: int, target: Target, seconds: float, held:
     ``held``."""
     attack, _, holds = ATTACKS[name]
     rounds = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
 
     async def repeat() -> None:
         nonlocal rounds
-        while True:
+        # The deadline is checked as well as the timeout's cancellation: on Python 3.11 a
+        # wait_for inside an attack can swallow the cancellation (it was seen on a loaded
+        # machine), and the attack then went on for minutes.
+        while loop.time() < deadline:
             await attack(target, size, held)
             rounds += 1
             if holds:
