@@ -41,8 +41,9 @@ BUFFER_SIZE: Final = 5000
 class Envelope:
     """One message in flight inside the platform; ``topic`` is the internal topic.
 
-    A QoS 0 delivery's bytes depend only on the topic a subscriber sees and its protocol level,
-    so they are encoded once per message and reused for every subscriber alike.
+    A delivery's bytes depend only on the topic a subscriber sees, its protocol level and the
+    packet identifier, so they are encoded once per message and reused for every subscriber
+    (worker.platform.encoded).
     """
 
     __slots__ = (
@@ -79,7 +80,8 @@ class Envelope:
         self.expires = expires
         #: a QoS 1 message that another member had received and not acknowledged (S4)
         self.dup = dup
-        self.encoded: dict[tuple[str, int], bytes] | None = None
+        #: see worker.platform.encoded
+        self.encoded: dict[tuple[str, int], tuple[bytes, bytes]] | None = None
         #: what each queued copy counts against the byte limits, worked out once: a message
         #: for thousands of sessions is weighed thousands of times
         self.size = entry_size(self)

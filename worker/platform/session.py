@@ -31,8 +31,9 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from worker.mqtt import MQTT_5, NO_PROPERTIES, Properties
-from worker.mqtt.encode import encode, encode_publish
+from worker.mqtt.encode import encode
 from worker.mqtt.packets import Pubrel
+from worker.platform.encoded import publish_bytes
 from worker.platform.limits import MIB, Limit, entry_size
 from worker.platform.metrics import DropReason
 from worker.platform.router import BUFFER_SIZE, Envelope, Router, SharedGroup, Subscription
@@ -332,26 +333,14 @@ class Session:
         topic = sub.rewrite(msg.topic)
         level = out.protocol_level
         props = _forwarded(msg, level, left)
-        if qos == 0:
-            cache = msg.encoded
-            if cache is None:
-                cache = msg.encoded = {}
-            data = cache.get((topic, level)) if left is None else None
-            if data is None:
-                data = encode_publish(
-                    topic, msg.payload, 0, retain=msg.retain, properties=props,
-                    protocol_level=level,
-                )  # fmt: skip
-                if left is None:
-                    cache[topic, level] = data
-        else:
+        packet_id = None
+        if qos:
             packet_id = self._packet_id()
             self.inflight[packet_id] = Outgoing(sub, msg, qos)
             self._count_bytes(entry_size(msg))
-            data = encode_publish(
-                topic, msg.payload, qos, packet_id, retain=msg.retain, dup=msg.dup,
-                properties=props, protocol_level=level,
-            )  # fmt: skip
+        dup = msg.dup and qos > 0
+        cacheable = left is None
+        data = publish_bytes(msg, topic, level, qos, packet_id, props, dup=dup, cacheable=cacheable)
         out.send_message(data)
 
     def _buffer(self, sub: Subscription, msg: Envelope, qos: int) -> None:
@@ -463,11 +452,11 @@ class Session:
             if sent.released:
                 out.send(_pubrel(packet_id, level))
                 continue
-            props = _forwarded(sent.msg, level, None)
-            data = encode_publish(
-                sent.sub.rewrite(sent.msg.topic), sent.msg.payload, sent.qos, packet_id,
-                dup=True, properties=props, protocol_level=level,
-            )  # fmt: skip
+            msg = sent.msg
+            props = _forwarded(msg, level, None)
+            data = publish_bytes(
+                msg, sent.sub.rewrite(msg.topic), level, sent.qos, packet_id, props, dup=True
+            )
             out.send_message(data)
         if not resend:
             self.resend = None
