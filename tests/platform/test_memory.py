@@ -26,6 +26,8 @@ from worker.platform import Platform, memory, tls
 from worker.platform.connection import MqttConnection
 from worker.platform.handshakes import TlsGate
 from worker.platform.limits import Limits
+from worker.platform.retained import RetainedStore
+from worker.platform.router import Envelope
 
 #: what an accepted socket is made of on the platform's side
 HELD_PER_SOCKET = (MqttConnection, TlsGate, ssl.SSLObject, asyncio.BaseTransport)
@@ -123,7 +125,7 @@ async def test_the_heap_is_trimmed_after_a_few_ended_handshakes(
         assert r.p.hub.trimmer.trims == 0
         for _, writer in opened:
             writer.close()
-        await until(lambda: r.p.hub.trimmer.trims == 1, "one trim", within=NETWORK)
+        await until(lambda: r.p.hub.trimmer.trims >= 1, "a trim", within=NETWORK)
 
 
 async def test_a_socket_that_has_not_connected_never_parks_a_large_read(
@@ -144,3 +146,49 @@ async def test_a_socket_that_has_not_connected_never_parks_a_large_read(
         await until(lambda: r.limit_hits("connect_bytes") == 5, "5 refused", within=NETWORK)
         for writer in writers:
             writer.close()
+
+
+def test_compacting_the_retained_store_keeps_every_message_and_its_age() -> None:
+    """Compaction rebuilds the messages in new objects, with the same content, and the one
+    stored longest ago is still the next to go."""
+    evicted: list[None] = []
+    store = RetainedStore(limit=3, on_evict=lambda: evicted.append(None))
+    originals = [Envelope(f"iot-2/type/t/id/d{n}/mon", b'{"n":%d}' % n, 0) for n in range(3)]
+    for msg in originals:
+        store.put(msg)
+    store.put(Envelope("iot-2/type/t/id/d0/mon", b"newer", 0))  # d0 is now the youngest
+    store.compact(lambda topic, payload, qos: Envelope(topic, payload, qos, retain=True))
+    found = {m.topic: m for m in store.match("iot-2/type/+/id/+/mon")}
+    assert {t: m.payload for t, m in found.items()} == {
+        "iot-2/type/t/id/d0/mon": b"newer",
+        "iot-2/type/t/id/d1/mon": b'{"n":1}',
+        "iot-2/type/t/id/d2/mon": b'{"n":2}',
+    }
+    assert not {id(m) for m in found.values()} & {id(m) for m in originals}
+    assert not {id(m.payload) for m in found.values()} & {id(m.payload) for m in originals}
+    store.put(Envelope("iot-2/type/t/id/d3/mon", b"x", 0))
+    assert len(evicted) == 1 and not store.match("iot-2/type/t/id/d1/mon")
+
+
+async def test_once_a_burst_of_closes_is_over_the_retained_statuses_are_rebuilt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The clean-up comes once the burst is over (little freed in DELAY): the statuses the
+    burst left are then in new objects."""
+    monkeypatch.setattr(memory, "MIN_FREED", 10 * memory.SOCKET_BYTES)
+    monkeypatch.setattr(memory, "DELAY", 0.5)
+    async with running() as r, AsyncExitStack() as stack:
+        statuses = f"{ORG}/type/t/id/+/mon"
+        for n in range(20):
+            client = await raw(r.p.port, stack)
+            assert (
+                await client.connect(f"d:{ORG}:t:burst{n}", "use-token-auth", "x")
+            ).reason_code == 0
+            await client.close()
+        await until(lambda: len(r.p.router.retained(statuses)) == 20, "statuses", within=NETWORK)
+        before = r.p.router.retained(statuses)  # held: the new ones cannot take their addresses
+        assert r.p.hub.trimmer.cleanups == 0
+        await until(lambda: r.p.hub.trimmer.cleanups == 1, "the clean-up", within=NETWORK)
+        after = r.p.router.retained(statuses)
+        assert len(after) == 20 and not {id(m) for m in after} & {id(m) for m in before}
+        assert all(b'"Action":"Disconnect"' in m.payload for m in after)

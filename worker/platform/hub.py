@@ -129,7 +129,7 @@ class Hub:
         self.held: dict[MqttConnection, tuple[Session, float]] = {}
         self._hold_timer: asyncio.TimerHandle | None = None
         #: gives the heap back to the system after a burst of closed sockets
-        self.trimmer = Trimmer()
+        self.trimmer = Trimmer(compact=router.compact_retained)
         #: the router's delivery count when this loop turn's work began (None: not begun)
         self._turn_start: int | None = None
         #: log lines about closing and refusing clients: one per kind and 10 s, then a count

@@ -12,10 +12,18 @@ cost of a lookup is the path plus what it returns.
 The store is bounded (``limit``): one topic per client ever seen would otherwise grow without
 end. Past the limit the message stored longest ago without an update goes, and ``on_evict`` is
 told (the platform counts it). Sessions that end remove their own status (see the hub).
+
+:meth:`RetainedStore.compact` rebuilds the store in new objects. The statuses a burst of
+connections leaves behind were allocated among the burst's own objects, one or two in each
+block of memory the burst had taken, and an allocator gives a block back only when nothing
+in it is alive: those few hundred kilobytes of statuses kept tens of megabytes resident
+after the burst had gone. The platform compacts once a burst is over (see
+worker.platform.memory).
 """
 
 from __future__ import annotations
 
+import marshal
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -65,6 +73,34 @@ class RetainedStore:
             self.remove(next(iter(self._order)))
             if self._on_evict is not None:
                 self._on_evict()
+
+    def compact(self, restore: Callable[[str, bytes, int], Envelope]) -> None:
+        """Rebuild the store in new objects, in the same order of age.
+
+        The messages are first written to one bytes object, which is allocated apart from the
+        small objects, and all of the old ones are let go before the new ones are made: the
+        new ones then fill fresh blocks of memory instead of the gaps next to the old ones.
+        ``restore`` makes a message from its topic, payload and QoS (all that the platform's
+        status messages have)."""
+        blob = marshal.dumps([self._entry(topic) for topic in self._order])
+        self._roots = {}
+        self._order = {}
+        self._size = 0
+        for topic, payload, qos in marshal.loads(blob):
+            self.put(restore(topic, payload, qos))
+
+    def _entry(self, topic: str) -> tuple[str, bytes, int]:
+        msg = self._find(topic)
+        assert msg is not None  # every topic in _order has its message
+        return msg.topic, msg.payload, msg.qos
+
+    def _find(self, topic: str) -> Envelope | None:
+        node = self._roots.get(topic.count("/") + 1)
+        for level in topic.split("/"):
+            if node is None:
+                return None
+            node = node.children.get(level)
+        return None if node is None else node.message
 
     def remove(self, topic: str) -> None:
         """Forget the retained message of ``topic``; empty branches go with it."""

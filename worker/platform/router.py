@@ -483,6 +483,10 @@ class Router:
         """The retained messages a new subscription to ``internal_filter`` receives."""
         return self._retained.match(internal_filter)
 
+    def compact_retained(self) -> None:
+        """Copy the retained messages into new objects (see RetainedStore.compact)."""
+        self._retained.compact(_retained_status)
+
     def forget_retained(self, topic: str) -> None:
         """Remove the retained message of ``topic`` (its client's session is over)."""
         self._retained.remove(topic)
@@ -491,3 +495,7 @@ class Router:
     def retained_count(self) -> int:
         """Retained messages kept now."""
         return len(self._retained)
+
+
+def _retained_status(topic: str, payload: bytes, qos: int) -> Envelope:
+    return Envelope(topic, payload, qos, retain=True)
