@@ -20,6 +20,7 @@ from tests.support.credentials import ORG, STRONG_TOKEN
 from tests.support.waiting import PROCESS
 from worker.cli import main
 from worker.mqtt import Connack, Connect, PacketReader, encode
+from worker.platform import memory
 
 KEY, TOKEN = f"a-{ORG}-clitest", STRONG_TOKEN
 
@@ -46,9 +47,16 @@ class Running:
         return self.process.returncode, out.decode(), err.decode()
 
 
-async def start(*args: str) -> Running:
-    """Start ``worker platform`` and wait for its ``ready`` line."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WIOTP_", "WORKER_"))}
+async def start(*args: str, allocator: str | None = None) -> Running:
+    """Start ``worker platform`` and wait for its ``ready`` line; ``allocator`` is the
+    PYTHONMALLOC it is given (none by default)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WIOTP_", "WORKER_")) and k != "PYTHONMALLOC"
+    }
+    if allocator is not None:
+        env["PYTHONMALLOC"] = allocator
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -153,6 +161,29 @@ async def test_without_credentials_any_key_works_on_loopback_and_sigint_stops() 
         assert await connect(running.url("mqtt"), "A:xyz789:app", "a-xyz789-any", "x") == 0
     finally:
         code, _, err = await running.stop(signal.SIGINT)
+    assert code == 0, err
+
+
+def _allocator_of(pid: int) -> str | None:
+    for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if entry.startswith(b"PYTHONMALLOC="):
+            return entry.split(b"=", 1)[1].decode()
+    return None
+
+
+@pytest.mark.skipif(memory._malloc_trim() is None, reason="glibc only")
+@pytest.mark.parametrize(("given", "used"), [(None, "malloc"), ("pymalloc", "pymalloc")])
+async def test_the_platform_runs_on_the_c_allocator_unless_told_otherwise(
+    given: str | None, used: str
+) -> None:
+    """It starts itself again in the same process with PYTHONMALLOC=malloc (see
+    worker.platform.memory), and then serves as ever; a PYTHONMALLOC it was given stays."""
+    running = await start("--port", "0", "--api-key", f"{KEY}:{TOKEN}", allocator=given)
+    try:
+        assert _allocator_of(running.process.pid) == used
+        assert await connect(running.url("mqtt"), f"A:{ORG}:alloc", KEY, TOKEN) == 0
+    finally:
+        code, _, err = await running.stop(signal.SIGTERM)
     assert code == 0, err
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,6 +12,17 @@ from worker.cli import EXIT_USAGE, fail, main
 from worker.errors import ConfigError
 
 PORT = click.IntRange(0, 65535)
+
+
+def _is_this_process() -> bool:
+    """Whether this process was started as ``worker platform`` (the ``worker`` script or
+    ``python -m worker.cli``), rather than a program calling the command in-process, such as
+    a test's CliRunner, which must never be replaced by a new run of itself."""
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    started_as_cli = Path(sys.argv[0]).name == "worker" or (
+        main_spec is not None and main_spec.name.startswith("worker.cli")
+    )
+    return started_as_cli and sys.argv[1:2] == ["platform"]
 
 
 @main.command("platform")
@@ -81,6 +93,10 @@ def platform_command(log_level: str, **flags: Any) -> None:
 
     from worker import collector
     from worker.platform.launch import Launch, prepare, serve
+    from worker.platform.memory import use_c_allocator
+
+    if _is_this_process():
+        use_c_allocator()  # may run the command again, at once, in this same process
 
     flags["api_keys"] = tuple(flags["api_keys"])
     flags["limits"] = tuple(flags["limits"])
