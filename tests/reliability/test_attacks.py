@@ -166,11 +166,7 @@ async def test_half_open_tls_handshakes_leave_the_platform_s_memory_where_it_was
         idle = platform.rss_mb()
         peak = await _half_open(target, 2000, rss=platform.rss_mb)
         assert peak < idle + 30, f"RSS peaked at {peak:.0f} MB from {idle:.0f} MB idle"
-        await until(
-            lambda: platform.rss_mb() <= idle * AFTER_FACTOR,
-            f"RSS back within 20% of {idle:.0f} MB idle",
-            within=NETWORK,
-        )
+        await _rss_back(platform, idle, AFTER_FACTOR)
     finally:
         await platform.stop()
 
@@ -185,7 +181,7 @@ async def test_idle_connections_give_back_most_of_their_memory_once_gone(tmp_pat
     """The memory target of ``make attack`` for idle connections, smaller: 6,000 devices
     connect, stay and go, each leaving its retained Disconnect status (1,000 kept). Once the
     burst is over the platform collects and rebuilds those statuses in fresh memory, and so
-    gives back the arenas that they and the interpreter's free lists pinned."""
+    gives back the memory that they and the interpreter's free lists pinned."""
     raise_fd_limit(2 * IDLE + 500)
     platform = PlatformProcess(tmp_path)
     await platform.start()
@@ -201,13 +197,18 @@ async def test_idle_connections_give_back_most_of_their_memory_once_gone(tmp_pat
         assert platform.rss_mb() > idle * 1.3  # else this test proves nothing
         for writer in held:
             writer.close()
-        await until(
-            lambda: platform.rss_mb() <= idle * IDLE_AFTER_FACTOR,
-            f"RSS back within 35% of {idle:.0f} MB idle",
-            within=NETWORK,
-        )
+        await _rss_back(platform, idle, IDLE_AFTER_FACTOR)
     finally:
         await platform.stop()
+
+
+async def _rss_back(platform: PlatformProcess, idle: float, factor: float) -> None:
+    """Wait until the platform's RSS is at most ``factor`` times ``idle``."""
+    await until(
+        lambda: platform.rss_mb() <= idle * factor,
+        f"RSS back within {factor - 1:.0%} of {idle:.0f} MB idle",
+        within=NETWORK,
+    )
 
 
 async def _half_open(target: Target, count: int, rss: Callable[[], float] | None = None) -> float:
