@@ -1,7 +1,7 @@
 """The per-event way of storing events, for the storage benchmark to hold the batch route against.
 
 ``worker run bench.insert_app --concurrency 64``: one ``INSERT`` per event into the same
-table as ``worker.examples.storage`` (its schema, its columns, its records), each its own
+table as ``worker.examples.storage`` (its schema, its columns), each its own
 transaction, with as many pooled connections as the worker runs lanes (``BENCH_POOL``,
 default 64). This is what a handler written one event at a time does; the batch route's
 advantage over it is the point of the comparison.
@@ -10,12 +10,13 @@ advantage over it is the point of the comparison.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import asyncpg
 
 from worker import App, ConfigError, Event
-from worker.examples.storage import COLUMNS, SCHEMA, TABLE, rows
+from worker.examples.storage import COLUMNS, SCHEMA, TABLE
 
 app = App()
 POOL: Final = int(os.environ.get("BENCH_POOL", "64"))
@@ -52,4 +53,10 @@ async def close_pool() -> None:
 @app.event(format="json", timeout=30.0, name="insert")
 async def insert(event: Event) -> None:
     """One INSERT, one transaction, then the message is acknowledged."""
-    await _storage.pool.execute(INSERT, *rows([event])[0])
+    await _storage.pool.execute(INSERT, *row(event))
+
+
+def row(e: Event) -> tuple[str, str, str, str, datetime, str]:
+    """The INSERT's values, in COLUMNS order (as ``copy_text`` writes them)."""
+    at = datetime.fromtimestamp(e.received_at, UTC)
+    return (e.device_type, e.device_id, e.event, e.payload.decode(), at, e.key)

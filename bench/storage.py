@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from bench import payloads
 from bench.broker import BenchMosquitto, mosquitto_version
@@ -260,16 +260,16 @@ def device(seq: int) -> str:
     return f"d{seq % payloads.DEVICES:03d}"
 
 
-def records(count: int) -> list[tuple[Any, ...]]:
-    """The example's COPY records for ``count`` benchmark events."""
-    from worker.examples.storage import rows
+def copy_chunks(count: int) -> list[bytes]:
+    """The example's COPY text for ``count`` benchmark events, in COPY_BATCH-row chunks."""
+    from worker.examples.storage import copy_text
 
     now = time.time()
     events = [
         Event("sensor", device(seq), "reading", "json", payloads.payload(seq), received_at=now)
         for seq in range(count)
     ]
-    return list(rows(events))
+    return [copy_text(events[i : i + COPY_BATCH]) for i in range(0, count, COPY_BATCH)]
 
 
 async def copy_limit(cluster: PostgresCluster, count: int, runs: int) -> StorageFigure:
@@ -280,9 +280,8 @@ async def copy_limit(cluster: PostgresCluster, count: int, runs: int) -> Storage
 
     dsn = cluster.dsn()
     await reset(dsn)
-    rows = records(count)
-    chunks = [rows[i : i + COPY_BATCH] for i in range(0, len(rows), COPY_BATCH)]
-    figure = StorageFigure(COPY, None, "asyncpg copy_records_to_table, bench/storage.py", count)
+    chunks = copy_chunks(count)
+    figure = StorageFigure(COPY, None, "asyncpg copy_to_table, bench/storage.py", count)
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(SCHEMA)
@@ -290,7 +289,7 @@ async def copy_limit(cluster: PostgresCluster, count: int, runs: int) -> Storage
         for run in range(runs + 1):
             started = time.monotonic()
             for chunk in chunks:
-                await conn.copy_records_to_table(TABLE, records=chunk, columns=COLUMNS)
+                await conn.copy_to_table(TABLE, source=memoryview(chunk), columns=COLUMNS)
             if run:
                 figure.rates.append(count / (time.monotonic() - started))
         figure.cpu = (0.0, (postgres_cpu(cluster) - pg0) * 100_000 / (count * (runs + 1)))

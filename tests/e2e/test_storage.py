@@ -420,3 +420,56 @@ async def test_a_payload_the_database_refuses_fails_alone(
 
 async def _ready(worker: WorkerProcess) -> bool:
     return (await worker.readyz())[0] == 200
+
+
+# --- the COPY text, value by value ----------------------------------------------------------
+
+
+#: values COPY's text format must escape: a backslash in a JSON string, JSON whitespace that
+#: is a line break, a carriage return or a tab, and an event ID with a tab and a backslash
+AWKWARD = [
+    ("sensor", "d-1", "reading", b'{"note": "a\\"b\\\\c\\n", "n": 1}'),
+    ("sensor", "d-2", "reading", b'{\n\t"n": 2,\r\n "s": "\\u00e9t\xc3\xa9"\n}'),
+    ("sensor", "d.3", "tab\there\\", b'{"n": 3}'),
+    ("sensor", "d_4", "reading", '{"n": 4, "s": "\u00e9\u20ac\U0001f600"}'.encode()),
+]
+
+
+@pytest.mark.parametrize("escaping", [False, True], ids=["plain", "escaped"])
+async def test_store_writes_each_value_as_it_came(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, escaping: bool
+) -> None:
+    from worker.examples import storage
+    from worker.messages import Event
+
+    awkward = AWKWARD if escaping else AWKWARD[3:]
+    events = [
+        Event(kind, device, name, "json", payload, received_at=1_700_000_000.25 + i // 2)
+        for i, (kind, device, name, payload) in enumerate(awkward + [AWKWARD[3]] * 3)
+    ]
+    monkeypatch.setenv("STORAGE_DSN", dsn)
+    await storage.open_pool()
+    try:
+        await storage.store(events)
+    finally:
+        await storage.close_pool()
+    conn = await asyncpg.connect(dsn)
+    try:
+        got = await conn.fetch(f"SELECT {', '.join(storage.COLUMNS)} FROM device_events")
+    finally:
+        await conn.close()
+    stored_rows = sorted(
+        (r["device_type"], r["device_id"], r["event"], _canonical(r["payload"]),
+         r["received_at"].timestamp(), r["key"])
+        for r in got
+    )  # fmt: skip
+    sent = sorted(
+        (e.device_type, e.device_id, e.event, _canonical(e.payload), e.received_at, e.key)
+        for e in events
+    )
+    assert stored_rows == sent
+
+
+def _canonical(text: str | bytes) -> bytes:
+    """JSON with its keys sorted: the same for jsonb's text and the device's."""
+    return orjson.dumps(orjson.loads(text), option=orjson.OPT_SORT_KEYS)

@@ -12,9 +12,9 @@ Every JSON event (``iot-2/type/+/id/+/evt/+/fmt/json``) becomes one row of ``dev
 seconds (default 0.05) of the first. 250 is a quarter of the usual in-flight window (1,000
 messages a broker sends before it waits for acknowledgements): four batches are stored at
 once while the broker keeps sending, where a batch as large as the window would leave the
-worker waiting for each commit before the broker sent more. Each batch is one ``COPY``
-(asyncpg's ``copy_records_to_table``), and the worker acknowledges its messages only after
-the COPY committed. When the COPY fails (the database is down, say), the whole batch is
+worker waiting for each commit before the broker sent more. Each batch is one ``COPY`` of
+its rows in COPY's text format (``copy_text``), and the worker acknowledges its messages only
+after the COPY committed. When the COPY fails (the database is down, say), the whole batch is
 retried (``STORAGE_RETRIES``, default 3, with a backoff from ``STORAGE_RETRY_BACKOFF``
 seconds, default 0.5, doubling), then each of its messages goes to the dead-letter sink
 (``--dead-letter`` / ``WORKER_DEAD_LETTER``) and is acknowledged: nothing is acknowledged that
@@ -160,7 +160,8 @@ async def _copy(events: Sequence[Event]) -> None:
     pool = _storage.pool
     if pool is None:
         raise ConnectError("the pool is closed (the worker is shutting down)")
-    await pool.copy_records_to_table(TABLE, records=rows(events), columns=COLUMNS)
+    # a memoryview, because asyncpg takes bytes for a file's path
+    await pool.copy_to_table(TABLE, source=memoryview(copy_text(events)), columns=COLUMNS)
 
 
 async def _copy_each(events: Sequence[Event]) -> None:
@@ -176,18 +177,48 @@ async def _copy_each(events: Sequence[Event]) -> None:
         raise BatchFailed(failed=refused, error=error)
 
 
-def rows(events: Sequence[Event]) -> list[tuple[str, str, str, str, datetime, str]]:
-    """The COPY records of ``events``, in COLUMNS order.
+#: COPY's text format: a backslash starts an escape, tab separates columns, newline ends a row
+_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
-    The payload goes as its JSON text (the worker already checked that it decodes), and
-    ``received_at`` is converted once per distinct value: a batch's events mostly arrived in
-    the same read from the socket, so they share it. ``key`` is ``Event.key``, a digest of the
-    topic and the payload bytes: a redelivered message has the same key as its first copy.
+
+def copy_text(events: Sequence[Event]) -> bytes:
+    """The rows of ``events`` in COPY's text format, COLUMNS order: one line per event.
+
+    The payload goes as the device's JSON text (the worker already checked that it decodes),
+    and ``received_at`` as ISO 8601, converted once per distinct value: a batch's events
+    mostly arrived in the same read from the socket, so they share it. ``key`` is
+    ``Event.key``, a digest of the topic and the payload bytes: a redelivered message has the
+    same key as its first copy.
+
+    Why text and not asyncpg's ``copy_records_to_table``: that encodes each value of each
+    record on its own, about 2.6 us an event here, where these lines cost about 0.6 us. Most
+    batches need no escaping at all; one that does (a backslash in a JSON string, a line
+    break between JSON tokens) is made again with every value escaped.
     """
+    lines = _lines(events)
+    text = "".join(lines)
+    rows = len(lines)
+    if text.count("\t") != 5 * rows or text.count("\n") != rows or "\\" in text or "\r" in text:
+        text = "".join(map(_escaped_line, events))
+    return text.encode()
+
+
+def _lines(events: Sequence[Event]) -> list[str]:
     out = []
-    last_ts, last_at = -1.0, datetime.fromtimestamp(0, UTC)
+    last_ts, last_at = -1.0, ""
     for e in events:
         if e.received_at != last_ts:
-            last_ts, last_at = e.received_at, datetime.fromtimestamp(e.received_at, UTC)
-        out.append((e.device_type, e.device_id, e.event, e.payload.decode(), last_at, e.key))
+            last_ts = e.received_at
+            last_at = datetime.fromtimestamp(last_ts, UTC).isoformat()
+        payload = e.payload.decode()
+        out.append(f"{e.device_type}\t{e.device_id}\t{e.event}\t{payload}\t{last_at}\t{e.key}\n")
     return out
+
+
+def _escaped_line(e: Event) -> str:
+    at = datetime.fromtimestamp(e.received_at, UTC).isoformat()
+    kind, device, event, payload = (
+        value.translate(_ESCAPES)
+        for value in (e.device_type, e.device_id, e.event, e.payload.decode())
+    )
+    return f"{kind}\t{device}\t{event}\t{payload}\t{at}\t{e.key}\n"
