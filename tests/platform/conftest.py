@@ -10,6 +10,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
+import uvloop
 
 from tests.platform.rawclient import RawClient
 from tests.support.credentials import API_KEY, DEVICE, DEVICE_TOKEN, ORG, TOKEN
@@ -81,3 +82,9 @@ async def status_where(
             if all(body.get(k) == v for k, v in fields.items()):
                 return message, body
     raise AssertionError("unreachable")
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Every platform test runs on asyncio's loop (embedded, as in ``TestClient``) and on
+    uvloop's (``worker platform``'s)."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}

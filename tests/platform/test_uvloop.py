@@ -2,25 +2,27 @@
 
 uvloop's transports are not subclasses of asyncio's transport ABCs, so the platform must not
 ask ``isinstance(transport, asyncio.WriteTransport)`` before it writes: on uvloop that would
-silently never answer a CONNECT. Its TLS listener drives asyncio's own TLS layer, which
-uvloop's transports cannot carry: asked for on uvloop, it is refused at start, saying so.
+silently never answer a CONNECT. uvloop also reads a socket once even when
+``connection_made`` paused it, so a TLS client's ClientHello can reach the listener before
+its TLS layer does: a client on the platform's own loop always sends it that early, and its
+handshake must still complete. (Every platform test also runs on uvloop: tests/platform's
+conftest.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 import uvloop
 
 from tests.platform.rawclient import RawClient
 from tests.support.credentials import API_KEY, DEVICE, DEVICE_TOKEN, ORG, TOKEN
 from tests.support.platform import platform_config
-from worker.errors import ConfigError
 from worker.mqtt import Publish
 from worker.platform import Platform, tls
 
@@ -52,12 +54,18 @@ def test_a_platform_on_uvloop_answers_and_delivers() -> None:
     assert on_uvloop(scenario()) == b'{"n": 1}'
 
 
-def test_its_tls_listener_on_uvloop_is_refused_at_start(tmp_path: Path) -> None:
-    context, _ = tls.dev_server_context(tmp_path)
+def test_a_tls_client_on_the_same_uvloop_completes_its_handshake(tmp_path: Path) -> None:
+    context, ca = tls.dev_server_context(tmp_path)
 
-    async def scenario() -> None:
-        async with Platform(platform_config(tls_port=0, ssl_context=context)):
-            pass
+    async def scenario() -> int:
+        config = platform_config(tls_port=0, ssl_context=context)
+        async with Platform(config) as platform, asyncio.timeout(10):
+            assert platform.tls_port is not None
+            client_context = ssl.create_default_context(cafile=str(ca))
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", platform.tls_port, ssl=client_context, server_hostname="localhost"
+            )
+            async with RawClient(reader, writer) as client:
+                return (await client.connect(f"a:{ORG}:uv", API_KEY, TOKEN)).reason_code
 
-    with pytest.raises(ConfigError, match="the TLS listener needs asyncio's event loop"):
-        on_uvloop(scenario())
+    assert on_uvloop(scenario()) == 0

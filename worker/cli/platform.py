@@ -88,10 +88,9 @@ def platform_command(log_level: str, **flags: Any) -> None:
     With no credential flags it accepts any API key, on a loopback address only.
     """
     # Imported here so that the other commands do not load the server at start-up.
-    import asyncio
     import logging
 
-    from worker import collector
+    from worker import collector, loops
     from worker.platform.launch import Launch, prepare, serve
     from worker.platform.memory import use_c_allocator
 
@@ -111,7 +110,7 @@ def platform_command(log_level: str, **flags: Any) -> None:
         # default young threshold, a storm of 100,000 shared subscriptions set off a full
         # collection every quarter of growth, each walking them all (up to 90 ms of stall).
         collector.tune()
-        asyncio.run(serve(prepared, click.echo))
+        loops.run(serve(prepared, click.echo))  # uvloop where installed
     except ConfigError as exc:
         # Bad flag combinations, and ports that cannot be bound, are the user's to fix.
         fail(EXIT_USAGE, *exc.problems)

@@ -70,6 +70,8 @@ class TlsGate(asyncio.Protocol):
         self._factory = factory
         self._transport: asyncio.Transport | None = None
         self._task: asyncio.Task[None] | None = None
+        #: what the socket read before the TLS layer took it over (see data_received)
+        self._early = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -79,6 +81,18 @@ class TlsGate(asyncio.Protocol):
         self._handshakes.started(self)
         if self._transport is not None:
             self._task = asyncio.get_running_loop().create_task(self._upgrade())
+
+    def data_received(self, data: bytes) -> None:
+        """The start of the handshake, read before the TLS layer took the socket.
+
+        asyncio reads nothing while reading is paused, but uvloop makes its first read even
+        when ``connection_made`` paused it: a client's ClientHello that had already arrived
+        comes here. It is kept and handed to the TLS layer first (uvloop's own ``start_tls``
+        would lose it, and the handshake would hang until its timeout).
+        """
+        self._early += data
+        if len(self._early) > READ_BUFFER:  # more than a ClientHello: not a TLS client
+            self.drop()
 
     def connection_lost(self, exc: Exception | None) -> None:
         release(self._transport)
@@ -103,7 +117,9 @@ class TlsGate(asyncio.Protocol):
         assert transport is not None
         loop = asyncio.get_running_loop()
         try:
-            tls = await _start_tls(loop, transport, self, self._context, self._timeout)
+            tls = await _start_tls(
+                loop, transport, self, self._context, self._timeout, bytes(self._early)
+            )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError, RuntimeError):
             # A failed or abandoned handshake: nothing to report but the closed socket.
             with contextlib.suppress(Exception):
@@ -144,8 +160,10 @@ async def _start_tls(
     protocol: asyncio.BaseProtocol,
     context: ssl.SSLContext,
     handshake_timeout: float,
+    early: bytes = b"",
 ) -> asyncio.Transport:
-    """``loop.start_tls`` (server side), with :class:`_SslProtocol`; the same steps."""
+    """``loop.start_tls`` (server side), with :class:`_SslProtocol`; the same steps, and
+    ``early``, what the socket read before, handed to the TLS layer first."""
     waiter = loop.create_future()
     tls: Any = _SslProtocol(
         loop, protocol, context, waiter, server_side=True, call_connection_made=False,
@@ -154,13 +172,14 @@ async def _start_tls(
     transport.pause_reading()
     transport.set_protocol(tls)
     made = loop.call_soon(tls.connection_made, transport)
+    fed = loop.call_soon(_feed, tls, early)
     resume = loop.call_soon(transport.resume_reading)
     try:
         await waiter
     except BaseException:
         transport.close()
-        made.cancel()
-        resume.cancel()
+        for step in (made, fed, resume):
+            step.cancel()
         raise
     finally:
         # A failed handshake's exception is in the waiter, and its traceback holds this frame
@@ -169,3 +188,14 @@ async def _start_tls(
         del waiter
     app: asyncio.Transport = tls._app_transport
     return app
+
+
+def _feed(tls: asyncio.BufferedProtocol, data: bytes) -> None:
+    """Hand ``data`` to ``tls`` as if the socket had just read it."""
+    view = memoryview(data)
+    while view:
+        buffer = memoryview(tls.get_buffer(len(view)))
+        size = min(len(buffer), len(view))
+        buffer[:size] = view[:size]
+        tls.buffer_updated(size)
+        view = view[size:]

@@ -221,13 +221,6 @@ class Platform:
         # how many handshakes are in progress (limits.handshakes).
         timeout, app = self.config.connect_timeout, factory
         handshakes = self._handshakes
-        if not isinstance(loop, asyncio.BaseEventLoop):
-            # The gate drives asyncio's own TLS layer over the plain socket (for its small
-            # buffers and the bound on handshakes); another loop's transports cannot carry it.
-            raise ConfigError(
-                f"the TLS listener needs asyncio's event loop, not {type(loop).__module__}'s: "
-                "run the platform on asyncio's loop (worker platform does), or without TLS"
-            )
 
         def gate() -> asyncio.BaseProtocol:
             return TlsGate(handshakes, context, timeout, app)
