@@ -211,3 +211,17 @@ def test_a_gateways_refusal_notice_names_its_message() -> None:
     )
     assert body["RC"] == 160
     assert body["Message"] == "not allowed"
+
+
+def test_timestamps_read_as_datetime_writes_them() -> None:
+    """Milliseconds cut after the microseconds are rounded, as datetime does, seconds cached."""
+    import random
+    from datetime import UTC, datetime
+
+    edges = [0.0, 1.001, 1.0009995, 1.9999995, 1e9 + 0.0005, 1.5e9 + 0.9999999, 1_796_600_000.25]
+    rng = random.Random(7)
+    moments = edges + sorted(rng.uniform(0, 4e9) for _ in range(2_000))
+    for moment in moments:
+        expected = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+        assert status.timestamp(moment) == expected.replace("+00:00", "Z"), moment
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", status.timestamp())
