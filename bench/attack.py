@@ -17,8 +17,9 @@ the share to settle.
 
 The platform runs with its default limits but one: ``session_expiry`` is
 :data:`SESSION_EXPIRY` seconds instead of an hour. Offline durable sessions keep their queued
-messages by design until they expire, so the RSS "after" of ``offline_durable_sessions`` is
-taken once they have (the settling lasts at least ``SESSION_EXPIRY`` + 5 s): it shows whether
+messages by design until they expire, so the settling starts once the platform holds no
+more sessions than before the attack (for ``offline_durable_sessions``, once its sessions
+expired, some ``SESSION_EXPIRY`` s after the attackers left): the RSS "after" shows whether
 memory comes back when the sessions go, not how much an hour of them holds.
 
 Recorded per attack: the platform's RSS when idle, at its peak and after the attackers left;
@@ -55,8 +56,8 @@ P99_LIMIT_MS: Final = 50.0
 AFTER_FACTOR: Final = 1.2
 SESSION_EXPIRY: Final = 30
 """Seconds an offline durable session is kept in this run (the platform's default: 3600)."""
-#: attack -> the least settling time before "after": until what it leaves by design is gone
-SETTLE: Final = {"offline_durable_sessions": SESSION_EXPIRY + 5.0}
+#: seconds to wait, at most, for the sessions an attack left to be gone (they expire)
+SESSIONS_GONE: Final = SESSION_EXPIRY + 60.0
 _SAMPLE = re.compile(r"^(worker_platform_\w+)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
 
 
@@ -203,6 +204,12 @@ class PlatformProcess:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    async def sessions(self) -> float:
+        """The platform's sessions gauge: connected, and offline durable ones."""
+        _, _, body = await fetch(self.metrics_port, "/metrics", deadline=30)
+        found = re.search(rb"^worker_platform_sessions (\S+)$", body, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
     async def counters(self) -> dict[str, float]:
         _, _, body = await fetch(self.metrics_port, "/metrics", deadline=30)
         found = {}
@@ -234,6 +241,7 @@ async def one_attack(
     """Run one attack for ``seconds`` (repeating it, or holding what it opened), then let the
     attackers go and the platform settle for a tenth of that."""
     before = await platform.counters()
+    sessions = await platform.sessions()
     idle = platform.rss_mb()
     probe.take()
     peak = idle
@@ -255,7 +263,8 @@ async def one_attack(
     if await attacker.wait() or not line.result().strip():
         raise RuntimeError(f"{name}: the attacker exited with {attacker.returncode}")
     rounds = int(line.result())
-    await asyncio.sleep(max(5.0, seconds / 10, SETTLE.get(name, 0.0)))  # settling
+    await _sessions_gone(platform, sessions)
+    await asyncio.sleep(max(5.0, seconds / 10))  # settling
     after = platform.rss_mb()
     moved = {k: v - before.get(k, 0.0) for k, v in (await platform.counters()).items()}
     counters = {k: v for k, v in moved.items() if v and _interesting(k)}
@@ -263,6 +272,15 @@ async def one_attack(
         name, size, max(rounds, 1), idle, peak, after, p99(connacks), p99(round_trips),
         failures, counters,
     )  # fmt: skip
+
+
+async def _sessions_gone(platform: PlatformProcess, before: float) -> None:
+    """Wait until the platform holds no more sessions than ``before`` (the probe's own
+    connection of the second aside), at most :data:`SESSIONS_GONE` seconds."""
+    for _ in range(int(SESSIONS_GONE)):  # a look a second
+        if await platform.sessions() <= before + 1:
+            return
+        await asyncio.sleep(1.0)
 
 
 def _interesting(key: str) -> bool:
@@ -279,14 +297,15 @@ def section(minutes: float, results: list[Result], misses: list[str]) -> str:
         "",
         f"Written by `make attack` (`python -m bench.attack --minutes {minutes:g}`) on {when}.",
         "One `worker platform` process (plain, TLS and /metrics listeners, default limits but "
-        f"`--limit session_expiry={SESSION_EXPIRY}`, on the C allocator as by default) under "
-        "a well-behaved load: QoS 1 events from a device to an application, each round trip "
+        f"`--limit session_expiry={SESSION_EXPIRY}`, on uvloop and the C allocator as by default) "
+        "under a well-behaved load: QoS 1 events from a device to an application, each round trip "
         "timed, and a new application connection every second, its CONNACK timed. Each attack "
         f"runs for {minutes * 60 / len(results):.0f} s (those that open sockets hold them; the "
         "others repeat, rounds counting the repeats completed), then its sockets close and the "
-        "platform settles (offline_durable_sessions: until its sessions have expired, at least "
-        f"{SETTLE['offline_durable_sessions']:.0f} s, since offline durable sessions keep their "
-        "queued messages by design until then). The attacks run one after another on the same "
+        "platform settles: first until it holds no more sessions than before the attack "
+        "(offline_durable_sessions: until its sessions have expired, since they keep their "
+        "queued messages by design until then), then a tenth of the attack's time. "
+        "The attacks run one after another on the same "
         "platform, so what one leaves behind by design (retained statuses) is there for the "
         "next: its idle RSS is the previous one's after. "
         "Targets: RSS under 150 MB during and back within 20% of idle after; p99 of CONNACK and "
