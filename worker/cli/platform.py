@@ -110,7 +110,8 @@ def platform_command(log_level: str, **flags: Any) -> None:
         # default young threshold, a storm of 100,000 shared subscriptions set off a full
         # collection every quarter of growth, each walking them all (up to 90 ms of stall).
         collector.tune()
-        loops.run(serve(prepared, click.echo))  # uvloop where installed
+        # asyncio's loop, not uvloop's: see "Event loops" in docs/platform/index.md
+        loops.run(serve(prepared, click.echo), "asyncio")
     except ConfigError as exc:
         # Bad flag combinations, and ports that cannot be bound, are the user's to fix.
         fail(EXIT_USAGE, *exc.problems)
