@@ -73,6 +73,7 @@ def handled(metrics: Metrics, outcome: str) -> float:
         ({"max_size": 2.5}, "max_size=2.5"),
         ({"max_wait": -1}, "Batch(max_wait=-1): accepted is seconds from 0 to 60"),
         ({"max_wait": float("nan")}, "max_wait=nan"),
+        ({"decode": "no"}, "Batch(decode='no'): accepted is True or False"),
     ],
 )
 def test_bad_batch_options_say_what_is_accepted(options: dict[str, Any], says: str) -> None:
@@ -244,6 +245,23 @@ async def test_a_payload_that_does_not_decode_stays_out_of_the_batch() -> None:
     assert recorder.batches == [[0, 2]]
     assert handled(metrics, "decode_error") == 1
     assert handled(metrics, "ok") == 2
+
+
+async def test_with_decode_false_every_payload_reaches_the_handler_as_it_came() -> None:
+    got: list[list[bytes]] = []
+
+    async def keep(events: list[Event]) -> None:
+        got.append([e.payload for e in events])
+
+    metrics, acks = new_metrics(), Acks()
+    app = batch_app(keep, Batch(max_size=3, max_wait=LONG, decode=False), dead_letter="none")
+    async with running(app, metrics) as pipeline:
+        batch = [event("d1", 0), event("d1", 1, payload=b"{not json"), event("d1", 2)]
+        await pipeline.put(batch, acks)
+        assert await acks.wait_for(3) == [1, 2, 3]
+    assert got == [[b'{"n": 0}', b"{not json", b'{"n": 2}']]
+    assert handled(metrics, "ok") == 3
+    assert handled(metrics, "decode_error") == 0
 
 
 async def test_a_route_that_keeps_failing_is_degraded_until_it_succeeds() -> None:

@@ -90,7 +90,7 @@ class _Result:
 class BatchRunner(RouteRunnerBase):
     """One batch route with its bound metrics and dead-letter sink."""
 
-    __slots__ = ("batch_size",)
+    __slots__ = ("_decode", "batch_size")
 
     def __init__(
         self,
@@ -104,6 +104,7 @@ class BatchRunner(RouteRunnerBase):
     ) -> None:
         super().__init__(route, metrics, dead_letters, dead_letter_failed, observer, settings)
         self.batch_size = batch_size
+        self._decode = route.batch is None or route.batch.decode
 
     async def handle_batch(self, items: Sequence[BatchItem]) -> list[Outcome]:
         """Handle ``items`` as one batch; each one's final outcome, in order (never raises
@@ -137,13 +138,18 @@ class BatchRunner(RouteRunnerBase):
             self.record(ran[-1].outcome, ran[-1].error)
 
     def _build(self, item: BatchItem) -> _Result:
-        """The message, decoded now: a payload that does not decode stays out of the batch."""
+        """The message, decoded now (unless ``Batch(decode=False)``): a payload that does not
+        decode stays out of the batch."""
         entry, inbound = item.entry, item.inbound
         try:
             message = entry.build(entry.parts, inbound, item.received_at)
             if self.route.payload is not None:
                 typed(message, self.route.payload)
-            elif isinstance(message, Event | Command) and messages.codec(message.format):
+            elif (
+                self._decode
+                and isinstance(message, Event | Command)
+                and messages.codec(message.format)
+            ):
                 message.data  # noqa: B018 - decode now; the handler gets it decoded
         except CodecError as exc:
             log.warning("%s: %s on %s", self.route.name, exc, inbound.topic)

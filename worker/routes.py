@@ -74,10 +74,17 @@ class Batch:
     waited ``max_wait`` seconds, when the broker will send no more until it gets
     acknowledgements (QoS 1), and when the worker drains. ``max_wait=0`` hands over whatever
     one read from the socket brought.
+
+    Each payload is decoded before the batch is formed, so one that does not decode stays out
+    of it (outcome ``decode_error``). ``decode=False`` hands every message over as it came,
+    ``data`` decoded on first use as on a single-message route: for a handler that passes
+    the payload bytes on to something that parses them itself (a database's ``jsonb``), and
+    deals with the ones it refuses. A route with a payload model is always validated.
     """
 
     max_size: int = 100
     max_wait: float = 0.05
+    decode: bool = True
 
     def __post_init__(self) -> None:
         size, wait = self.max_size, self.max_wait
@@ -90,6 +97,8 @@ class Batch:
             raise RegistrationError(
                 f"Batch(max_wait={wait!r}): accepted is seconds from 0 to {MAX_BATCH_WAIT:g}"
             )
+        if not isinstance(self.decode, bool):
+            raise RegistrationError(f"Batch(decode={self.decode!r}): accepted is True or False")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
