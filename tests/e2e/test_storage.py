@@ -10,6 +10,7 @@ run), so that "nothing acknowledged that is not stored" is checked event by even
 from __future__ import annotations
 
 import asyncio
+import base64
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -388,25 +389,31 @@ async def test_a_payload_the_database_refuses_fails_alone(
            "WORKER_DEAD_LETTER": f"file:{letters}"}  # fmt: skip
     worker = storage_worker(spawn, "w", platform_args(platform), dsn, **env)
     await start(worker)
-    # Valid JSON, so the worker hands it to the handler; jsonb refuses the NUL character.
-    refused = b'{"n": 1000, "note": "\\u0000"}'
+    # The route hands payloads over undecoded: PostgreSQL refuses each of these, and each
+    # must fail alone (jsonb takes no NUL character; the second is not JSON; the third not
+    # even UTF-8, which the handler finds out before PostgreSQL could).
+    refused = {20: b'{"n": 1000, "note": "\\u0000"}', 50: b'{"n": 1001, oops}', 80: b"\xff\xfe{}"}
     pub = AiomqttTransport()
     await pub.connect(ConnectOptions("127.0.0.1", platform.port, "a:abc123:pub",
                                      username=API_KEY, password=TOKEN))  # fmt: skip
     try:
         for n in range(100):
-            if n == 50:
-                await pub.publish(event_topic(1000), refused, qos=1)
+            if n in refused:
+                await pub.publish(event_topic(1000 + n), refused[n], qos=1)
             await pub.publish(event_topic(n), b'{"n": %d}' % n, qos=1)
     finally:
         await pub.disconnect()
-    await until(letters.exists, "the refused event dead-lettered")
-    await until(lambda: len(letters.read_bytes().splitlines()) >= 1, "a whole dead letter")
+    await until(letters.exists, "the refused events dead-lettered")
+    await until(lambda: len(letters.read_bytes().splitlines()) >= 3, "three whole dead letters")
     records = [orjson.loads(line) for line in letters.read_bytes().splitlines()]
-    assert [(r["route"], r["payload"], r["attempts"]) for r in records] == [
-        ("store", refused.decode(), 2)
-    ]
-    assert "\\u0000" in records[0]["error"] or "Unicode" in records[0]["error"], records[0]
+    assert sorted((r["route"], r["payload"], r["attempts"]) for r in records) == sorted(
+        [("store", refused[20].decode(), 2), ("store", refused[50].decode(), 2),
+         ("store", base64.b64encode(refused[80]).decode(), 2)]
+    )  # fmt: skip
+    errors = {r["payload"]: r["error"] for r in records}
+    assert "Unicode" in errors[refused[20].decode()] or "0000" in errors[refused[20].decode()]
+    assert "json" in errors[refused[50].decode()].lower()
+    assert "UnicodeDecodeError" in errors[base64.b64encode(refused[80]).decode()]
 
     async def the_rest_stored() -> bool:
         return set(await stored(dsn)) == set(range(100))
@@ -415,7 +422,7 @@ async def test_a_payload_the_database_refuses_fails_alone(
     samples = await worker.metrics()
     handled = 'worker_messages_handled_total{outcome="%s",route="store"}'
     assert samples[handled % "ok"] == 100
-    assert samples[handled % "dead_lettered"] == 1
+    assert samples[handled % "dead_lettered"] == 3
 
 
 async def _ready(worker: WorkerProcess) -> bool:
