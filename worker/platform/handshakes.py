@@ -19,7 +19,7 @@ from asyncio import sslproto
 from collections.abc import Callable
 from typing import Any, Final, cast
 
-from worker.platform.sockets import release
+from worker.platform.sockets import feed, release
 
 READ_BUFFER: Final = 32 * 1024
 """Bytes of read buffer per TLS socket: a TLS record is at most 16 KiB and its header."""
@@ -172,7 +172,7 @@ async def _start_tls(
     transport.pause_reading()
     transport.set_protocol(tls)
     made = loop.call_soon(tls.connection_made, transport)
-    fed = loop.call_soon(_feed, tls, early)
+    fed = loop.call_soon(feed, tls, early)
     resume = loop.call_soon(transport.resume_reading)
     try:
         await waiter
@@ -188,14 +188,3 @@ async def _start_tls(
         del waiter
     app: asyncio.Transport = tls._app_transport
     return app
-
-
-def _feed(tls: asyncio.BufferedProtocol, data: bytes) -> None:
-    """Hand ``data`` to ``tls`` as if the socket had just read it."""
-    view = memoryview(data)
-    while view:
-        buffer = memoryview(tls.get_buffer(len(view)))
-        size = min(len(buffer), len(view))
-        buffer[:size] = view[:size]
-        tls.buffer_updated(size)
-        view = view[size:]

@@ -1,4 +1,5 @@
-"""Letting a closed socket's transport go as soon as its connection is lost.
+"""Socket helpers: letting a closed socket's transport go as soon as its connection is lost
+(:func:`release`), and handing a protocol bytes read before it took the socket (:func:`feed`).
 
 On Python 3.11 asyncio's socket transport keeps a bound method of itself
 (``_read_ready_cb``) for as long as it exists: a reference cycle, so a closed transport, its
@@ -21,3 +22,17 @@ def release(transport: asyncio.BaseTransport | None) -> None:
     callback again."""
     if getattr(transport, "_read_ready_cb", None) is not None:
         transport._read_ready_cb = None  # type: ignore[union-attr]
+
+
+def feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
+    """Hand ``data`` to ``protocol`` as if its socket had just read it (buffered or not)."""
+    if isinstance(protocol, asyncio.BufferedProtocol):
+        view = memoryview(data)
+        while view:
+            buffer = memoryview(protocol.get_buffer(len(view)))
+            size = min(len(buffer), len(view))
+            buffer[:size] = view[:size]
+            protocol.buffer_updated(size)
+            view = view[size:]
+    elif isinstance(protocol, asyncio.Protocol):
+        protocol.data_received(data)

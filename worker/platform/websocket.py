@@ -28,7 +28,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
 
-from worker.platform.sockets import release
+from worker.platform.sockets import feed, release
 from worker.platform.ws_handshake import (
     DEFAULT_MAX_FRAME,
     SUBPROTOCOLS,
@@ -121,7 +121,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self.inner = self._inner_factory()
             self.inner.connection_made(self._wrapper)
         if result.data and self.inner is not None:
-            _feed(self.inner, result.data)
+            feed(self.inner, result.data)
         if result.closed:
             if self._wrapper is not None:
                 self._wrapper.close_code = result.close_code
@@ -144,19 +144,6 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-def _feed(inner: asyncio.BaseProtocol, data: bytes) -> None:
-    if isinstance(inner, asyncio.BufferedProtocol):
-        view = memoryview(data)
-        while view:
-            buffer = memoryview(inner.get_buffer(len(view)))
-            n = min(len(buffer), len(view))
-            buffer[:n] = view[:n]
-            inner.buffer_updated(n)
-            view = view[n:]
-    elif isinstance(inner, asyncio.Protocol):
-        inner.data_received(data)
 
 
 class WebSocketTransport(asyncio.Transport):
