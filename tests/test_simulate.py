@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -62,6 +63,22 @@ async def test_devices_send_numbered_readings_and_churn(platform: Platform) -> N
     actions = [json.loads(m.payload)["Action"] for m in listener.got if m.topic.endswith("/mon")]
     assert actions.count("Connect") >= 4 + stats.churned and stats.churned >= 1
     assert "Disconnect" in actions
+
+
+async def test_an_event_picked_before_its_device_leaves_is_still_sent(platform: Platform) -> None:
+    # The race a loaded machine hits: the pacer picks an online device, then churn takes the
+    # device away before the send task first runs. Churn waits for the pending publish.
+    sim = Simulator(SimConfig(devices=1, rate=0, count=1, churn=0), settings(platform))
+    async with listening(platform.port, EVENTS) as listener:
+        await sim._connect()
+        device = sim._pick(0)
+        await sim._window.acquire()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(sim._bounce_connection(device, 0.0))  # runs first
+            device.pending.add(tg.create_task(sim._send(0, device)))
+        await listener.until(lambda got: len(got) == 1, "the event")
+        await sim._disconnect()
+    assert (sim.stats.acked, sim.stats.failed) == ([0], [])
 
 
 async def test_an_application_publishes_for_the_devices(platform: Platform) -> None:
