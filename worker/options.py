@@ -339,7 +339,10 @@ OPTIONS: Final[tuple[Option, ...]] = (
         flag="--receive-maximum",
         parse=integer(1, 65535),
         default="1000",
-        help="MQTT 5: QoS 1 messages the broker may have in flight to this worker at once",
+        help=(
+            "QoS 1 messages this worker holds unacknowledged at most: announced to the broker "
+            "on MQTT 5; on 3.1.1 the native transport stops reading beyond it"
+        ),
     ),
     Option(
         field="max_packet_size",

@@ -17,7 +17,7 @@ import pytest
 from tests.support.waiting import NETWORK
 from worker.connection import transport_factory
 from worker.errors import ConfigError, ConnectError, NotAuthorized
-from worker.mqtt import encode_publish
+from worker.mqtt import MQTT_3_1_1, MQTT_5, encode_publish
 from worker.transports.aiomqtt_transport import AiomqttTransport
 from worker.transports.base import ConnectOptions
 from worker.transports.native import NativeTransport
@@ -80,6 +80,29 @@ async def test_reading_pauses_while_the_consumer_is_behind() -> None:
     assert sock.calls == ["pause"]
     batches = transport.batches()
     assert [m.packet_id for m in await anext(batches)] == [1, 2, 3]
+    assert sock.calls == ["pause", "resume"]
+
+
+@pytest.mark.parametrize("level", [MQTT_3_1_1, MQTT_5])
+async def test_reading_pauses_beyond_the_receive_maximum_until_acks(level: int) -> None:
+    # On 3.1.1 too: the broker cannot be told a window, and Mosquitto 2.0 sends beyond its own
+    # once acknowledgements flow. The worker holds at most the bound plus one read.
+    transport = NativeTransport()
+    transport._speak(level, 2, 0)  # what connect() does with receive_maximum=2
+    transport._live = True  # as after CONNACK
+    sock = fed(transport)
+
+    def sent(*ids: int) -> bytes:
+        return b"".join(encode_publish("t", b"p", 1, i, protocol_level=level) for i in ids)
+
+    transport.data_received(sent(1, 2))
+    assert sock.calls == []
+    transport.data_received(sent(3))
+    assert sock.calls == ["pause"] and transport.window_overruns == 1
+    batches = transport.batches()
+    assert [m.packet_id for m in await anext(batches)] == [1, 2, 3]
+    assert sock.calls == ["pause"]  # handed over, still unacknowledged: still paused
+    transport.ack([1])
     assert sock.calls == ["pause", "resume"]
 
 

@@ -92,15 +92,17 @@ class InboundProtocol(asyncio.Protocol):
         self._live = False
         self._closing = False
         self._paused = False
-        #: MQTT 5: paused because the server sent beyond our Receive Maximum
+        #: paused because more QoS 1 messages than the Receive Maximum are unacknowledged
         self._over_window = False
-        #: times this connection's server went beyond our Receive Maximum
+        #: times this connection went beyond our Receive Maximum
         self.window_overruns = 0
         self._lost: ConnectError | None = None
         self._error: ConnectError | None = None
         self._received = 0
         self._wrote = False
-        #: MQTT 5 only: QoS 1 packet IDs received and not yet acknowledged, topic aliases
+        #: QoS 1 packet IDs received and not yet acknowledged: at most the Receive Maximum (on
+        #: MQTT 5 announced to the server; on 3.1.1, which cannot say it, a bound of our own
+        #: against a server with a larger window); MQTT 5's topic aliases
         self._v5 = False
         self._receive_maximum = 0xFFFF
         self._unacked: set[int] = set()
@@ -138,12 +140,11 @@ class InboundProtocol(asyncio.Protocol):
             return  # IDs this connection never handed out; the interface promises no raise
         transport.write(data)
         self._wrote = True
-        if self._v5:
-            self._unacked.difference_update(packet_ids)
-            if self._over_window and len(self._unacked) <= self._receive_maximum:
-                self._over_window = False
-                if self._paused and len(self._ready) < self._max_pending:
-                    self._resume()
+        self._unacked.difference_update(packet_ids)
+        if self._over_window and len(self._unacked) <= self._receive_maximum:
+            self._over_window = False
+            if self._paused and len(self._ready) < self._max_pending:
+                self._resume()
 
     async def batches(self) -> AsyncIterator[list[Inbound]]:
         """Whatever has arrived, batch by batch, waiting only when nothing has."""
@@ -203,6 +204,7 @@ class InboundProtocol(asyncio.Protocol):
         batch: list[Inbound] = []
         append = batch.append
         v5 = self._v5
+        unacked = self._unacked
         for packet in packets:
             if type(packet) is Publish:
                 if packet.qos > 1:
@@ -217,14 +219,16 @@ class InboundProtocol(asyncio.Protocol):
                         break  # closing; what came before it in this read is still handed over
                     append(inbound)
                     continue
-                append(
-                    Inbound(packet.topic, packet.payload, packet.qos, packet.retain,
-                            packet.packet_id or 0)
-                )  # fmt: skip
+                packet_id = packet.packet_id or 0
+                if packet_id:
+                    unacked.add(packet_id)
+                append(Inbound(packet.topic, packet.payload, packet.qos, packet.retain, packet_id))
             else:
                 self._control(packet)
                 if self._error is not None:
                     break  # it broke the protocol: nothing after it counts
+        if not v5 and len(unacked) > self._receive_maximum and not self._over_window:
+            self._window_overrun(len(unacked))
         if batch:
             self._received += len(batch)
             self._ready.append(batch)
@@ -299,10 +303,20 @@ class InboundProtocol(asyncio.Protocol):
         )
 
     def _window_overrun(self, unacked: int) -> None:
-        """The server sent beyond our Receive Maximum: report it, read no more until acks."""
+        """Beyond our Receive Maximum: say so once, read no more until acks bring it under."""
         self._over_window = True
         self.window_overruns += 1
-        if self.window_overruns == 1:
+        if self.window_overruns == 1 and not self._v5:
+            # MQTT 3.1.1 cannot tell the server; its window is its own setting, so this is
+            # flow control, not an error.
+            log.info(
+                "%s sent %d QoS 1 messages not yet acknowledged, above --receive-maximum "
+                "(%d); reading pauses until acknowledgements bring it back under",
+                self._where,
+                unacked,
+                self._receive_maximum,
+            )
+        elif self.window_overruns == 1:
             log.warning(
                 "%s sent %d QoS 1 messages not yet acknowledged, above the Receive Maximum of "
                 "%d we announced (a protocol error); reading pauses until acknowledgements "
