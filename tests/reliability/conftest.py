@@ -9,19 +9,18 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MosquittoFactory
-from tests.reliability.group import APP, worker_args
+from tests.reliability.group import APP, WINDOW, worker_args
 from tests.reliability.proxy import Proxy
 from tests.support.mosquitto import Mosquitto
 from tests.support.processes import WorkerProcess
 
-#: QoS 1 messages the broker has in flight per member: the bound of what a dropped member loses
-WINDOW = 20
 StartGroup = Callable[..., Awaitable[list[WorkerProcess]]]
 
 
 @pytest.fixture
 def broker(mosquitto_factory: MosquittoFactory) -> Mosquitto:
-    """Mosquitto with a known in-flight window per client."""
+    """Mosquitto with a known in-flight window per client (for MQTT 3.1.1 clients; the
+    workers, on MQTT 5, announce the same as their Receive Maximum)."""
     return mosquitto_factory(max_inflight=WINDOW)
 
 

@@ -12,13 +12,17 @@ from tests.support.processes import WorkerProcess
 from tests.support.waiting import until
 
 APP = "tests.reliability.faulty"
+#: QoS 1 messages the broker has in flight per member: the bound of what a dropped member loses
+WINDOW = 20
 
 
 def worker_args(host: str, port: int, instance: str, *more: str) -> tuple[str, ...]:
-    """The mqtt profile, one share group ``abc123:faults``, this instance's name."""
+    """The mqtt profile, one share group ``abc123:faults``, this instance's name, and a Receive
+    Maximum of ``WINDOW``: Mosquitto gives an MQTT 5 client the window it announces."""
     return (
         "--profile", "mqtt", "--host", host, "--port", str(port), "--org", "abc123",
-        "--app-id", "faults", "--instance", instance, "--drain-timeout", "10", *more,
+        "--app-id", "faults", "--instance", instance, "--drain-timeout", "10",
+        "--receive-maximum", str(WINDOW), *more,
     )  # fmt: skip
 
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from tests.reliability.conftest import WINDOW, StartGroup
-from tests.reliability.group import books
+from tests.reliability.conftest import StartGroup
+from tests.reliability.group import WINDOW, books
 from tests.reliability.load import Load
 from tests.reliability.proxy import Proxy
 from tests.support.mosquitto import Mosquitto

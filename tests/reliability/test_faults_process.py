@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from tests.reliability.conftest import WINDOW, StartGroup
-from tests.reliability.group import books, wait_subscribed
+from tests.reliability.conftest import StartGroup
+from tests.reliability.group import WINDOW, books, wait_subscribed
 from tests.reliability.load import Load
 from tests.support.mosquitto import Mosquitto
 from tests.support.waiting import until
