@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.pipeline import Acks, event, new_metrics, running, value
 from tests.support.waiting import QUICK, until
-from worker import App, Batch, BatchFailed, Event, RegistrationError
+from worker import App, Batch, BatchFailed, Event, PermanentError, RegistrationError
 from worker.deadletter import DeadLetter
 from worker.metrics import Metrics
 from worker.pipeline import DEGRADED_AFTER
@@ -221,6 +221,39 @@ async def test_batch_failed_retries_and_dead_letters_only_the_messages_it_names(
                                                 "constraint violated"}  # fmt: skip
     assert handled(metrics, "ok") == 2
     assert handled(metrics, "dead_lettered") == 2
+
+
+async def test_batch_failed_gives_each_message_its_own_error_and_retry_decision() -> None:
+    runs: list[list[int]] = []
+
+    async def partly(events: list[Event]) -> None:
+        runs.append([e.data["n"] for e in events])
+        errors: list[tuple[Event, BaseException | str]] = []
+        for e in events:
+            n = e.data["n"]
+            if n == 1:
+                errors.append((e, PermanentError("n=1 can never be stored")))  # not retried
+            elif n == 2:
+                errors.append((e, ValueError("n=2 refused")))
+            elif n == 3:
+                errors.append((e, "n=3 refused"))
+        if errors:
+            raise BatchFailed(errors=errors)
+
+    sink, metrics, acks = Sink(), new_metrics(), Acks()
+    app = batch_app(partly, Batch(max_size=4, max_wait=LONG), retries=1, retry_backoff=0,
+                    dead_letter=sink)  # fmt: skip
+    async with running(app, metrics) as pipeline:
+        await pipeline.put([event("d1", n) for n in range(4)], acks)
+        await acks.wait_for(4)
+    assert runs == [[0, 1, 2, 3], [2, 3]]
+    assert sorted((d.payload, d.error, d.attempts) for d in sink.letters) == [
+        (b'{"n": 1}', "PermanentError: n=1 can never be stored", 1),
+        (b'{"n": 2}', "ValueError: n=2 refused", 2),
+        (b'{"n": 3}', "BatchFailed: 1 messages of the batch failed: n=3 refused", 2),
+    ]
+    assert handled(metrics, "ok") == 1
+    assert handled(metrics, "dead_lettered") == 3
 
 
 async def test_a_timeout_fails_the_batch() -> None:

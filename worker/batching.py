@@ -13,11 +13,11 @@ rest), runs the handler under the route's ``timeout``, retries per ``retries`` a
 ``retry_backoff``, and gives each message that failed its last run to the route's dead-letter
 sink, one letter each.
 
-A handler reports that only some messages failed by raising :class:`BatchFailed` with them:
-the others are ``ok``, and only the failed ones are retried (as a smaller batch) and, if they
-still fail, dead-lettered. When and how batches are formed is the pipeline's job
-(``worker.pipeline``): by size, by age, when the broker's in-flight window is full, and on
-drain.
+A handler reports that only some messages failed by raising :class:`BatchFailed` with them
+(each with its own error, if it likes): the others are ``ok``, and only the failed ones are
+retried (as a smaller batch) and, if they still fail, dead-lettered. When and how batches are
+formed is the pipeline's job (``worker.pipeline``): by size, by age, when the broker's
+in-flight window is full, and on drain.
 """
 
 from __future__ import annotations
@@ -47,12 +47,24 @@ class BatchFailed(Exception):
 
     ``failed`` are messages of the batch the handler was given (the same objects); the rest
     of the batch counts as handled (``ok``). ``error`` says why, for the log and the dead
-    letters (an exception, or text).
+    letters (an exception, or text). When they failed for different reasons, ``errors``
+    pairs messages with their own error instead: ``BatchFailed(errors=[(event, exc), ...])``.
+    Whether a message is retried is decided by its own error (``retry_on``,
+    ``PermanentError``).
     """
 
-    def __init__(self, failed: Iterable[Message], error: BaseException | str | None = None) -> None:
-        self.failed: tuple[Message, ...] = tuple(failed)
+    def __init__(
+        self,
+        failed: Iterable[Message] = (),
+        error: BaseException | str | None = None,
+        *,
+        errors: Iterable[tuple[Message, BaseException | str]] = (),
+    ) -> None:
+        self.errors: tuple[tuple[Message, BaseException | str], ...] = tuple(errors)
+        self.failed: tuple[Message, ...] = (*failed, *(m for m, _ in self.errors))
         self.error = error
+        if error is None and self.errors:
+            error = self.errors[-1][1]
         why = f": {describe_error(error)}" if error is not None else ""
         super().__init__(f"{len(self.failed)} messages of the batch failed{why}")
 
@@ -166,22 +178,27 @@ class BatchRunner(RouteRunnerBase):
             run += 1
             for result in pending:
                 result.runs = run
-            outcome, error, failed = await self._once([r.message for r in pending], run)
+            outcome, error, failed, own = await self._once([r.message for r in pending], run)
             if outcome is Outcome.OK:
                 return
-            pending = [pending[i] for i in failed]
-            final = run > route.retries or not route.retryable(error)
-            for result in pending:
-                result.outcome, result.error = outcome, error
-            _log_batch_failure(route, len(pending), outcome, error, run, final)
-            if final or not pending:
+            again: list[_Result] = []
+            for i in failed:
+                result = pending[i]
+                result.outcome, result.error = outcome, own.get(i, error)
+                if run <= route.retries and route.retryable(result.error):
+                    again.append(result)
+            final = not again
+            _log_batch_failure(route, len(failed), outcome, error, run, final)
+            pending = again
+            if final:
                 return
             await asyncio.sleep(min(route.retry_backoff * 2 ** (run - 1), BACKOFF_CAP))
 
     async def _once(
         self, batch: list[Message | None], run: int
-    ) -> tuple[Outcome, BaseException | None, list[int]]:
-        """One handler run: (outcome, error, indices of the failed messages in ``batch``)."""
+    ) -> tuple[Outcome, BaseException | None, list[int], dict[int, BaseException]]:
+        """One handler run: (outcome, error, indices of the failed messages in ``batch``, the
+        errors of those that have their own)."""
         route = self.route
         args: tuple[object, ...] = (batch,)
         if route.wants_context:
@@ -196,14 +213,16 @@ class BatchRunner(RouteRunnerBase):
             else:
                 async with asyncio.timeout(route.timeout) as timer:
                     await route.handler(*args)
-            result: tuple[Outcome, BaseException | None, list[int]] = (Outcome.OK, None, [])
+            result: tuple[Outcome, BaseException | None, list[int], dict[int, BaseException]]
+            result = (Outcome.OK, None, [], {})
         except BatchFailed as exc:
-            result = Outcome.ERROR, _cause(exc), _positions(batch, exc.failed, route.name)
+            failed = _positions(batch, exc.failed, route.name)
+            result = Outcome.ERROR, _cause(exc), failed, _own_errors(batch, exc.errors)
         except TimeoutError as exc:
             expired = timer is not None and timer.expired()
-            result = (Outcome.TIMEOUT if expired else Outcome.ERROR), exc, everything
+            result = (Outcome.TIMEOUT if expired else Outcome.ERROR), exc, everything, {}
         except Exception as exc:
-            result = Outcome.ERROR, exc, everything
+            result = Outcome.ERROR, exc, everything, {}
         self.metrics.seconds.observe(time.perf_counter() - started)
         return result
 
@@ -213,6 +232,19 @@ def _cause(exc: BatchFailed) -> BaseException:
     if isinstance(exc.error, BaseException):
         return exc.error
     return exc
+
+
+def _own_errors(
+    batch: list[Message | None], errors: Sequence[tuple[Message, BaseException | str]]
+) -> dict[int, BaseException]:
+    """Where the messages with their own error are in ``batch``, and that error (text as a
+    BatchFailed of that one message, as ``error`` text is)."""
+    where = {id(m): i for i, m in enumerate(batch)}
+    return {
+        where[id(m)]: error if isinstance(error, BaseException) else BatchFailed((m,), error)
+        for m, error in errors
+        if id(m) in where
+    }
 
 
 def _positions(batch: list[Message | None], failed: Sequence[Message], route: str) -> list[int]:

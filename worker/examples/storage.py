@@ -169,16 +169,14 @@ async def _copy(events: Sequence[Event]) -> None:
 
 
 async def _copy_each(events: Sequence[Event]) -> None:
-    refused: list[Event] = []
-    error: BaseException | None = None
+    refused: list[tuple[Event, BaseException]] = []
     for event in events:
         try:
             await _copy([event])
         except (asyncpg.DataError, UnicodeDecodeError) as exc:
-            refused.append(event)
-            error = exc
+            refused.append((event, exc))  # each dead letter says why its event was refused
     if refused:
-        raise BatchFailed(failed=refused, error=error)
+        raise BatchFailed(errors=refused)
 
 
 #: COPY's text format: a backslash starts an escape, tab separates columns, newline ends a row
