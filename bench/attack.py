@@ -194,8 +194,9 @@ class PlatformProcess:
             )  # fmt: skip
         assert self.proc.stdout is not None
         async with asyncio.timeout(30):
-            while not (await self.proc.stdout.readline()).startswith(b"ready"):
-                pass
+            while not (line := await self.proc.stdout.readline()).startswith(b"ready"):
+                if not line:  # at the end, readline returns at once: the loop would spin
+                    raise RuntimeError(f"worker platform exited at start; see {self.log}")
 
     def rss_mb(self) -> float:
         assert self.proc is not None

@@ -57,6 +57,6 @@ async def insert(event: Event) -> None:
 
 
 def row(e: Event) -> tuple[str, str, str, str, datetime, str]:
-    """The INSERT's values, in COLUMNS order (as ``copy_text`` writes them)."""
+    """The INSERT's values, in COLUMNS order (as ``copy_binary`` writes them)."""
     at = datetime.fromtimestamp(e.received_at, UTC)
     return (e.device_type, e.device_id, e.event, e.payload.decode(), at, e.key)

@@ -266,15 +266,15 @@ def device(seq: int) -> str:
 
 
 def copy_chunks(count: int) -> list[bytes]:
-    """The example's COPY text for ``count`` benchmark events, in COPY_BATCH-row chunks."""
-    from worker.examples.storage import copy_text
+    """The example's COPY rows for ``count`` benchmark events, in COPY_BATCH-row chunks."""
+    from worker.examples.storage import copy_binary
 
     now = time.time()
     events = [
         Event("sensor", device(seq), "reading", "json", payloads.payload(seq), received_at=now)
         for seq in range(count)
     ]
-    return [copy_text(events[i : i + COPY_BATCH]) for i in range(0, count, COPY_BATCH)]
+    return [copy_binary(events[i : i + COPY_BATCH]) for i in range(0, count, COPY_BATCH)]
 
 
 async def copy_limit(cluster: PostgresCluster, count: int, runs: int) -> StorageFigure:
@@ -294,7 +294,9 @@ async def copy_limit(cluster: PostgresCluster, count: int, runs: int) -> Storage
         for run in range(runs + 1):
             started = time.monotonic()
             for chunk in chunks:
-                await conn.copy_to_table(TABLE, source=memoryview(chunk), columns=COLUMNS)
+                await conn.copy_to_table(
+                    TABLE, source=memoryview(chunk), columns=COLUMNS, format="binary"
+                )
             if run:
                 figure.rates.append(count / (time.monotonic() - started))
         figure.cpu = (0.0, (postgres_cpu(cluster) - pg0) * 100_000 / (count * (runs + 1)))
