@@ -141,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         output.write_text(with_foreign_sections(render(results), previous))
         print(f"wrote {output}")
     else:
-        print("quick or partial run: BENCHMARKS.md left as it is (use --output to write)")
+        own = "" if args.quick else "; the sections of their own are written below"
+        print(
+            "quick or partial run: BENCHMARKS.md's main sections left as they are "
+            f"(use --output to write them){own}"
+        )
     if suite.storage is not None and (args.output or not args.quick):
         where = args.output or ROOT / "BENCHMARKS.md"
         record_storage(storage_section(suite.storage, results.command), where)
