@@ -298,7 +298,8 @@ def section(minutes: float, results: list[Result], misses: list[str]) -> str:
         "",
         f"Written by `make attack` (`python -m bench.attack --minutes {minutes:g}`) on {when}.",
         "One `worker platform` process (plain, TLS and /metrics listeners, default limits but "
-        f"`--limit session_expiry={SESSION_EXPIRY}`, on uvloop and the C allocator as by default) "
+        f"`--limit session_expiry={SESSION_EXPIRY}`, on asyncio's loop and the C allocator, "
+        "as by default) "
         "under a well-behaved load: QoS 1 events from a device to an application, each round trip "
         "timed, and a new application connection every second, its CONNACK timed. Each attack "
         f"runs for {minutes * 60 / len(results):.0f} s (those that open sockets hold them; the "
