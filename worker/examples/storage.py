@@ -193,7 +193,6 @@ _JSONB: Final = b"\x01"
 _PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 _TIMESTAMP: Final = _pack_length(8)
-_KEY: Final = _pack_length(32)  # Event.key: 32 hex digits
 #: the first three fields of a row, per topic (or per device type, device ID and event, for
 #: an Event made without a topic); cleared when full
 _starts: dict[object, bytes] = {}
@@ -231,9 +230,9 @@ def copy_binary(events: Sequence[Event]) -> bytes:
             last_at = e.received_at
             at = datetime.fromtimestamp(last_at, UTC) - _PG_EPOCH
             stamp = _TIMESTAMP + (at // _MICROSECOND).to_bytes(8, "big", signed=True)
-        payload = e.payload
+        payload, key = e.payload, e.key.encode()
         length = _pack_length(len(payload) + 1)
-        extend((start, length, _JSONB, payload, stamp, _KEY, e.key.encode()))
+        extend((start, length, _JSONB, payload, stamp, _pack_length(len(key)), key))
     out.append(_TRAILER)
     return b"".join(out)
 
