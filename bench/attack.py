@@ -196,7 +196,9 @@ class PlatformProcess:
         async with asyncio.timeout(30):
             while not (line := await self.proc.stdout.readline()).startswith(b"ready"):
                 if not line:  # at the end, readline returns at once: the loop would spin
-                    raise RuntimeError(f"worker platform exited at start; see {self.log}")
+                    # the log's folder goes with the run: say its end here
+                    tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
+                    raise RuntimeError("worker platform exited at start: " + " | ".join(tail))
 
     def rss_mb(self) -> float:
         assert self.proc is not None

@@ -216,8 +216,9 @@ class BatchRunner(RouteRunnerBase):
             result: tuple[Outcome, BaseException | None, list[int], dict[int, BaseException]]
             result = (Outcome.OK, None, [], {})
         except BatchFailed as exc:
-            failed = _positions(batch, exc.failed, route.name)
-            result = Outcome.ERROR, _cause(exc), failed, _own_errors(batch, exc.errors)
+            where = {id(m): i for i, m in enumerate(batch)}
+            failed = _positions(where, exc.failed, route.name)
+            result = Outcome.ERROR, _cause(exc), failed, _own_errors(where, exc.errors)
         except TimeoutError as exc:
             expired = timer is not None and timer.expired()
             result = (Outcome.TIMEOUT if expired else Outcome.ERROR), exc, everything, {}
@@ -235,11 +236,10 @@ def _cause(exc: BatchFailed) -> BaseException:
 
 
 def _own_errors(
-    batch: list[Message | None], errors: Sequence[tuple[Message, BaseException | str]]
+    where: dict[int, int], errors: Sequence[tuple[Message, BaseException | str]]
 ) -> dict[int, BaseException]:
-    """Where the messages with their own error are in ``batch``, and that error (text as a
-    BatchFailed of that one message, as ``error`` text is)."""
-    where = {id(m): i for i, m in enumerate(batch)}
+    """Where (``where``: the batch's positions by identity) the messages with their own error
+    are, and that error (text as a BatchFailed of that one message, as ``error`` text is)."""
     return {
         where[id(m)]: error if isinstance(error, BaseException) else BatchFailed((m,), error)
         for m, error in errors
@@ -247,9 +247,9 @@ def _own_errors(
     }
 
 
-def _positions(batch: list[Message | None], failed: Sequence[Message], route: str) -> list[int]:
-    """Where the reported messages are in ``batch`` (by identity); strangers are logged."""
-    where = {id(m): i for i, m in enumerate(batch)}
+def _positions(where: dict[int, int], failed: Sequence[Message], route: str) -> list[int]:
+    """Where (``where``: the batch's positions by identity) the reported messages are;
+    strangers are logged."""
     found = sorted({where[id(m)] for m in failed if id(m) in where})
     strangers = len(failed) - sum(1 for m in failed if id(m) in where)
     if strangers:
