@@ -3,15 +3,14 @@ port get a hint about the mismatch, on both transports; the reason is never empt
 
 from __future__ import annotations
 
-import gc
 import socket
-import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.platform import platform_config
+from tests.support.sockets import close_abandoned_tls_sockets
 from worker.errors import ConnectError
 from worker.platform import Platform, tls
 from worker.transports import hints
@@ -42,11 +41,7 @@ async def failure(kind: type[Transport], options: ConnectOptions) -> str:
     with pytest.raises(ConnectError) as caught:
         await transport.connect(options)
     await transport.disconnect()
-    # paho leaves the socket of a failed TLS handshake to the garbage collector: collect it
-    # here, where its ResourceWarning is expected, rather than in some later test.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
+    close_abandoned_tls_sockets(options.port)
     return hints.explain(caught.value, options)
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import struct
-import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +22,7 @@ from tests.conftest import MosquittoFactory
 from tests.support.credentials import API_KEY, ORG, TOKEN
 from tests.support.mosquitto import Mosquitto
 from tests.support.ports import free_port
+from tests.support.sockets import close_abandoned_tls_sockets
 from tests.support.waiting import NETWORK, until
 from worker.errors import ConnectError, NotAuthorized
 from worker.mqtt import MQTT_3_1_1, MQTT_5
@@ -309,17 +308,12 @@ async def test_tls_checks_the_server(
     async with serve(kind, mosquitto_factory, tmp_path / "certs", level) as server:
         async with connected(make, server.options("sub")) as transport:
             assert await transport.subscribe([(topic("x"), 1)]) == [1]
-        with warnings.catch_warnings():
-            # paho 2.x leaves the socket of a failed TLS handshake to be closed when its
-            # traceback goes (the executor's future holds it until the loop's next turns);
-            # let that happen here, where the ResourceWarning is expected.
-            warnings.simplefilter("ignore", ResourceWarning)
-            with pytest.raises(ConnectError, match="certificate"):
-                # The system store does not know the development CA.
-                await make().connect(server.options("sub", cafile=None, connect_timeout=3))
-            for _ in range(3):
-                await asyncio.sleep(0)
-            gc.collect()
+        with pytest.raises(ConnectError, match="certificate") as caught:
+            # The system store does not know the development CA.
+            await make().connect(server.options("sub", cafile=None, connect_timeout=3))
+        # ``caught`` holds the error chain, hence the socket, until it is closed.
+        close_abandoned_tls_sockets(server.port)
+        assert caught.value is not None
 
 
 async def test_unreachable_is_connect_error_not_refusal(make: Factory) -> None:
