@@ -8,8 +8,9 @@ This is the only module that imports aiomqtt or paho, so that reach stays in one
 
 Verified against aiomqtt 2.3.0, 2.3.2, 2.4.0, 2.5.0 and 2.5.1 (the ``_client`` attribute, the
 ``queue_type``, ``tls_context``, ``clean_session``, ``transport`` and ``timeout`` keywords, the
-``messages`` iterator) and paho-mqtt 2.1.0 and 2.2.0 (``manual_ack_set``, ``ack``); pyproject.toml
-pins exactly that range. ``_paho_of`` fails loudly rather than silently auto-acking should a
+``messages`` iterator) and paho-mqtt 2.1.0 and 2.2.0 (``manual_ack_set``, ``ack``, and the private
+``_sock_recv`` and ``_in_packet`` that the packet size limit watches); pyproject.toml pins exactly
+that range. ``_paho_of`` fails loudly rather than silently auto-acking should a
 future release move things.
 
 ``ConnectOptions.protocol_level`` picks MQTT 3.1.1 or 5 (paho's own MQTT 5 support): on 5 the
@@ -39,6 +40,7 @@ from worker.transports.base import (
     PERMANENT_REFUSALS,
     ConnectOptions,
     Inbound,
+    ProtocolViolation,
     ServerRefused,
     not_authorized,
     reason_name,
@@ -72,6 +74,9 @@ class AiomqttTransport:
         self._v5 = False
         #: MQTT 5: failure reason codes of PUBACKs by message ID, until the publisher reads them
         self._refused: dict[int, int] = {}
+        #: the remaining length of a packet refused for --max-packet-size (0: none)
+        self._too_large = 0
+        self._max_packet_size = 0
 
     @property
     def received(self) -> int:
@@ -104,6 +109,7 @@ class AiomqttTransport:
         self._paho = _paho_of(client)
         # Before CONNECT, so that not even the first PUBLISH is acknowledged behind our back.
         self._paho.manual_ack_set(True)
+        self._limit_packet_size(options.max_packet_size)
         if self._v5:
             self._watch_pubacks()
         try:
@@ -179,6 +185,40 @@ class AiomqttTransport:
         paho.publish = noting_publish
         paho.on_publish = checking_on_publish
 
+    def _limit_packet_size(self, limit: int) -> None:
+        """Refuse a packet above ``limit`` from its fixed header, as the native reader does.
+
+        paho reads every packet whole, in one ``recv`` of its announced length: a broken or
+        hostile broker's 200 MB PUBLISH would be read into memory. Its ``_sock_recv`` is
+        wrapped on this instance: once a packet's remaining length is known and above the
+        limit, the read fails as a lost connection (paho closes the socket), and ``batches``
+        says why.
+        """
+        paho = self._paho
+        recv = paho._sock_recv
+        self._max_packet_size = limit
+
+        def guarded_recv(bufsize: int) -> bytes:
+            packet = paho._in_packet
+            if packet["have_remaining"] and packet["remaining_length"] > limit:
+                self._too_large = packet["remaining_length"]
+                raise OSError(f"packet above --max-packet-size ({limit} bytes)")
+            data: bytes = recv(bufsize)
+            return data
+
+        paho._sock_recv = guarded_recv
+
+    def _lost(self, exc: aiomqtt.MqttError) -> ConnectError:
+        """Why the connection ended, as the supervisor logs and counts it."""
+        if self._too_large:
+            limit = self._max_packet_size
+            return ProtocolViolation(
+                f"{self._where} sent a packet above --max-packet-size ({limit} bytes): "
+                f"remaining length {self._too_large} above the limit of {limit}",
+                "packet_too_large",
+            )
+        return ConnectError(f"connection to {self._where} lost: {_reason(exc)}")
+
     def ack(self, packet_ids: Sequence[int]) -> None:
         """Queue PUBACKs in this order; paho writes them out together on the next loop turn.
 
@@ -207,7 +247,7 @@ class AiomqttTransport:
                     yield rest
                 if self._closing:
                     return
-                raise ConnectError(f"connection to {self._where} lost: {_reason(exc)}") from exc
+                raise self._lost(exc) from exc
             batch = [_inbound(first)]
             batch.extend(_take_all(queue))
             yield batch
@@ -271,10 +311,12 @@ class AiomqttTransport:
 
 def _paho_of(client: aiomqtt.Client) -> Any:
     paho = getattr(client, "_client", None)
-    if not (hasattr(paho, "manual_ack_set") and hasattr(paho, "ack")):
+    needed = ("manual_ack_set", "ack", "_sock_recv", "_in_packet")
+    if not all(hasattr(paho, name) for name in needed):
         raise ConnectError(
             f"aiomqtt {aiomqtt.__version__} does not expose the paho client this transport "
-            "needs for manual acknowledgements; install aiomqtt>=2.3,<2.6 and paho-mqtt>=2.1,<2.3"
+            "needs for manual acknowledgements and its packet size limit; "
+            "install aiomqtt>=2.3,<2.6 and paho-mqtt>=2.1,<2.3"
         )
     return paho
 
