@@ -15,6 +15,7 @@ from tests.support.pipeline import Acks, Published, event, new_metrics, running,
 from worker import App, ConfigError, Event
 from worker.config import load_settings
 from worker.deadletter import DeadLetter, DeadLetters, FileSink, LogSink, MqttSink, check_choice
+from worker.testing import TestClient
 
 LETTER = DeadLetter(
     "on_reading",
@@ -168,6 +169,28 @@ async def test_log_sink_writes_a_warning_with_route_and_reason(
     with caplog.at_level(logging.WARNING, logger="worker.deadletter"):
         await LogSink().put(LETTER)
     assert "route=on_reading reason=error" in caplog.text
+
+
+async def test_an_error_that_spans_lines_is_one_line_in_the_letter_and_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # PostgreSQL's errors carry a DETAIL line; a line-oriented log shipper would split them.
+    app = App()
+
+    @app.event(event="reading", retries=1, retry_backoff=0, dead_letter="mqtt:ops/dlq/dead")
+    async def store(event: Event) -> None:
+        raise ValueError('invalid input syntax for type json\nDETAIL:  Token "x" is invalid.\n')
+
+    with caplog.at_level(logging.WARNING, logger="worker.pipeline"):
+        async with TestClient(app, raise_errors=False) as client:
+            await client.send_event("t", "d", "reading", {"n": 1})
+    [letter] = client.events
+    text = 'ValueError: invalid input syntax for type json; DETAIL:  Token "x" is invalid.'
+    assert letter.data["error"] == text
+    retrying = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert retrying == [
+        f"store: {text} on iot-2/type/t/id/d/evt/reading/fmt/json (run 1); retrying"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -65,15 +65,8 @@ class BatchFailed(Exception):
         self.error = error
         if error is None and self.errors:
             error = self.errors[-1][1]
-        why = f": {describe_error(error)}" if error is not None else ""
+        why = f": {describe(error)}" if error is not None else ""
         super().__init__(f"{len(self.failed)} messages of the batch failed{why}")
-
-
-def describe_error(error: BaseException | str | None) -> str:
-    """An error as the log and dead letters show it."""
-    if error is None or isinstance(error, str):
-        return error or ""
-    return f"{type(error).__name__}: {error}"
 
 
 class BatchItem(Protocol):

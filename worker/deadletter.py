@@ -31,7 +31,7 @@ from typing import IO, Any, Final, Protocol, runtime_checkable
 
 import orjson
 
-from worker.errors import PayloadTooLarge
+from worker.errors import PayloadTooLarge, one_line
 from worker.parsers import dead_letter as _parse_spec
 
 log = logging.getLogger("worker.deadletter")
@@ -256,7 +256,7 @@ class DeadLetters:
         more = f" ({missed} more failures since the last report)" if missed else ""
         log.error(
             "dead-letter sink %s failed for route %s topic %s: %s%s; the message is lost",
-            sink.name, letter.route, letter.topic, str(exc) or type(exc).__name__, more,
+            sink.name, letter.route, letter.topic, one_line(str(exc)) or type(exc).__name__, more,
         )  # fmt: skip
 
     def close(self) -> None:

@@ -112,3 +112,14 @@ class NotAuthorized(ConnectError):
     def __init__(self, message: str, return_code: int) -> None:
         self.return_code = return_code
         super().__init__(message)
+
+
+def one_line(text: str) -> str:
+    """``text`` with its lines joined by ``; ``.
+
+    Some errors span lines (PostgreSQL's carry a ``DETAIL:`` line); a log shipper that reads
+    one record per line would split them, and a dead letter's ``error`` is read as one field.
+    """
+    if "\n" not in text and "\r" not in text:
+        return text
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())

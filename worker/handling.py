@@ -28,7 +28,7 @@ from prometheus_client import Counter
 from worker.config import Settings
 from worker.context import Context
 from worker.deadletter import DeadLetter, DeadLetters, DeadLetterSink
-from worker.errors import CodecError
+from worker.errors import CodecError, one_line
 from worker.messages import AppStatus, Command, Event, Message
 from worker.metrics import Outcome, RouteMetrics
 from worker.payloads import PayloadModel
@@ -214,13 +214,15 @@ def subject_of(message: Message) -> str:
     return f"{message.device_type}/{message.device_id}"
 
 
-def describe(error: BaseException | None, timeout: float | None) -> str | None:
-    """The ``error`` text of a dead letter."""
+def describe(error: BaseException | str | None, timeout: float | None = None) -> str | None:
+    """The ``error`` text of a dead letter and of a log line, on one line."""
     if error is None:
         return None
+    if isinstance(error, str):
+        return one_line(error)
     if isinstance(error, TimeoutError) and timeout is not None:
         return f"timed out after {timeout:g} s"
-    return f"{type(error).__name__}: {error}"
+    return one_line(f"{type(error).__name__}: {error}")
 
 
 def _log_failure(
