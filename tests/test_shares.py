@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.support.waiting import PROCESS
+from worker.merged_metrics import merge
 from worker.tools.shares import (
     InstanceShare,
     Reading,
@@ -22,6 +23,8 @@ from worker.tools.shares import (
     compute_shares,
     measure,
     normalize_url,
+    parse_reading,
+    parse_readings,
     prometheus_shares,
 )
 from worker.tools.shares_view import BAR_WIDTH, render, run_shares
@@ -146,6 +149,45 @@ def test_a_restarted_counter_counts_from_zero_and_down_or_idle_rows_have_no_shar
     assert rows[1].error == "connection refused" and rows[1].in_flight is None
     idle = compute_shares([reading("a", 0.0, 1.0)], [reading("a", 1.0, 1.0)])
     assert idle[0].share == 0.0
+
+
+def test_each_process_of_a_workers_page_is_an_instance_of_its_own() -> None:
+    # The supervisor's page of `worker run --workers 2`: the same series once per process.
+    pods = [FakeInstance("pod-0", 300), FakeInstance("pod-1", 100)]
+    url = "http://10.0.0.5:9100/metrics"
+
+    def page() -> str:
+        return merge({str(n): pod.page() for n, pod in enumerate(pods)}).decode()
+
+    before = parse_readings(url, 0.0, page())
+    after = parse_readings(url, 1.0, page())
+    assert [(r.instance, r.process, r.received) for r in after] == [
+        ("pod-0", "0", 600.0),
+        ("pod-1", "1", 200.0),
+    ]
+    rows = compute_shares(before, after)
+    assert [(r.instance, r.rate, r.share) for r in rows] == [
+        ("pod-0", 300.0, 0.75),
+        ("pod-1", 100.0, 0.25),
+    ]
+    # The whole page as one reading (what the demo reads): summed, named after its address.
+    whole = parse_reading(url, 1.0, page())
+    assert (whole.instance, whole.received, whole.process) == ("10.0.0.5:9100", 1200.0, None)
+
+
+def test_a_process_missing_from_one_round_is_a_row_without_a_rate() -> None:
+    def member(process: str, at: float, received: float) -> Reading:
+        url = "http://pod:9100/metrics"
+        return Reading(url, at, f"pod-{process}", received, subscribed=True, process=process)
+
+    before = [member("0", 0.0, 10.0), member("1", 0.0, 10.0)]
+    after = [member("0", 1.0, 30.0), member("2", 1.0, 5.0)]  # 1 went, 2 came (a restart)
+    rows = compute_shares(before, after)
+    assert [(r.instance, r.rate, r.state, r.error) for r in rows] == [
+        ("pod-0", 20.0, "ready", None),
+        ("pod-2", 0.0, "ready", None),
+        ("pod-1", 0.0, "down", "no longer on its page"),
+    ]
 
 
 @pytest.mark.parametrize(

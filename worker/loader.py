@@ -36,7 +36,7 @@ def load_app(target: str) -> App:
     if attr:
         found = getattr(module, attr, None)
         if not isinstance(found, App):
-            what = "no such attribute" if found is None else f"it is a {type(found).__name__}"
+            what = "no such attribute" if found is None else f"it is {_a(type(found).__name__)}"
             raise AppLoadError(f"{target}: not an App ({what})")
         return found
     named = getattr(module, "app", None)
@@ -52,6 +52,24 @@ def load_app(target: str) -> App:
         )
     names = ", ".join(sorted(k for k, _ in apps.values()))
     raise AppLoadError(f"module {module_name!r} has several Apps ({names}); pick one: MODULE:ATTR")
+
+
+def require_handlers(app: App, target: str) -> App:
+    """``app`` when it has a handler to serve; AppLoadError saying so otherwise.
+
+    An App without routes would connect and subscribe to nothing: never ready, never told why.
+    """
+    if not app.routes:
+        raise AppLoadError(
+            f"{target}: the App has no handlers, so there is nothing to subscribe to: "
+            "register a coroutine with @app.event(...), @app.command(...), "
+            "@app.device_status(...) or @app.app_status(...)"
+        )
+    return app
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
 
 
 def _is_path(text: str) -> bool:

@@ -272,7 +272,8 @@ class Worker:
         if hooks_ran:
             await self.app.shutdown()
         await self.connection.close()
-        log.info("stopped (%d messages abandoned)", self.abandoned)
+        noun = "message" if self.abandoned == 1 else "messages"
+        log.info("stopped (%d %s abandoned)", self.abandoned, noun)
 
     async def _drain(self) -> None:
         if not self.started.is_set():

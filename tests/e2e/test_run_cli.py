@@ -30,6 +30,16 @@ async def test_module_without_app_exits_3() -> None:
     assert "module 'tests.e2e.noapp' has no App" in err
 
 
+async def test_an_app_without_handlers_exits_3_before_connecting() -> None:
+    # Nothing listens on the port: the refusal comes before any attempt to connect.
+    where = ("--host", "127.0.0.1", "--port", str(free_port()), "--startup-timeout", "30")
+    code, _, err = await run_cli("run", "tests.e2e.emptyapp", *MQTT, *where)
+    assert code == 3
+    assert "tests.e2e.emptyapp: the App has no handlers" in err
+    assert "@app.event(...)" in err
+    assert "Traceback" not in err
+
+
 async def test_module_that_fails_to_import_exits_3_with_its_message() -> None:
     code, _, err = await run_cli("run", "tests.e2e.broken", *MQTT)
     assert code == 3
@@ -41,7 +51,7 @@ async def test_module_that_fails_to_import_exits_3_with_its_message() -> None:
 async def test_attribute_that_is_not_an_app_exits_3() -> None:
     code, _, err = await run_cli("run", "tests.e2e.noapp:VALUE", *MQTT)
     assert code == 3
-    assert "tests.e2e.noapp:VALUE: not an App (it is a int)" in err
+    assert "tests.e2e.noapp:VALUE: not an App (it is an int)" in err
 
 
 async def test_bad_setting_exits_2() -> None:

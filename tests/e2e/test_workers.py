@@ -25,6 +25,7 @@ from tests.support.processes import (
     run_cli,
 )
 from tests.support.waiting import PROCESS, until
+from worker.tools.shares import scrape_all
 
 pytestmark = pytest.mark.mosquitto
 
@@ -80,6 +81,13 @@ async def test_two_processes_share_the_work_and_one_metrics_page_shows_both(
     # The scaling signal is the pod's: one series, the lanes of both processes.
     assert samples["worker_concurrency"] == 16
     assert 0 <= samples["worker_handler_saturation"] <= 1
+    # `worker shares` shows each process as the group member it is, under its own name.
+    url = f"http://127.0.0.1:{worker.port}/metrics"
+    readings = await scrape_all([url], PROCESS, by_process=True)
+    assert [(r.instance, r.received) for r in readings] == [
+        ("pod-0", per_process[0]),
+        ("pod-1", per_process[1]),
+    ]
     assert await ready(worker)
     worker.signal(signal.SIGTERM)
     assert await worker.wait() == 0

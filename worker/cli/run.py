@@ -47,19 +47,20 @@ def run(target: str, startup_timeout: float | None, **flags: Any) -> None:
     Prints one line when subscribed: client ID, host:port, filters, metrics URL. SIGTERM or
     Ctrl-C unsubscribes, drains and exits 0; a second Ctrl-C gives up the drain (exit 130).
     SIGUSR1 pauses (unsubscribes, stays connected), SIGUSR2 resumes. Exit 2: bad settings;
-    3: the module does not import or has no App; 4: cannot connect or not authorised.
+    3: the module does not import, has no App or its App no handler; 4: cannot connect or
+    not authorised.
     With --workers N, N processes under one supervisor that forwards these signals.
     """
     # Imported here so that the other commands do not load the runtime at start-up.
     from worker import collector, logs
     from worker.errors import AppLoadError, ConnectError
-    from worker.loader import load_app
+    from worker.loader import load_app, require_handlers
     from worker.runner import run_worker
 
     settings = resolve_settings(flags)
     logs.configure(settings.log_level, settings.log_format)
     try:
-        app = load_app(target)
+        app = require_handlers(load_app(target), target)
         if settings.workers > 1:  # the App imports: now the processes can start
             _supervise(target, settings, {**flags, "startup_timeout": startup_timeout})
         collector.tune()  # the App is imported: what exists now lives as long as the process

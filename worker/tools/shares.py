@@ -4,7 +4,9 @@ Two sources, one result (a list of :class:`InstanceShare`):
 
 - the instances' own ``/metrics`` endpoints, scraped concurrently twice an interval apart:
   an instance's rate is the increase of ``worker_messages_received_total`` (summed over kinds)
-  between the scrapes, its share that rate over the sum of all instances' rates;
+  between the scrapes, its share that rate over the sum of all instances' rates. The page of
+  ``worker run --workers N`` holds N group members, told apart by their ``process`` label:
+  each is an instance of its own here (named by its ``worker_info``), as it is to the broker;
 - a Prometheus server, asked for the recording rules ``worker:load_share:ratio`` and
   ``worker:messages_received:rate1m`` (deploy/prometheus/rules.yaml).
 
@@ -21,7 +23,7 @@ import json
 import math
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import urlencode, urlsplit
 
@@ -50,6 +52,13 @@ class Reading:
     in_flight: float | None = None
     subscribed: bool | None = None
     error: str | None = None
+    #: the ``process`` label of one process of a ``--workers N`` page; None: the whole page
+    process: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        """What pairs a reading with the same member's reading of the next round."""
+        return self.url, self.process
 
 
 @dataclass(frozen=True)
@@ -103,26 +112,79 @@ def host_label(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def parse_reading(url: str, at: float, text: str) -> Reading:
-    """The numbers the share view needs from one /metrics page (ValueError if it is not one)."""
-    received: float | None = None
-    in_flight: float | None = None
-    subscribed: bool | None = None
-    instance = host_label(url)
+class _Member:
+    """What one page says about one member (one process of a ``--workers N`` page)."""
+
+    __slots__ = ("in_flight", "instance", "received", "subscribed")
+
+    def __init__(self) -> None:
+        self.received: float | None = None
+        self.in_flight: float | None = None
+        self.subscribed: bool | None = None
+        self.instance: str | None = None
+
+    def read(self, name: str, value: float, labels: dict[str, str]) -> None:
+        if name == RECEIVED:
+            self.received = (self.received or 0.0) + value
+        elif name == "worker_in_flight":
+            self.in_flight = (self.in_flight or 0.0) + value
+        elif name == "worker_subscribed":
+            self.subscribed = bool(self.subscribed) or value == 1
+        elif name == "worker_info" and labels.get("instance"):
+            self.instance = labels["instance"]
+
+
+def parse_readings(url: str, at: float, text: str) -> list[Reading]:
+    """One reading per process of the page (``process`` label), or one for a page without
+    them; ValueError if the page serves no worker metrics."""
+    members: dict[str | None, _Member] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == RECEIVED:
-                received = (received or 0.0) + sample.value
-            elif sample.name == "worker_in_flight":
-                in_flight = sample.value
-            elif sample.name == "worker_subscribed":
-                subscribed = sample.value == 1
-            elif sample.name == "worker_info" and sample.labels.get("instance"):
-                instance = sample.labels["instance"]
-    if received is None and subscribed is None and instance == host_label(url):
+            if sample.name in _READ:
+                process = sample.labels.get("process")
+                member = members.get(process) or members.setdefault(process, _Member())
+                member.read(sample.name, sample.value, sample.labels)
+    if not members:
         # A page without a single worker series is some other exporter: say so.
         raise ValueError(f"{url} does not serve worker metrics")
-    return Reading(url, at, instance, received, in_flight, subscribed)
+    if len(members) > 1:
+        members.pop(None, None)  # series without a process label are the pod's, not a member
+    return [
+        Reading(url, at, m.instance or _name(url, process), m.received, m.in_flight,
+                m.subscribed, process=process)
+        for process, m in sorted(members.items(), key=lambda item: _order(item[0]))
+    ]  # fmt: skip
+
+
+def parse_reading(url: str, at: float, text: str) -> Reading:
+    """The whole page as one reading: its processes summed (ValueError if not worker metrics)."""
+    readings = parse_readings(url, at, text)
+    if len(readings) == 1:
+        return replace(readings[0], process=None)
+    received = [r.received for r in readings if r.received is not None]
+    in_flight = [r.in_flight for r in readings if r.in_flight is not None]
+    return Reading(
+        url,
+        at,
+        host_label(url),
+        math.fsum(received) if received else None,
+        math.fsum(in_flight) if in_flight else None,
+        any(r.subscribed for r in readings),
+    )
+
+
+_READ = frozenset({RECEIVED, "worker_in_flight", "worker_subscribed", "worker_info"})
+
+
+def _name(url: str, process: str | None) -> str:
+    return host_label(url) if process is None else f"{host_label(url)} process {process}"
+
+
+def _order(process: str | None) -> tuple[int, str]:
+    """Processes by number (``10`` after ``9``), the page's own series first."""
+    if process is None:
+        return -1, ""
+    return (int(process), "") if process.isdigit() else (1 << 30, process)
 
 
 def describe(exc: BaseException) -> str:
@@ -136,18 +198,29 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def scrape(url: str, request_timeout: float) -> Reading:
-    """One instance's reading; a failure is a Reading with ``error`` set, never an exception."""
+async def scrape(url: str, request_timeout: float, *, by_process: bool = False) -> list[Reading]:
+    """One URL's reading (one per process with ``by_process``); a failure is a Reading with
+    ``error`` set, never an exception."""
     try:
         text = (await web.get(url, request_timeout, accept="text/plain")).decode()
-        return parse_reading(url, time.monotonic(), text)
+        at = time.monotonic()
+        if by_process:
+            return parse_readings(url, at, text)
+        return [parse_reading(url, at, text)]
     except (OSError, TimeoutError, ValueError, UnicodeDecodeError) as exc:
-        return Reading(url, time.monotonic(), host_label(url), error=describe(exc))
+        return [Reading(url, time.monotonic(), host_label(url), error=describe(exc))]
 
 
-async def scrape_all(urls: Sequence[str], request_timeout: float) -> list[Reading]:
-    """Scrape every URL concurrently, in the given order."""
-    return list(await asyncio.gather(*(scrape(url, request_timeout) for url in urls)))
+async def scrape_all(
+    urls: Sequence[str], request_timeout: float, *, by_process: bool = False
+) -> list[Reading]:
+    """Scrape every URL concurrently; the readings in the URLs' order.
+
+    Without ``by_process`` there is exactly one reading per URL (a ``--workers N`` page
+    summed); with it, one per process of such a page.
+    """
+    pages = await asyncio.gather(*(scrape(u, request_timeout, by_process=by_process) for u in urls))
+    return [reading for page in pages for reading in page]
 
 
 def instance_rate(before: Reading, after: Reading) -> float:
@@ -168,14 +241,17 @@ def state_of(before: Reading, after: Reading) -> State:
 
 
 def compute_shares(before: Sequence[Reading], after: Sequence[Reading]) -> list[InstanceShare]:
-    """Each instance's rate and share from two scrape rounds of the same URLs (same order)."""
-    rates = [
-        instance_rate(b, a) if state_of(b, a) != "down" else 0.0
-        for b, a in zip(before, after, strict=True)
-    ]
+    """Each instance's rate and share from two scrape rounds of the same URLs.
+
+    Readings are paired by URL and process, in the order of ``after``. A member that one round
+    lacks (a process that appeared, or one its supervisor could not scrape) is a row without
+    a rate, down when it is gone.
+    """
+    pairs = _pairs(before, after)
+    rates = [instance_rate(b, a) if state_of(b, a) != "down" else 0.0 for b, a in pairs]
     total = math.fsum(rates)
     rows: list[InstanceShare] = []
-    for b, a, rate in zip(before, after, rates, strict=True):
+    for (b, a), rate in zip(pairs, rates, strict=True):
         state = state_of(b, a)
         rows.append(
             InstanceShare(
@@ -191,6 +267,13 @@ def compute_shares(before: Sequence[Reading], after: Sequence[Reading]) -> list[
     return rows
 
 
+def _pairs(before: Sequence[Reading], after: Sequence[Reading]) -> list[tuple[Reading, Reading]]:
+    earlier = {r.key: r for r in before}
+    pairs = [(earlier.pop(a.key, a), a) for a in after]  # new: its own before (no rate)
+    gone = [(b, replace(b, error="no longer on its page")) for b in earlier.values()]
+    return pairs + gone
+
+
 async def watch(
     urls: Sequence[str], interval: float, request_timeout: float
 ) -> AsyncGenerator[list[InstanceShare], None]:
@@ -199,12 +282,12 @@ async def watch(
     Waiting ``interval`` between rounds is the measurement window of the rate, not a sync.
     """
     loop = asyncio.get_running_loop()
-    before = await scrape_all(urls, request_timeout)
+    before = await scrape_all(urls, request_timeout, by_process=True)
     started = loop.time()
     while True:
         await asyncio.sleep(max(0.0, started + interval - loop.time()))
         started = loop.time()
-        after = await scrape_all(urls, request_timeout)
+        after = await scrape_all(urls, request_timeout, by_process=True)
         yield compute_shares(before, after)
         before = after
 

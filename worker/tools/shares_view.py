@@ -41,7 +41,8 @@ def render(rows: Sequence[InstanceShare], interval: float, source: str) -> str:
     ready = sum(row.state == "ready" for row in rows)
     clock = time.strftime("%H:%M:%S")
     lines = [
-        f"worker shares · {len(rows)} instances, {ready} ready · {total:.1f} msg/s"
+        f"worker shares · {len(rows)} {'instance' if len(rows) == 1 else 'instances'}, "
+        f"{ready} ready · {total:.1f} msg/s"
         f" · {source} · every {interval:g}s · {clock}",
     ]
     if not rows:
