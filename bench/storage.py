@@ -128,7 +128,7 @@ def problem() -> str | None:
     try:
         import asyncpg  # noqa: F401
     except ImportError:
-        return "asyncpg is not installed (pip install 'worker[postgres]')"
+        return "asyncpg is not installed (make install, or pip install 'asyncpg>=0.30')"
     return None
 
 

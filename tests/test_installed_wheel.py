@@ -1,9 +1,9 @@
 """The built wheel, installed into a fresh virtual environment outside the checkout, works.
 
-What a user gets from ``pip install worker[test]``: the commands, the example application the
-demo runs (it ships in the package), the testing toolkit, and nothing of the repository around
-it (tests, bench). Everything runs from a temporary folder with a clean environment, so nothing
-in the checkout can be imported by accident.
+What a user gets from installing the wheel with its ``test`` extra: the commands, the example
+application the demo runs (it ships in the package), the testing toolkit, and nothing of the
+repository around it (tests, bench). Everything runs from a temporary folder with a clean
+environment, so nothing in the checkout can be imported by accident.
 
 The last test is a newcomer's first hour, step by step: a handler module of their own run as a
 file, two replicas of it on the local platform with distinct instance names, the simulator

@@ -131,6 +131,28 @@ async def test_refused_devices_get_one_line_that_says_how_to_give_them_tokens() 
     assert "--device-token" in lines[0] and "--as app" in lines[0]
 
 
+async def test_churn_refused_to_an_application_stops_once_and_says_why() -> None:
+    # --as app on a platform without device tokens: a visit as the device itself is refused,
+    # and every later one would be; the events go on.
+    async with Platform(
+        PlatformConfig(host="127.0.0.1", port=0, api_keys={API_KEY: TOKEN})
+    ) as strict:
+        config = SimConfig(devices=2, rate=0, count=1, mode="app", churn=60.0)
+        sim = Simulator(config, settings(strict))
+        await sim._connect()
+        try:
+            await sim._bounce(sim.devices[0])
+            async with asyncio.timeout(5):
+                async with asyncio.TaskGroup() as tg:
+                    await sim._churn(tg)  # returns at once: no more visits
+        finally:
+            await sim._disconnect()
+    error = sim.stats.last_error or ""
+    assert error.startswith("churn stopped: ") and "not authorised" in error
+    assert "--accept-any-key" in error and "--churn 0" in error
+    assert sim.stats.churned == 0
+
+
 async def test_a_temperature_range_and_a_template_shape_the_payload(platform: Platform) -> None:
     template = Template.parse('{"t": "{temp}", "n": "{seq}", "who": "{device_type}/{device_id}"}')
     config = SimConfig(

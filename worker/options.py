@@ -331,7 +331,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
         flag="--tracing",
         parse=choice("off", "on"),
         default="off",
-        help="OpenTelemetry consumer spans per handled message; needs pip install 'worker[otel]'",
+        help="OpenTelemetry consumer spans per handled message; needs the otel extra",
     ),
     Option(
         field="receive_maximum",

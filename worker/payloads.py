@@ -81,7 +81,7 @@ def compile_model(model: object, *, use_pydantic: bool | None = None) -> Payload
 
 
 _ACCEPTED: Final = (
-    "payload={model}: accepted is a pydantic model (pip install 'worker[pydantic]'), "
+    "payload={model}: accepted is a pydantic model (pip install 'pydantic>=2.5'), "
     "a dataclass or a TypedDict"
 )
 

@@ -63,7 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
             import pytest_asyncio  # noqa: F401  (the fixtures are pytest-asyncio fixtures)
         except ImportError:
             raise pytest.UsageError(
-                "the worker fixtures need pytest-asyncio: pip install 'worker[test]'"
+                "the worker fixtures need pytest-asyncio (the test extra): "
+                "pip install pytest-asyncio"
             ) from None
         config.pluginmanager.import_plugin(_FIXTURES)
 

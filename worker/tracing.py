@@ -2,8 +2,9 @@
 
 Off by default, and free when off: nothing here imports OpenTelemetry until :func:`enable` is
 called (``--tracing on``), :func:`inject` then returns its argument unchanged and the pipeline
-checks one flag per message. Install the extra to use it: ``pip install 'worker[otel]'``; the
-application configures the SDK (its ``TracerProvider`` and exporters) as for any other library.
+checks one flag per message. Install the ``otel`` extra to use it (the OpenTelemetry API and
+SDK: ``pip install 'opentelemetry-api>=1.20' 'opentelemetry-sdk>=1.20'``); the application
+configures the SDK (its ``TracerProvider`` and exporters) as for any other library.
 
 When on:
 
@@ -48,7 +49,8 @@ def enable() -> None:
     if not available():
         raise ConfigError(
             "--tracing on needs OpenTelemetry, which is not installed: "
-            "pip install 'worker[otel]' (or set WORKER_TRACING=off)"
+            "install the otel extra, or pip install 'opentelemetry-api>=1.20' "
+            "'opentelemetry-sdk>=1.20' (or set WORKER_TRACING=off)"
         )
     from opentelemetry import propagate, trace
 

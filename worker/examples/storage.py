@@ -2,7 +2,7 @@
 
 Run it (QoS 1, the default, so that the broker redelivers what was not stored)::
 
-    pip install 'worker[postgres]'
+    pip install -e '.[postgres]'    # from a checkout; or pip install 'asyncpg>=0.30'
     export STORAGE_DSN=postgresql://telemetry:secret@db.example.com/telemetry
     worker run worker.examples.storage --profile mqtt --host broker.example.com
 
@@ -104,7 +104,10 @@ _storage = _Storage()
 async def open_pool() -> None:
     """Connect to ``STORAGE_DSN`` and create the table if it is not there."""
     if asyncpg is None:
-        raise ConfigError("worker.examples.storage needs asyncpg: pip install 'worker[postgres]'")
+        raise ConfigError(
+            "worker.examples.storage needs asyncpg (the postgres extra): "
+            "pip install 'asyncpg>=0.30'"
+        )
     dsn = os.environ.get("STORAGE_DSN", "").strip()
     if not dsn:
         raise ConfigError(

@@ -187,6 +187,8 @@ class Simulator:
         self.rate = config.rate
         #: set once every connection is up and the first event may leave
         self.publishing = asyncio.Event()
+        #: app mode: the platform refused a device's own connection, so churn has stopped
+        self._churn_refused = False
 
     def stop(self) -> None:
         """End the run: no new events; those in flight finish."""
@@ -343,7 +345,7 @@ class Simulator:
         if self.config.churn <= 0:
             return
         turn = 0
-        while True:
+        while not self._churn_refused:
             await asyncio.sleep(self.config.churn)  # the churn's period
             device = self.devices[turn % len(self.devices)]
             turn += 1
@@ -360,6 +362,12 @@ class Simulator:
                 await self._bounce_visit(device, away)
             self.stats.churned += 1
         except ConnectError as exc:
+            if isinstance(exc, NotAuthorized) and self.config.mode == "app":
+                # A visit as the device itself, refused: every later one would be too.
+                self._churn_refused = True
+                self.stats.last_error = f"churn stopped: {exc}; {_VISITS_NEED_TOKENS}"
+                log.warning("%s", self.stats.last_error)
+                return
             # Churn is scenery: a failed reconnect is reported, and the device is retried.
             self.stats.last_error = f"churn of {device.device_id}: {exc}"
             log.info("churn of %s failed: %s", device.device_id, exc)
@@ -395,6 +403,13 @@ class Simulator:
         await self._app.publish(topic, status_payload("Disconnect", client_id), qos=1)
         await asyncio.sleep(away)  # how long the device is away
         await self._app.publish(topic, status_payload("Connect", client_id), qos=1)
+
+
+#: why churn stops when the platform refuses a device's visit in app mode
+_VISITS_NEED_TOKENS: Final = (
+    "device status messages need the devices to connect as themselves: give them tokens "
+    "(worker platform --accept-any-key, or --keys FILE), or pass --churn 0"
+)
 
 
 def refused_devices_hint(org: str, devices: list[Device]) -> str:
