@@ -250,10 +250,20 @@ async def test_batch_failed_gives_each_message_its_own_error_and_retry_decision(
     assert sorted((d.payload, d.error, d.attempts) for d in sink.letters) == [
         (b'{"n": 1}', "PermanentError: n=1 can never be stored", 1),
         (b'{"n": 2}', "ValueError: n=2 refused", 2),
-        (b'{"n": 3}', "BatchFailed: 1 messages of the batch failed: n=3 refused", 2),
+        (b'{"n": 3}', "BatchFailed: 1 message of the batch failed: n=3 refused", 2),
     ]
     assert handled(metrics, "ok") == 1
     assert handled(metrics, "dead_lettered") == 3
+
+
+def test_batch_failed_says_when_its_messages_failed_for_other_reasons_too() -> None:
+    first, second, third = (Event("sensor", f"d{n}", "reading", "json", b"{}") for n in range(3))
+    one = BatchFailed(errors=[(first, ValueError("x")), (second, ValueError("x"))])
+    assert str(one) == "2 messages of the batch failed: ValueError: x"
+    two = BatchFailed(errors=[(first, ValueError("x")), (second, KeyError("k")), (third, "y")])
+    assert str(two) == (
+        "3 messages of the batch failed: y (and 2 other errors: see the dead letters)"
+    )
 
 
 async def test_a_timeout_fails_the_batch() -> None:

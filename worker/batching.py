@@ -63,10 +63,18 @@ class BatchFailed(Exception):
         self.errors: tuple[tuple[Message, BaseException | str], ...] = tuple(errors)
         self.failed: tuple[Message, ...] = (*failed, *(m for m, _ in self.errors))
         self.error = error
+        others = ""
         if error is None and self.errors:
             error = self.errors[-1][1]
-        why = f": {describe(error)}" if error is not None else ""
-        super().__init__(f"{len(self.failed)} messages of the batch failed{why}")
+            texts = {describe(e) for _, e in self.errors}
+            if len(texts) > 1:
+                others = f" (and {_count(len(texts) - 1, 'other error')}: see the dead letters)"
+        why = f": {describe(error)}{others}" if error is not None else ""
+        super().__init__(f"{_count(len(self.failed), 'message')} of the batch failed{why}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 class BatchItem(Protocol):

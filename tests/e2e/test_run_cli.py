@@ -63,7 +63,7 @@ async def test_bad_setting_exits_2() -> None:
 @pytest.mark.mosquitto
 async def test_bad_credentials_exit_4_with_one_line(mosquitto_factory: MosquittoFactory) -> None:
     broker = mosquitto_factory(users={"alice": "right-pw"})
-    where = ("--host", broker.host, "--port", str(broker.port))
+    where = ("--host", broker.host, "--port", str(broker.port), "--metrics-port", "0")
     creds = ("--username", "alice", "--password", "wrong-pw")
     code, out, err = await run_cli("run", "tests.e2e.recorder", *MQTT, *where, *creds)
     assert code == 4

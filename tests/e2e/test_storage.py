@@ -26,8 +26,15 @@ from tests.conftest import MosquittoFactory
 from tests.e2e.conftest import Spawn
 from tests.support.credentials import API_KEY, TOKEN
 from tests.support.fetch import fetch
+from tests.support.ports import free_port
 from tests.support.postgres import PostgresCluster, postgres_bindir, postgres_cluster
-from tests.support.processes import WorkerProcess, event_topic, publish_events, run_cli
+from tests.support.processes import (
+    WorkerProcess,
+    clean_env,
+    event_topic,
+    publish_events,
+    run_cli,
+)
 from tests.support.waiting import NETWORK, until
 from worker.messages import message_key
 from worker.platform import Platform, PlatformConfig
@@ -243,9 +250,45 @@ async def test_every_qos1_event_is_one_row(
 
 
 async def test_without_storage_dsn_the_worker_exits_3_naming_it(platform: Platform) -> None:
-    code, _, err = await run_cli("run", APP, *platform_args(platform))
+    code, _, err = await run_cli("run", APP, *platform_args(platform), "--metrics-port", "0")
     assert code == 3, err
     assert "STORAGE_DSN is not set" in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "code", "message"),
+    [
+        (
+            "STORAGE_DSN",
+            "postgresql://u:s3cret@127.0.0.1:notaport/db",
+            3,
+            "STORAGE_DSN is not a PostgreSQL URL that asyncpg can read",
+        ),
+        (
+            "STORAGE_DSN",
+            "postgresql://u:s3cret@127.0.0.1:{closed}/db",
+            3,
+            "cannot use the database of STORAGE_DSN (127.0.0.1:{closed}): ",
+        ),
+        (
+            "STORAGE_BATCH_SIZE",
+            "1000000",
+            3,
+            "STORAGE_BATCH_SIZE='1000000': accepted is a whole number from 1 to 100,000",
+        ),
+    ],
+)
+async def test_bad_storage_settings_say_what_is_wrong(
+    platform: Platform, variable: str, value: str, code: int, message: str
+) -> None:
+    closed = str(free_port())
+    env = clean_env(STORAGE_DSN="postgresql://u@127.0.0.1/db")
+    env[variable] = value.format(closed=closed)
+    args = (*platform_args(platform), "--metrics-port", "0")
+    got, _, err = await run_cli("run", APP, *args, env=env)
+    assert got == code, err
+    assert message.format(closed=closed) in err
+    assert "Traceback" not in err and "s3cret" not in err
 
 
 async def test_sigterm_mid_stream_stores_what_reached_the_worker_once(
@@ -406,12 +449,14 @@ async def test_a_payload_the_database_refuses_fails_alone(
     await until(letters.exists, "the refused events dead-lettered")
     await until(lambda: len(letters.read_bytes().splitlines()) >= 3, "three whole dead letters")
     records = [orjson.loads(line) for line in letters.read_bytes().splitlines()]
+    # Refused bytes would be refused again: dead-lettered after one run, not retried.
     assert sorted((r["route"], r["payload"], r["attempts"]) for r in records) == sorted(
-        [("store", refused[20].decode(), 2), ("store", refused[50].decode(), 2),
-         ("store", base64.b64encode(refused[80]).decode(), 2)]
+        [("store", refused[20].decode(), 1), ("store", refused[50].decode(), 1),
+         ("store", base64.b64encode(refused[80]).decode(), 1)]
     )  # fmt: skip
-    # Each dead letter says why its own event was refused.
+    # Each dead letter says why its own event was refused, on one line.
     why = {r["payload"]: r["error"] for r in records}
+    assert all(e.startswith("RefusedRow: ") and "\n" not in e for e in why.values()), why
     assert "0000" in why[refused[20].decode()], why
     assert "json" in why[refused[50].decode()], why
     assert "UTF8" in why[base64.b64encode(refused[80]).decode()], why

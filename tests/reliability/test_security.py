@@ -333,6 +333,8 @@ async def test_secrets_never_appear_in_the_logs_of_any_component(tmp_path: Path)
             "sec2",
             "--log-level",
             "debug",
+            "--metrics-port",
+            "0",
         )
         code, out, err = await run_cli("run", APP, *args, env=refused)
         assert code == 4, err

@@ -21,11 +21,12 @@ seconds, default 0.5, doubling), then each of its messages goes to the dead-lett
 is neither stored nor dead-lettered. Payloads reach the handler undecoded
 (``Batch(decode=False)``): PostgreSQL parses the JSON itself, so the worker does not parse it
 first. A payload it refuses (not JSON, not UTF-8, or jsonb's ``\\u0000``) fails alone: the
-batch is then stored event by event, and only the refused events are retried and
-dead-lettered. Delivery is at least once: a message whose COPY committed but
-whose acknowledgement never reached the broker (the worker was killed in between) is stored
-again if the broker delivers it again, with the same ``key`` (a digest of the topic and the
-payload); ``docs/guide/storage.md`` shows how to make rows unique.
+batch is then stored event by event, and only the refused events are dead-lettered, at once
+(the same bytes would be refused again, so they are not retried). Delivery is at least once:
+a message whose COPY committed but whose acknowledgement never reached the broker (the worker
+was killed in between) is stored again if the broker delivers it again, with the same ``key``
+(a digest of the topic and the payload); ``docs/guide/storage.md`` shows how to make rows
+unique.
 
 ``STORAGE_DSN`` is required: without it (or without asyncpg) ``worker run`` exits 3 saying so.
 """
@@ -38,8 +39,10 @@ import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
 
-from worker import App, Batch, BatchFailed, ConfigError, ConnectError, Event
+from worker import App, Batch, BatchFailed, ConfigError, ConnectError, Event, PermanentError
+from worker.routes import MAX_BATCH_SIZE, MAX_BATCH_WAIT
 
 try:
     import asyncpg
@@ -70,21 +73,24 @@ TIMEOUT: Final = 30.0
 CLOSE_DEADLINE: Final = 10.0
 
 
-def _setting(name: str, default: str, kind: type[int] | type[float], low: float) -> Any:
-    """An environment variable as a number of at least ``low``; ConfigError naming it."""
+def _setting(
+    name: str, default: str, kind: type[int] | type[float], low: float, high: float | None = None
+) -> Any:
+    """An environment variable as a number from ``low`` (to ``high``); ConfigError naming it."""
     raw = os.environ.get(name, default)
     try:
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or value < low:
+    if value is None or value < low or (high is not None and value > high):
         accepted = "a whole number" if kind is int else "a number"
-        raise ConfigError(f"{name}={raw!r}: accepted is {accepted} of at least {low:g}")
+        bounds = f"of at least {low:g}" if high is None else f"from {low:g} to {high:,g}"
+        raise ConfigError(f"{name}={raw!r}: accepted is {accepted} {bounds}")
     return value
 
 
-BATCH_SIZE: Final[int] = _setting("STORAGE_BATCH_SIZE", "250", int, 1)
-BATCH_WAIT: Final[float] = _setting("STORAGE_BATCH_WAIT", "0.05", float, 0)
+BATCH_SIZE: Final[int] = _setting("STORAGE_BATCH_SIZE", "250", int, 1, MAX_BATCH_SIZE)
+BATCH_WAIT: Final[float] = _setting("STORAGE_BATCH_WAIT", "0.05", float, 0, MAX_BATCH_WAIT)
 RETRIES: Final[int] = _setting("STORAGE_RETRIES", "3", int, 0)
 RETRY_BACKOFF: Final[float] = _setting("STORAGE_RETRY_BACKOFF", "0.5", float, 0)
 
@@ -115,12 +121,33 @@ async def open_pool() -> None:
             "postgresql://user:password@host:5432/database"
         )
     try:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=POOL_SIZE, reset=_keep_session)
+        # No connection floor (min_size=0): while the database is down, asyncpg would log a
+        # traceback each time it fails to restore the floor; the batches' retries say it.
+        pool = await asyncpg.create_pool(dsn, min_size=0, max_size=POOL_SIZE, reset=_keep_session)
         await pool.execute(SCHEMA)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
-        # the message names the variable, never its value: a DSN may carry a password
-        raise ConnectError(f"cannot use the database of STORAGE_DSN: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(
+            f"STORAGE_DSN is not a PostgreSQL URL that asyncpg can read ({exc}): accepted is "
+            "postgresql://user:password@host:5432/database"
+        ) from exc
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # the message names the host, never the whole DSN: a DSN may carry a password
+        raise ConnectError(
+            f"cannot use the database of STORAGE_DSN ({_where(dsn)}): {exc}"
+        ) from exc
     _storage.pool = pool
+
+
+def _where(dsn: str) -> str:
+    """``host:port`` of a DSN (its first host), without the user or the password."""
+    try:
+        parts = urlsplit(dsn)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "its host"
+    socket = parse_qs(parts.query).get("host")
+    where = socket[0] if socket else host or "localhost"
+    return f"{where}:{port or 5432}"
 
 
 async def _keep_session(connection: Any) -> None:
@@ -160,7 +187,7 @@ async def store(events: list[Event]) -> None:
     except asyncpg.DataError:
         # One payload the database refuses (not JSON, not even UTF-8) must not fail the
         # others: store them one by one and report only the refused ones (they alone are
-        # retried, then dead-lettered).
+        # dead-lettered).
         await _copy_each(events)
 
 
@@ -173,13 +200,21 @@ async def _copy(events: Sequence[Event]) -> None:
     await pool.copy_to_table(TABLE, source=data, columns=COLUMNS, format="binary")
 
 
+class RefusedRow(PermanentError):
+    """An event whose row PostgreSQL refuses (a data exception: not JSON, not UTF-8, ...).
+
+    The same bytes would be refused again, so it is dead-lettered at once, not retried.
+    """
+
+
 async def _copy_each(events: Sequence[Event]) -> None:
     refused: list[tuple[Event, BaseException]] = []
     for event in events:
         try:
             await _copy([event])
         except asyncpg.DataError as exc:
-            refused.append((event, exc))  # each dead letter says why its event was refused
+            # each dead letter says why its own event was refused
+            refused.append((event, RefusedRow(f"{type(exc).__name__}: {exc}")))
     if refused:
         raise BatchFailed(errors=refused)
 
