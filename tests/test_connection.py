@@ -130,8 +130,12 @@ async def test_subscribes_shared_and_feeds_the_sink(mosquitto: Mosquitto) -> Non
     assert f"app-i1 1 $share/abc123:app/{EVENTS}" in mosquitto.log.read_text()
 
 
-async def test_broker_restart_reconnects_and_resubscribes(mosquitto: Mosquitto) -> None:
+async def test_broker_restart_reconnects_and_resubscribes(
+    mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running(settings(mosquitto)) as r:
+        # The runner's order: online, then the startup hooks, then the intake opens.
+        await asyncio.wait_for(r.conn.wait_online(), NETWORK)
         await r.conn.open_intake()
         await asyncio.wait_for(r.conn.ready.wait(), NETWORK)
         await asyncio.to_thread(mosquitto.restart)
@@ -142,6 +146,9 @@ async def test_broker_restart_reconnects_and_resubscribes(mosquitto: Mosquitto) 
         async with publisher(mosquitto) as pub:
             await pub.publish(event(1), b"{}", qos=1)
             await r.sink.count(1)
+    # A loss after subscribing is a retried WARNING, not an ERROR as if subscribing had failed.
+    lost = [r for r in caplog.records if r.name == "worker.connection" and "lost" in r.getMessage()]
+    assert lost and {rec.levelname for rec in lost} == {"WARNING"}, caplog.text
 
 
 async def test_bad_credentials_raise_at_once_without_retrying(

@@ -296,8 +296,10 @@ class Connection:
                 await self._sink.put(batch, transport.ack)
                 self._handed += len(batch)
                 self._progress.set()
-            return f"the connection to {self.address} was closed", subscribed
+            return f"the connection to {self.address} was closed", subscribed or self.subscribed
         except ConnectError as exc:
+            # The first connection subscribes later, when the intake opens (open_intake).
+            subscribed = subscribed or self.subscribed
             if isinstance(exc, ProtocolViolation):
                 self._metrics.protocol_error(exc.reason)
                 if exc.reason != "server_disconnect":

@@ -19,7 +19,7 @@ gunicorn do with ``--workers``. The supervisor runs no handler itself:
   answers its own ``/readyz`` with 200.
 
 It prints one startup line on stdout once every process is ready; the processes' own output
-goes to stderr.
+goes to stderr (but for their startup lines, which name their loopback metrics ports).
 """
 
 from __future__ import annotations
@@ -105,11 +105,17 @@ class Process:
         )  # fmt: skip
 
     async def read_output(self) -> None:
-        """Take the metrics URL from the startup line, and pass every line on to stderr."""
+        """Take the metrics URL from the startup line; pass every other line on to stderr.
+
+        The startup line names the process's own loopback metrics port, which is no one's to
+        scrape: the supervisor's line, once all are ready, names the page that merges them.
+        """
         assert self.proc is not None and self.proc.stdout is not None
         while line := await self.proc.stdout.readline():
             if not self.url and (match := _READY.search(line)):
                 self.url = match.group(1).decode()
+                log.debug("process %d: %s", self.number, line.decode().rstrip())
+                continue
             sys.stderr.buffer.write(line)
             sys.stderr.flush()
 

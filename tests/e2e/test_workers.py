@@ -66,6 +66,8 @@ async def test_two_processes_share_the_work_and_one_metrics_page_shows_both(
     assert worker.ready_line.startswith(
         "worker ready: 2 processes (pod-0..pod-1) as client IDs shared-pod-0..pod-1"
     )
+    # The processes' own startup lines (their loopback metrics ports) are not passed on.
+    assert "worker ready: client ID" not in worker.log_text()
     numbers = range(4000)
     await publish_events(broker.host, broker.port, numbers)
     await until(lambda: len(worker.handled()) >= len(numbers), "every event handled")
