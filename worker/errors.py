@@ -9,8 +9,8 @@ Foreign errors (OSError, paho's, aiomqtt's, orjson's) are translated at the boun
     ├── IdentityError          a bad org, app ID, client ID or API key
     │   └── QuickstartError    allowed on a real org, refused by quickstart's restrictions
     ├── RegistrationError      a handler cannot be registered (caught at import time)
-    ├── AppLoadError           the handlers module cannot be imported, has no App, or its
-    │                          startup hook failed
+    ├── AppLoadError           the handlers module cannot be imported, has no App, its App
+    │                          no handler, or its startup hook failed
     ├── CodecError             a payload cannot be encoded or decoded for its format
     ├── PayloadTooLarge        a payload above the platform's 131072-byte limit
     ├── ProtocolError          bytes that are not valid MQTT (the sans-IO codec)
@@ -24,7 +24,8 @@ Foreign errors (OSError, paho's, aiomqtt's, orjson's) are translated at the boun
     │   └── transports.base.ProtocolViolation   the server broke the protocol; reconnect
     ├── platform.rules.Denied  a client may not do this on the local platform (has a close code)
     ├── PermanentError         raised by a handler: this message can never succeed, do not
-    │                          retry it (dead-lettered per the route)
+    │   │                      retry it (dead-lettered per the route)
+    │   └── examples.storage.RefusedRow   a row PostgreSQL refuses (the storage example)
     ├── tools.publish.PublishError   `worker publish`: a bad message or replay file
     ├── tools.shares.SharesError     `worker shares`: bad URLs, or Prometheus cannot be queried
     ├── tools.sim_payload.PayloadOptionError   `worker simulate`: a bad payload option
