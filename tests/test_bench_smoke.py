@@ -42,3 +42,7 @@ def test_bench_runs_every_section(tmp_path: Path) -> None:
                     "## Local platform vs Mosquitto", "## Processes per pod",
                     "## MQTT 5"):  # fmt: skip
         assert heading in text, heading
+    # The aiomqtt transport is held to the floor on the baseline's MQTT 3.1.1; 5 is shown.
+    assert "| worker no-op, aiomqtt, QoS 1 (floor) |" in text
+    assert "| worker no-op, aiomqtt, MQTT 5 | 1 |" in text
+    assert "aiomqtt, MQTT 5, QoS 1 (floor)" not in text

@@ -190,18 +190,19 @@ class AiomqttTransport:
 
         paho reads every packet whole, in one ``recv`` of its announced length: a broken or
         hostile broker's 200 MB PUBLISH would be read into memory. Its ``_sock_recv`` is
-        wrapped on this instance: once a packet's remaining length is known and above the
-        limit, the read fails as a lost connection (paho closes the socket), and ``batches``
-        says why.
+        wrapped on this instance. paho asks it for one byte at a time until the remaining
+        length is known, then for the whole rest of the packet, so a request above the limit
+        is exactly the first read of a packet above it: that read fails as a lost connection
+        (paho closes the socket), and ``batches`` says why. One comparison per read: this is
+        the path of every message.
         """
         paho = self._paho
         recv = paho._sock_recv
         self._max_packet_size = limit
 
         def guarded_recv(bufsize: int) -> bytes:
-            packet = paho._in_packet
-            if packet["have_remaining"] and packet["remaining_length"] > limit:
-                self._too_large = packet["remaining_length"]
+            if bufsize > limit:
+                self._too_large = paho._in_packet["remaining_length"]
                 raise OSError(f"packet above --max-packet-size ({limit} bytes)")
             data: bytes = recv(bufsize)
             return data
@@ -354,18 +355,33 @@ def paho_properties(p: MessageProperties) -> Any:
     return props
 
 
+#: the PUBLISH properties a message carries on to its handler, as paho names its attributes
+_READ_PROPERTIES: Final = frozenset(
+    {"UserProperty", "ContentType", "PayloadFormatIndicator", "CorrelationData",
+     "ResponseTopic", "MessageExpiryInterval"}
+)  # fmt: skip
+
+
 def _message_properties(props: Any) -> tuple[MessageProperties | None, float]:
-    """A received message's properties and expiry deadline (None, 0.0 when it has none)."""
+    """A received message's properties and expiry deadline (None, 0.0 when it has none).
+
+    paho keeps the properties a packet carried as attributes of its Properties object: read
+    from its ``__dict__``, since a ``getattr`` that misses raises (and catches) an
+    AttributeError, six times a message for the usual PUBLISH without properties.
+    """
     if props is None:
         return None, 0.0
-    pairs = getattr(props, "UserProperty", ())
+    present = vars(props)
+    if present.keys().isdisjoint(_READ_PROPERTIES):
+        return None, 0.0
+    pairs = present.get("UserProperty", ())
     found = MessageProperties(
         user_properties=tuple((str(k), str(v)) for k, v in pairs),
-        content_type=getattr(props, "ContentType", None),
-        payload_format_indicator=getattr(props, "PayloadFormatIndicator", None),
-        correlation_data=getattr(props, "CorrelationData", None),
-        response_topic=getattr(props, "ResponseTopic", None),
-        message_expiry_interval=getattr(props, "MessageExpiryInterval", None),
+        content_type=present.get("ContentType"),
+        payload_format_indicator=present.get("PayloadFormatIndicator"),
+        correlation_data=present.get("CorrelationData"),
+        response_topic=present.get("ResponseTopic"),
+        message_expiry_interval=present.get("MessageExpiryInterval"),
     )
     if found == NO_PROPERTIES:
         return None, 0.0
