@@ -13,8 +13,12 @@ from worker.errors import CodecError, TopicError
 from worker.messages import (
     AppStatus,
     Command,
+    DeviceMessageBuilder,
     DeviceStatus,
     Event,
+    MessageProperties,
+    build_command,
+    build_event,
     decode,
     encode,
     register_codec,
@@ -184,3 +188,20 @@ def test_the_message_key_is_the_digest_of_topic_nul_payload_whatever_the_topics_
         payload = b'{"n":%d}' % n
         assert messages.message_key(topic, payload) == expected(topic, payload)
     assert messages.message_key(topics[0], b"again") == expected(topics[0], b"again")
+
+
+@pytest.mark.parametrize(("cls", "build"), [(Event, build_event), (Command, build_command)])
+def test_the_routers_builder_makes_what_the_constructor_makes(
+    cls: type[Event] | type[Command], build: DeviceMessageBuilder
+) -> None:
+    props = MessageProperties(content_type="application/json", user_properties=(("k", "v"),))
+    args = ("sensor", "d1", "reading", "json", b'{"t": 1}', "iot-2/x", 1, True, 2.5, props)
+    built, made = build(*args), cls(*args)
+    assert type(built) is cls
+    assert built == made and repr(built) == repr(made)
+    assert [getattr(built, f.name) for f in dataclasses.fields(cls)][:10] == list(args)
+    assert built.data == {"t": 1} and built.key == made.key
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.qos = 0  # type: ignore[misc]
+    # A new field would be left unset by the builder: it must be added there too.
+    assert len(dataclasses.fields(cls)) == 11

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -288,6 +288,56 @@ class Command(_Decoded):
     received_at: float = 0.0
     properties: MessageProperties = NO_PROPERTIES
     _data: Any = field(default=_UNSET, init=False, repr=False, compare=False)
+
+
+class DeviceMessageBuilder(Protocol):
+    """Builds an Event or a Command from its ten constructor fields, in their order."""
+
+    def __call__(
+        self, device_type: str, device_id: str, name: str, format: str, payload: bytes,
+        topic: str, qos: int, retain: bool, received_at: float, properties: MessageProperties,
+    ) -> Event | Command: ...  # fmt: skip
+
+
+def _slot_builder(cls: type[Event] | type[Command]) -> DeviceMessageBuilder:
+    """``cls(...)`` for every message the router builds, at about half the cost.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` (looked up
+    per field, then the generic attribute machinery): about 1.2 us for these eleven slots,
+    a seventh of a no-op worker's time per QoS 0 message. Setting the slots through their
+    descriptors directly builds the same object (``==`` to ``cls(...)``, data not yet decoded)
+    in about 0.7 us. tests/test_messages.py holds the two to the same fields.
+    """
+    names = [f.name for f in fields(cls)]
+    setters = [getattr(cls, name).__set__ for name in names]
+    (s_type, s_id, s_name, s_format, s_payload, s_topic, s_qos, s_retain, s_at, s_props,
+     s_data) = setters  # fmt: skip
+    new = object.__new__
+
+    def build(
+        device_type: str, device_id: str, name: str, format: str, payload: bytes, topic: str,
+        qos: int, retain: bool, received_at: float, properties: MessageProperties,
+    ) -> Event | Command:  # fmt: skip
+        message = new(cls)
+        s_type(message, device_type)
+        s_id(message, device_id)
+        s_name(message, name)
+        s_format(message, format)
+        s_payload(message, payload)
+        s_topic(message, topic)
+        s_qos(message, qos)
+        s_retain(message, retain)
+        s_at(message, received_at)
+        s_props(message, properties)
+        s_data(message, _UNSET)
+        return message
+
+    return build
+
+
+#: the router's way to build an Event / a Command (see ``_slot_builder``)
+build_event: Final = _slot_builder(Event)
+build_command: Final = _slot_builder(Command)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,11 +24,11 @@ from worker.errors import CodecError, PermanentError, RegistrationError, TopicEr
 from worker.messages import (
     NO_PROPERTIES,
     AppStatus,
-    Command,
     DeviceStatus,
-    Event,
     Message,
     MessageProperties,
+    build_command,
+    build_event,
     status_fields,
 )
 from worker.metrics import Kind
@@ -137,14 +137,14 @@ Builder = Callable[[tuple[str, ...], InboundLike, float], Message]
 
 
 def _event(p: tuple[str, ...], m: InboundLike, at: float) -> Message:
-    return Event(
+    return build_event(
         p[0], p[1], p[2], p[3], m.payload, m.topic, m.qos, m.retain, at,
         m.properties or NO_PROPERTIES,
     )  # fmt: skip
 
 
 def _command(p: tuple[str, ...], m: InboundLike, at: float) -> Message:
-    return Command(
+    return build_command(
         p[0], p[1], p[2], p[3], m.payload, m.topic, m.qos, m.retain, at,
         m.properties or NO_PROPERTIES,
     )  # fmt: skip
