@@ -133,8 +133,33 @@ class RouteRunner(RouteRunnerBase):
     __slots__ = ()
 
     async def handle(self, entry: Entry, inbound: InboundLike, received_at: float) -> Outcome:
-        """Handle one message for this route; the final outcome (never raises but cancel)."""
-        reason, error, runs = await self._runs(entry, inbound, received_at)
+        """Handle one message for this route; the final outcome (never raises but cancel).
+
+        The first run is awaited right here, and the retries and the bookkeeping of a failure
+        only when it failed: no coroutine more than the handler's own on the path of every
+        message that succeeds at once.
+        """
+        route = self.route
+        try:
+            message = entry.build(entry.parts, inbound, received_at)
+            if route.payload is not None:
+                typed(message, route.payload)
+        except CodecError as exc:
+            log.warning("%s: %s on %s", route.name, exc, inbound.topic)
+            return await self._finish(Outcome.DECODE_ERROR, exc, inbound, 0)
+        reason, error = await self._once(message, 1)
+        if reason is Outcome.OK and self.observer is None:
+            self.failures = 0
+            return reason
+        runs = 1
+        if reason is not Outcome.OK:
+            reason, error, runs = await self._retries(message, inbound.topic, reason, error)
+        return await self._finish(reason, error, inbound, runs)
+
+    async def _finish(
+        self, reason: Outcome, error: BaseException | None, inbound: InboundLike, runs: int
+    ) -> Outcome:
+        """Book a finished message: /readyz's count of failures, its dead letter, the observer."""
         if reason is Outcome.OK:
             self.failures = 0
         else:
@@ -147,31 +172,24 @@ class RouteRunner(RouteRunnerBase):
             self.observer(Handled(route.name, inbound, outcome, reason, error, runs, route))
         return outcome
 
-    async def _runs(
-        self, entry: Entry, inbound: InboundLike, received_at: float
+    async def _retries(
+        self, message: Message, topic: str, outcome: Outcome, error: BaseException | None
     ) -> tuple[Outcome, BaseException | None, int]:
-        """(outcome, error, runs): the handler run until ok or out of retries."""
+        """After a failed first run: retry while the route allows; (outcome, error, runs)."""
         route = self.route
-        try:
-            message = entry.build(entry.parts, inbound, received_at)
-            if route.payload is not None:
-                typed(message, route.payload)
-        except CodecError as exc:
-            log.warning("%s: %s on %s", route.name, exc, inbound.topic)
-            return Outcome.DECODE_ERROR, exc, 0
-        run = 0
+        run = 1
         while True:
+            final = (
+                outcome is Outcome.DECODE_ERROR or run > route.retries or not route.retryable(error)
+            )
+            _log_failure(route, topic, outcome, error, run, final)
+            if final:
+                return outcome, error, run
+            await asyncio.sleep(min(route.retry_backoff * 2 ** (run - 1), BACKOFF_CAP))
             run += 1
             outcome, error = await self._once(message, run)
             if outcome is Outcome.OK:
                 return outcome, None, run
-            final = (
-                outcome is Outcome.DECODE_ERROR or run > route.retries or not route.retryable(error)
-            )
-            _log_failure(route, inbound.topic, outcome, error, run, final)
-            if final:
-                return outcome, error, run
-            await asyncio.sleep(min(route.retry_backoff * 2 ** (run - 1), BACKOFF_CAP))
 
     async def _once(self, message: Message, run: int) -> tuple[Outcome, BaseException | None]:
         route = self.route
