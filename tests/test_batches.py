@@ -200,6 +200,19 @@ async def test_an_exception_retries_the_whole_batch_then_dead_letters_each_messa
     assert handled(metrics, "ok") == 0
 
 
+async def four_in_one_batch(
+    handler: Callable[[list[Event]], Awaitable[None]],
+) -> tuple[Sink, Metrics]:
+    """Events n=0..3 of one device as one batch (one retry, no backoff), until all are acked."""
+    sink, metrics, acks = Sink(), new_metrics(), Acks()
+    app = batch_app(handler, Batch(max_size=4, max_wait=LONG), retries=1, retry_backoff=0,
+                    dead_letter=sink)  # fmt: skip
+    async with running(app, metrics) as pipeline:
+        await pipeline.put([event("d1", n) for n in range(4)], acks)
+        await acks.wait_for(4)
+    return sink, metrics
+
+
 async def test_batch_failed_retries_and_dead_letters_only_the_messages_it_names() -> None:
     runs: list[list[int]] = []
 
@@ -209,12 +222,7 @@ async def test_batch_failed_retries_and_dead_letters_only_the_messages_it_names(
         if bad:
             raise BatchFailed(bad, "constraint violated")
 
-    sink, metrics, acks = Sink(), new_metrics(), Acks()
-    app = batch_app(partly, Batch(max_size=4, max_wait=LONG), retries=1, retry_backoff=0,
-                    dead_letter=sink)  # fmt: skip
-    async with running(app, metrics) as pipeline:
-        await pipeline.put([event("d1", n) for n in range(4)], acks)
-        await acks.wait_for(4)
+    sink, metrics = await four_in_one_batch(partly)
     assert runs == [[0, 1, 2, 3], [1, 3]]
     assert [d.payload for d in sink.letters] == [b'{"n": 1}', b'{"n": 3}']
     assert {d.error for d in sink.letters} == {"BatchFailed: 2 messages of the batch failed: " +
@@ -240,12 +248,7 @@ async def test_batch_failed_gives_each_message_its_own_error_and_retry_decision(
         if errors:
             raise BatchFailed(errors=errors)
 
-    sink, metrics, acks = Sink(), new_metrics(), Acks()
-    app = batch_app(partly, Batch(max_size=4, max_wait=LONG), retries=1, retry_backoff=0,
-                    dead_letter=sink)  # fmt: skip
-    async with running(app, metrics) as pipeline:
-        await pipeline.put([event("d1", n) for n in range(4)], acks)
-        await acks.wait_for(4)
+    sink, metrics = await four_in_one_batch(partly)
     assert runs == [[0, 1, 2, 3], [2, 3]]
     assert sorted((d.payload, d.error, d.attempts) for d in sink.letters) == [
         (b'{"n": 1}', "PermanentError: n=1 can never be stored", 1),
