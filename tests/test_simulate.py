@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -131,26 +132,31 @@ async def test_refused_devices_get_one_line_that_says_how_to_give_them_tokens() 
     assert "--device-token" in lines[0] and "--as app" in lines[0]
 
 
-async def test_churn_refused_to_an_application_stops_once_and_says_why() -> None:
+async def test_churn_refused_to_an_application_stops_once_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # --as app on a platform without device tokens: a visit as the device itself is refused,
     # and every later one would be; the events go on.
     async with Platform(
         PlatformConfig(host="127.0.0.1", port=0, api_keys={API_KEY: TOKEN})
     ) as strict:
-        config = SimConfig(devices=2, rate=0, count=1, mode="app", churn=60.0)
+        config = SimConfig(devices=2, rate=0, count=1, mode="app", churn=0.05)
         sim = Simulator(config, settings(strict))
         await sim._connect()
         try:
-            await sim._bounce(sim.devices[0])
+            with caplog.at_level(logging.WARNING, logger="worker.tools.simulate"):
+                await sim._bounce(sim.devices[0])
+                await sim._bounce(sim.devices[1])  # one already under way: not said again
             async with asyncio.timeout(5):
                 async with asyncio.TaskGroup() as tg:
-                    await sim._churn(tg)  # returns at once: no more visits
+                    await sim._churn(tg)  # returns after one period, with no new visit
         finally:
             await sim._disconnect()
     error = sim.stats.last_error or ""
     assert error.startswith("churn stopped: ") and "not authorised" in error
     assert "--accept-any-key" in error and "--churn 0" in error
     assert sim.stats.churned == 0
+    assert [r.getMessage() for r in caplog.records] == [error]
 
 
 async def test_a_temperature_range_and_a_template_shape_the_payload(platform: Platform) -> None:

@@ -345,8 +345,10 @@ class Simulator:
         if self.config.churn <= 0:
             return
         turn = 0
-        while not self._churn_refused:
+        while True:
             await asyncio.sleep(self.config.churn)  # the churn's period
+            if self._churn_refused:
+                return
             device = self.devices[turn % len(self.devices)]
             turn += 1
             tg.create_task(self._bounce(device))
@@ -363,7 +365,10 @@ class Simulator:
             self.stats.churned += 1
         except ConnectError as exc:
             if isinstance(exc, NotAuthorized) and self.config.mode == "app":
-                # A visit as the device itself, refused: every later one would be too.
+                # A visit as the device itself, refused: every later one would be too. Visits
+                # already under way when the first was refused are not reported again.
+                if self._churn_refused:
+                    return
                 self._churn_refused = True
                 self.stats.last_error = f"churn stopped: {exc}; {_VISITS_NEED_TOKENS}"
                 log.warning("%s", self.stats.last_error)
