@@ -276,6 +276,12 @@ async def test_without_storage_dsn_the_worker_exits_3_naming_it(platform: Platfo
             3,
             "STORAGE_BATCH_SIZE='1000000': accepted is a whole number from 1 to 100,000",
         ),
+        (
+            "STORAGE_RETRY_BACKOFF",
+            "nan",
+            3,
+            "STORAGE_RETRY_BACKOFF='nan': accepted is a number of at least 0",
+        ),
     ],
 )
 async def test_bad_storage_settings_say_what_is_wrong(

@@ -34,6 +34,7 @@ unique.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import struct
 from collections.abc import Sequence
@@ -82,7 +83,7 @@ def _setting(
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or value < low or (high is not None and value > high):
+    if value is None or not math.isfinite(value) or not low <= value <= (high or math.inf):
         accepted = "a whole number" if kind is int else "a number"
         bounds = f"of at least {low:g}" if high is None else f"from {low:g} to {high:,g}"
         raise ConfigError(f"{name}={raw!r}: accepted is {accepted} {bounds}")
