@@ -78,7 +78,7 @@ class Batch:
     Each payload is decoded before the batch is formed, so one that does not decode stays out
     of it (outcome ``decode_error``). ``decode=False`` hands every message over as it came,
     ``data`` decoded on first use as on a single-message route: for a handler that passes
-    the payload bytes on to something that parses them itself (a database's ``jsonb``), and
+    the payload bytes on to something that checks them itself (a database's ``json``), and
     deals with the ones it refuses. A route with a payload model is always validated.
     """
 

@@ -430,42 +430,52 @@ async def test_database_stopped_mid_stream_retries_then_dead_letters(
         assert not duplicates(rows)
 
 
+#: payloads refused, each alone: NUL escaped in a string (json would store it, and every
+#: ``->>`` on the row would then fail; jsonb refuses it), half a surrogate pair (the same),
+#: not JSON, not even UTF-8, nested deeper than PostgreSQL's stack allows
+REFUSED = {
+    20: (b'{"n": 1000, "note": "\\u0000"}', "\\u0000 in a string"),
+    35: (b'{"n": 1001, "note": "\\ud800"}', "half a surrogate pair"),
+    50: (b'{"n": 1002, oops}', "json"),
+    80: (b"\xff\xfe{}", "UTF8"),
+    90: (b"[" * 20_000 + b"]" * 20_000, "StatementTooComplexError: stack depth limit exceeded"),
+}
+
+
+@pytest.mark.parametrize("payload_type", ["json", "jsonb"])
 async def test_a_payload_the_database_refuses_fails_alone(
-    platform: Platform, spawn: Spawn, dsn: str, tmp_path: Path
+    platform: Platform, spawn: Spawn, dsn: str, tmp_path: Path, payload_type: str
 ) -> None:
+    await make_table(dsn, payload_type)
     letters = tmp_path / "dead.jsonl"
     env = {"STORAGE_RETRIES": "1", "STORAGE_RETRY_BACKOFF": "0.05",
            "WORKER_DEAD_LETTER": f"file:{letters}"}  # fmt: skip
     worker = storage_worker(spawn, "w", platform_args(platform), dsn, **env)
     await start(worker)
-    # The route hands payloads over undecoded: PostgreSQL refuses each of these, and each
-    # must fail alone (jsonb takes no NUL character; the second is not JSON; the third not
-    # even UTF-8).
-    refused = {20: b'{"n": 1000, "note": "\\u0000"}', 50: b'{"n": 1001, oops}', 80: b"\xff\xfe{}"}
+    # The route hands payloads over undecoded: each of these is refused, alone, whatever
+    # the payload column's type.
     pub = AiomqttTransport()
     await pub.connect(ConnectOptions("127.0.0.1", platform.port, "a:abc123:pub",
                                      username=API_KEY, password=TOKEN))  # fmt: skip
     try:
         for n in range(100):
-            if n in refused:
-                await pub.publish(event_topic(1000 + n), refused[n], qos=1)
+            if n in REFUSED:
+                await pub.publish(event_topic(1000 + n), REFUSED[n][0], qos=1)
             await pub.publish(event_topic(n), b'{"n": %d}' % n, qos=1)
     finally:
         await pub.disconnect()
     await until(letters.exists, "the refused events dead-lettered")
-    await until(lambda: len(letters.read_bytes().splitlines()) >= 3, "three whole dead letters")
+    await until(lambda: len(letters.read_bytes().splitlines()) >= len(REFUSED), "whole letters")
     records = [orjson.loads(line) for line in letters.read_bytes().splitlines()]
     # Refused bytes would be refused again: dead-lettered after one run, not retried.
+    sent = {_as_recorded(payload): why for payload, why in REFUSED.values()}
     assert sorted((r["route"], r["payload"], r["attempts"]) for r in records) == sorted(
-        [("store", refused[20].decode(), 1), ("store", refused[50].decode(), 1),
-         ("store", base64.b64encode(refused[80]).decode(), 1)]
-    )  # fmt: skip
+        ("store", payload, 1) for payload in sent
+    )
     # Each dead letter says why its own event was refused, on one line.
-    why = {r["payload"]: r["error"] for r in records}
-    assert all(e.startswith("RefusedRow: ") and "\n" not in e for e in why.values()), why
-    assert "0000" in why[refused[20].decode()], why
-    assert "json" in why[refused[50].decode()], why
-    assert "UTF8" in why[base64.b64encode(refused[80]).decode()], why
+    got = {r["payload"]: r["error"] for r in records}
+    assert all(e.startswith("RefusedRow: ") and "\n" not in e for e in got.values()), got
+    assert all(why in got[payload] for payload, why in sent.items()), got
 
     async def the_rest_stored() -> bool:
         return set(await stored(dsn)) == set(range(100))
@@ -474,7 +484,57 @@ async def test_a_payload_the_database_refuses_fails_alone(
     samples = await worker.metrics()
     handled = 'worker_messages_handled_total{outcome="%s",route="store"}'
     assert samples[handled % "ok"] == 100
-    assert samples[handled % "dead_lettered"] == 3
+    assert samples[handled % "dead_lettered"] == len(REFUSED)
+    assert await payload_type_of(dsn) == payload_type
+
+
+def _as_recorded(payload: bytes) -> str:
+    """A payload as the dead-letter record holds it: text, or base64 when not UTF-8."""
+    try:
+        return payload.decode()
+    except UnicodeDecodeError:
+        return base64.b64encode(payload).decode()
+
+
+async def make_table(dsn: str, payload_type: str) -> None:
+    """Create the example's table beforehand, with a payload column of ``payload_type``."""
+    from worker.examples.storage import SCHEMA
+
+    schema = SCHEMA.replace("payload     json ", f"payload     {payload_type} ")
+    assert f"payload     {payload_type} " in schema
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(schema)
+    finally:
+        await conn.close()
+
+
+async def payload_type_of(dsn: str) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        found: str = await conn.fetchval(
+            "SELECT data_type FROM information_schema.columns"
+            " WHERE table_name = 'device_events' AND column_name = 'payload'"
+        )
+    finally:
+        await conn.close()
+    return found
+
+
+async def test_a_payload_column_of_another_type_is_refused_at_startup(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.errors import ConfigError
+    from worker.examples import storage
+
+    await make_table(dsn, "text")
+    monkeypatch.setenv("STORAGE_DSN", dsn)
+    with pytest.raises(ConfigError) as caught:
+        await storage.open_pool()
+    assert str(caught.value) == (
+        "device_events.payload is text: accepted is a payload column of type json or jsonb"
+    )
+    assert storage._storage.pool is None
 
 
 async def _ready(worker: WorkerProcess) -> bool:
@@ -495,12 +555,15 @@ AWKWARD = [
 ]
 
 
+@pytest.mark.parametrize("payload_type", ["json", "jsonb"])
 async def test_store_writes_each_value_as_it_came(
-    dsn: str, monkeypatch: pytest.MonkeyPatch
+    dsn: str, monkeypatch: pytest.MonkeyPatch, payload_type: str
 ) -> None:
     from worker.examples import storage
     from worker.messages import Event
 
+    if payload_type != "json":
+        await make_table(dsn, payload_type)
     events = [
         Event(kind, device, name, "json", payload, received_at=1_700_000_000.25 + i // 2)
         for i, (kind, device, name, payload) in enumerate(AWKWARD + [AWKWARD[3]] * 3)
@@ -516,16 +579,23 @@ async def test_store_writes_each_value_as_it_came(
         got = await conn.fetch(f"SELECT {', '.join(storage.COLUMNS)} FROM device_events")
     finally:
         await conn.close()
+    # json keeps the device's text byte for byte, jsonb its meaning (compared keys sorted)
+    exact = payload_type == "json"
+
+    def same(text: str | bytes) -> bytes:
+        data = text.encode() if isinstance(text, str) else text
+        return data if exact else _canonical(data)
+
     stored_rows = sorted(
-        (r["device_type"], r["device_id"], r["event"], _canonical(r["payload"]),
+        (r["device_type"], r["device_id"], r["event"], same(r["payload"]),
          r["received_at"].timestamp(), r["key"])
         for r in got
     )  # fmt: skip
     sent = sorted(
-        (e.device_type, e.device_id, e.event, _canonical(e.payload), e.received_at, e.key)
-        for e in events
+        (e.device_type, e.device_id, e.event, same(e.payload), e.received_at, e.key) for e in events
     )
     assert stored_rows == sent
+    assert await payload_type_of(dsn) == payload_type
 
 
 def _canonical(text: str | bytes) -> bytes:

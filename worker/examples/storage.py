@@ -19,14 +19,16 @@ retried (``STORAGE_RETRIES``, default 3, with a backoff from ``STORAGE_RETRY_BAC
 seconds, default 0.5, doubling), then each of its messages goes to the dead-letter sink
 (``--dead-letter`` / ``WORKER_DEAD_LETTER``) and is acknowledged: nothing is acknowledged that
 is neither stored nor dead-lettered. Payloads reach the handler undecoded
-(``Batch(decode=False)``): PostgreSQL parses the JSON itself, so the worker does not parse it
-first. A payload it refuses (not JSON, not UTF-8, or jsonb's ``\\u0000``) fails alone: the
-batch is then stored event by event, and only the refused events are dead-lettered, at once
-(the same bytes would be refused again, so they are not retried). Delivery is at least once:
-a message whose COPY committed but whose acknowledgement never reached the broker (the worker
-was killed in between) is stored again if the broker delivers it again, with the same ``key``
-(a digest of the topic and the payload); ``docs/guide/storage.md`` shows how to make rows
-unique.
+(``Batch(decode=False)``): PostgreSQL checks the JSON itself, so the worker does not parse it
+first. The ``payload`` column is ``json``, the device's text exactly as sent; a table made
+beforehand with a ``jsonb`` payload is written as ``jsonb`` (the type is read at startup).
+A payload the database refuses (not JSON, not UTF-8, or ``\\u0000`` in a ``jsonb`` column)
+fails alone: the batch is then stored event by event, and only the refused events are
+dead-lettered, at once (the same bytes would be refused again, so they are not retried).
+Delivery is at least once: a message whose COPY committed but whose acknowledgement never
+reached the broker (the worker was killed in between) is stored again if the broker delivers
+it again, with the same ``key`` (a digest of the topic and the payload);
+``docs/guide/storage.md`` shows how to make rows unique.
 
 ``STORAGE_DSN`` is required: without it (or without asyncpg) ``worker run`` exits 3 saying so.
 """
@@ -34,8 +36,10 @@ unique.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
+import re
 import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -50,18 +54,25 @@ try:
 except ImportError:  # the startup hook says what to install; importing stays possible
     asyncpg = None
 
+#: PostgreSQL refusing a row for what it holds: a data exception (not JSON, not UTF-8, ...)
+#: or a limit (JSON nested deeper than its stack allows). The same bytes would be refused
+#: again, and the other rows of the batch are not at fault.
+ROW_REFUSED: Final = (asyncpg.DataError, asyncpg.ProgramLimitExceededError) if asyncpg else ()
+
 TABLE: Final = "device_events"
 COLUMNS: Final = ("device_type", "device_id", "event", "payload", "received_at", "key")
 #: An append-only log. No surrogate key: nothing refers to a row, and ``key`` identifies an
 #: event (a bigint identity primary key would cost PostgreSQL a fifth more work per row). A
 #: BRIN index serves time ranges: rows arrive in ``received_at`` order, so it stays a few
-#: pages for millions of rows and costs next to nothing to keep up to date.
+#: pages for millions of rows and costs next to nothing to keep up to date. The payload is
+#: ``json``: the device's text as sent (key order, duplicate keys and all), which PostgreSQL
+#: only checks; ``jsonb`` would cost it twice the work per row (PAYLOAD_TYPES).
 SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     device_type text        NOT NULL,
     device_id   text        NOT NULL,
     event       text        NOT NULL,
-    payload     jsonb       NOT NULL,
+    payload     json        NOT NULL,
     received_at timestamptz NOT NULL,
     key         text        NOT NULL
 );
@@ -72,6 +83,11 @@ POOL_SIZE: Final = 4
 TIMEOUT: Final = 30.0
 #: seconds to close the pool at shutdown before its connections are cut
 CLOSE_DEADLINE: Final = 10.0
+#: the payload column's types this module writes; the table's own is read at startup
+PAYLOAD_TYPES: Final = ("json", "jsonb")
+PAYLOAD_TYPE: Final = f"""
+SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+ WHERE attrelid = '{TABLE}'::regclass AND attname = 'payload' AND NOT attisdropped"""
 
 
 def _setting(
@@ -102,6 +118,8 @@ class _Storage:
     """The connection pool, open between the startup and the shutdown hooks."""
 
     pool: Any = None
+    #: whether the table's payload column is jsonb (else json)
+    jsonb: bool = False
 
 
 _storage = _Storage()
@@ -126,6 +144,7 @@ async def open_pool() -> None:
         # traceback each time it fails to restore the floor; the batches' retries say it.
         pool = await asyncpg.create_pool(dsn, min_size=0, max_size=POOL_SIZE, reset=_keep_session)
         await pool.execute(SCHEMA)
+        payload_type = await pool.fetchval(PAYLOAD_TYPE)
     except ValueError as exc:
         raise ConfigError(
             f"STORAGE_DSN is not a PostgreSQL URL that asyncpg can read ({exc}): accepted is "
@@ -136,7 +155,13 @@ async def open_pool() -> None:
         raise ConnectError(
             f"cannot use the database of STORAGE_DSN ({_where(dsn)}): {exc}"
         ) from exc
-    _storage.pool = pool
+    if payload_type not in PAYLOAD_TYPES:
+        await pool.close()
+        raise ConfigError(
+            f"{TABLE}.payload is {payload_type or 'missing'}: accepted is a payload column "
+            f"of type {' or '.join(PAYLOAD_TYPES)}"
+        )
+    _storage.pool, _storage.jsonb = pool, payload_type == "jsonb"
 
 
 def _where(dsn: str) -> str:
@@ -174,7 +199,7 @@ async def close_pool() -> None:
 
 @app.event(
     format="json",
-    # decode=False: jsonb parses the payload; the worker need not parse it first
+    # decode=False: PostgreSQL checks the JSON; the worker need not parse it first
     batch=Batch(max_size=BATCH_SIZE, max_wait=BATCH_WAIT, decode=False),
     timeout=TIMEOUT,
     retries=RETRIES,
@@ -183,41 +208,87 @@ async def close_pool() -> None:
 )
 async def store(events: list[Event]) -> None:
     """Store the batch with one COPY; its messages are acknowledged when this returns."""
+    # escapes are rare: only a payload with one is parsed to look for what cannot be read
+    refused: list[tuple[Event, BaseException]] = [
+        (e, RefusedRow(why))
+        for e in events
+        if b"\\u" in e.payload and (why := unreadable(e.payload))
+    ]
+    if refused:
+        out = {id(e) for e, _ in refused}
+        events = [e for e in events if id(e) not in out]
     try:
         await _copy(events)
-    except asyncpg.DataError:
-        # One payload the database refuses (not JSON, not even UTF-8) must not fail the
-        # others: store them one by one and report only the refused ones (they alone are
-        # dead-lettered).
-        await _copy_each(events)
+    except ROW_REFUSED:
+        # One payload the database refuses (not JSON, not even UTF-8, nested too deep) must
+        # not fail the others: store them one by one and report only the refused ones (they
+        # alone are dead-lettered).
+        refused += await _copy_each(events)
+    if refused:
+        raise BatchFailed(errors=refused)
 
 
 async def _copy(events: Sequence[Event]) -> None:
+    if not events:
+        return
     pool = _storage.pool
     if pool is None:
         raise ConnectError("the pool is closed (the worker is shutting down)")
     # a memoryview, because asyncpg takes bytes for a file's path
-    data = memoryview(copy_binary(events))
+    data = memoryview(copy_binary(events, jsonb=_storage.jsonb))
     await pool.copy_to_table(TABLE, source=data, columns=COLUMNS, format="binary")
 
 
 class RefusedRow(PermanentError):
-    """An event whose row PostgreSQL refuses (a data exception: not JSON, not UTF-8, ...).
+    """An event whose row PostgreSQL refuses (ROW_REFUSED: not JSON, not UTF-8, ...).
 
     The same bytes would be refused again, so it is dead-lettered at once, not retried.
     """
 
 
-async def _copy_each(events: Sequence[Event]) -> None:
+async def _copy_each(events: Sequence[Event]) -> list[tuple[Event, BaseException]]:
+    """Store ``events`` one by one; those the database refused, each with why."""
     refused: list[tuple[Event, BaseException]] = []
     for event in events:
         try:
             await _copy([event])
-        except asyncpg.DataError as exc:
+        except ROW_REFUSED as exc:
             # each dead letter says why its own event was refused
             refused.append((event, RefusedRow(f"{type(exc).__name__}: {exc}")))
-    if refused:
-        raise BatchFailed(errors=refused)
+    return refused
+
+
+#: what a JSON string may hold that PostgreSQL cannot turn into text: NUL, half a surrogate pair
+_UNREADABLE: Final = re.compile("[\x00\ud800-\udfff]")
+
+
+def unreadable(payload: bytes) -> str | None:
+    """Why PostgreSQL would store ``payload`` as ``json`` but fail to read it back, or None.
+
+    ``json`` keeps the text as sent and checks only its syntax, so a string escaping NUL
+    (``\\u0000``) or half a surrogate pair (``\\ud800``) is stored, and then every ``->>``
+    on that row fails (``cannot be converted to text``), which breaks each query that reads
+    it. ``jsonb`` refuses such text when it is stored. So the row is refused for either
+    column type, before the COPY: the event is dead-lettered with its bytes instead. Only a
+    payload with an escape can hold one; a payload that is not JSON is left for PostgreSQL
+    to refuse, with its own message.
+    """
+    try:
+        value = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending += item.keys()
+            pending += item.values()
+        elif isinstance(item, list):
+            pending += item
+        elif isinstance(item, str) and (found := _UNREADABLE.search(item)):
+            what = "\\u0000" if found.group() == "\x00" else "half a surrogate pair"
+            return f"the payload has {what} in a string, which PostgreSQL cannot read as text"
+    return None
 
 
 #: COPY's binary format: a signature, flags and a header extension length (both 0) ...
@@ -226,7 +297,7 @@ _HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _TRAILER: Final = b"\xff\xff"
 _ROW: Final = len(COLUMNS).to_bytes(2, "big")
 _pack_length = struct.Struct(">i").pack
-#: jsonb's binary form is a version number (1) and the JSON text
+#: json's binary form is the JSON text; jsonb's is a version number (1), then the text
 _JSONB: Final = b"\x01"
 #: a timestamptz is microseconds since PostgreSQL's epoch, as a 64-bit integer
 _PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
@@ -238,26 +309,28 @@ _starts: dict[object, bytes] = {}
 STARTS_KEPT: Final = 10_000
 
 
-def copy_binary(events: Sequence[Event]) -> bytes:
-    """The rows of ``events`` in COPY's binary format, COLUMNS order.
+def copy_binary(events: Sequence[Event], jsonb: bool = False) -> bytes:
+    """The rows of ``events`` in COPY's binary format, COLUMNS order, for a ``json`` payload
+    column (or ``jsonb`` when ``jsonb``).
 
-    The payload goes as the device's bytes, which PostgreSQL checks and parses (a payload
-    that is not UTF-8 JSON is refused, a DataError); no value needs escaping, whatever it
-    holds. ``received_at`` is converted once per distinct value (a batch's events mostly
-    arrived in the same read from the socket, so they share it), and the first three fields
-    once per topic. ``key`` is ``Event.key``, a digest of the topic and the payload bytes: a
+    The payload goes as the device's bytes, which PostgreSQL checks (a payload that is not
+    UTF-8 JSON is refused, a DataError); no value needs escaping, whatever it holds.
+    ``received_at`` is converted once per distinct value (a batch's events mostly arrived in
+    the same read from the socket, so they share it), and the first three fields once per
+    topic. ``key`` is ``Event.key``, a digest of the topic and the payload bytes: a
     redelivered message has the same key as its first copy.
 
     Why binary: PostgreSQL reads it with less work than COPY's text format (no delimiters to
     find, no timestamp to parse): 5.8 to 7.1 us of its CPU a row against 7.0 to 8.6 for text
-    lines, in five alternating runs of the same 200,000 rows into the same table on the
-    2-core machine of BENCHMARKS.md. Made this way it costs the worker about what the text
-    lines did (1.0 to 1.2 us an event, the key included). asyncpg's
+    lines, in five alternating runs of the same 200,000 rows into the same table (then with
+    a jsonb payload) on the 2-core machine of BENCHMARKS.md. Made this way it costs the
+    worker about what the text lines did (1.0 to 1.2 us an event, the key included). asyncpg's
     ``copy_records_to_table`` writes the binary format too, but encodes each value of each
     record on its own: 4.8 us an event.
     """
     out = [_HEADER]
     extend = out.extend
+    version = _JSONB if jsonb else b""
     starts = _starts
     last_at, stamp = -1.0, b""
     for e in events:
@@ -270,8 +343,8 @@ def copy_binary(events: Sequence[Event]) -> bytes:
             at = datetime.fromtimestamp(last_at, UTC) - _PG_EPOCH
             stamp = _TIMESTAMP + (at // _MICROSECOND).to_bytes(8, "big", signed=True)
         payload, key = e.payload, e.key.encode()
-        length = _pack_length(len(payload) + 1)
-        extend((start, length, _JSONB, payload, stamp, _pack_length(len(key)), key))
+        length = _pack_length(len(payload) + len(version))
+        extend((start, length, version, payload, stamp, _pack_length(len(key)), key))
     out.append(_TRAILER)
     return b"".join(out)
 

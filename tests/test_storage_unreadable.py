@@ -1,0 +1,38 @@
+"""``worker.examples.storage.unreadable``: what json would store but PostgreSQL cannot read back.
+
+What PostgreSQL itself does with each of these payloads (json stores them, jsonb refuses
+them, ``->>`` on a json row fails) is checked against a real database in
+``tests/e2e/test_storage.py``; here, the cases a device can send around them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.examples.storage import unreadable
+
+NUL = "the payload has \\u0000 in a string, which PostgreSQL cannot read as text"
+HALF = "the payload has half a surrogate pair in a string, which PostgreSQL cannot read as text"
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (rb'{"n": 1}', None),
+        (rb'{"note": "\u0000"}', NUL),
+        (rb'{"\u0000": 1}', NUL),  # in a key as well
+        (rb'{"deep": [1, {"x": ["a", "b\u0000c"]}]}', NUL),
+        (rb'{"note": "\\u0000"}', None),  # an escaped backslash, then the text u0000
+        (rb'{"note": "\\\u0000"}', NUL),  # an escaped backslash, then an escaped NUL
+        (rb'{"s": "\ud800"}', HALF),  # high half alone
+        (rb'{"s": "\udc00x"}', HALF),  # low half alone
+        (rb'{"s": "\ud83d"} ', HALF),
+        (rb'{"s": "\ud83d\ude00"}', None),  # a whole pair: one character
+        (rb'{"s": "\u00e9t\u00e9"}', None),
+        (rb'{"s": "\u0000", oops}', None),  # not JSON: PostgreSQL refuses it and says why
+        (b"\xff\\u0000", None),  # not UTF-8: the same
+        (b"[" * 100_000 + b'"\\u0000"' + b"]" * 100_000, None),  # deeper than parsed: the same
+    ],
+)
+def test_unreadable(payload: bytes, why: str | None) -> None:
+    assert unreadable(payload) == why
