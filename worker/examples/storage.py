@@ -208,17 +208,19 @@ async def close_pool() -> None:
 )
 async def store(events: list[Event]) -> None:
     """Store the batch with one COPY; its messages are acknowledged when this returns."""
-    # escapes are rare: only a payload with one is parsed to look for what cannot be read
-    refused: list[tuple[Event, BaseException]] = [
-        (e, RefusedRow(why))
-        for e in events
-        if b"\\u" in e.payload and (why := unreadable(e.payload))
-    ]
-    if refused:
-        out = {id(e) for e, _ in refused}
-        events = [e for e in events if id(e) not in out]
+    refused: list[tuple[Event, BaseException]] = []
+    rows = copy_binary(events, jsonb=_storage.jsonb)
+    # What json would store but no query could read is behind a \u escape, and escapes are
+    # rare: one search of the batch's rows says whether any payload needs a closer look.
+    if b"\\u" in rows:
+        refused = _unreadable_events(events)
+        if refused:
+            out = {id(e) for e, _ in refused}
+            events = [e for e in events if id(e) not in out]
+            rows = copy_binary(events, jsonb=_storage.jsonb)
     try:
-        await _copy(events)
+        if events:
+            await _copy(rows)
     except ROW_REFUSED:
         # One payload the database refuses (not JSON, not even UTF-8, nested too deep) must
         # not fail the others: store them one by one and report only the refused ones (they
@@ -228,15 +230,13 @@ async def store(events: list[Event]) -> None:
         raise BatchFailed(errors=refused)
 
 
-async def _copy(events: Sequence[Event]) -> None:
-    if not events:
-        return
+async def _copy(rows: bytes) -> None:
+    """One COPY of ``rows`` (``copy_binary``'s), committed when this returns."""
     pool = _storage.pool
     if pool is None:
         raise ConnectError("the pool is closed (the worker is shutting down)")
     # a memoryview, because asyncpg takes bytes for a file's path
-    data = memoryview(copy_binary(events, jsonb=_storage.jsonb))
-    await pool.copy_to_table(TABLE, source=data, columns=COLUMNS, format="binary")
+    await pool.copy_to_table(TABLE, source=memoryview(rows), columns=COLUMNS, format="binary")
 
 
 class RefusedRow(PermanentError):
@@ -251,11 +251,20 @@ async def _copy_each(events: Sequence[Event]) -> list[tuple[Event, BaseException
     refused: list[tuple[Event, BaseException]] = []
     for event in events:
         try:
-            await _copy([event])
+            await _copy(copy_binary([event], jsonb=_storage.jsonb))
         except ROW_REFUSED as exc:
             # each dead letter says why its own event was refused
             refused.append((event, RefusedRow(f"{type(exc).__name__}: {exc}")))
     return refused
+
+
+def _unreadable_events(events: Sequence[Event]) -> list[tuple[Event, BaseException]]:
+    """The events whose payload json would store but no query could read, each with why."""
+    return [
+        (e, RefusedRow(why))
+        for e in events
+        if b"\\u" in e.payload and (why := unreadable(e.payload))
+    ]
 
 
 #: what a JSON string may hold that PostgreSQL cannot turn into text: NUL, half a surrogate pair
