@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,7 +12,15 @@ import pytest
 
 from tests.support.pipeline import Acks, event, new_metrics, running, value
 from tests.support.waiting import QUICK, until
-from worker import App, Batch, BatchFailed, Event, PermanentError, RegistrationError
+from worker import (
+    App,
+    Batch,
+    BatchFailed,
+    ConnectError,
+    Event,
+    PermanentError,
+    RegistrationError,
+)
 from worker.deadletter import DeadLetter
 from worker.metrics import Metrics
 from worker.pipeline import DEGRADED_AFTER
@@ -259,13 +268,34 @@ async def test_batch_failed_gives_each_message_its_own_error_and_retry_decision(
     assert handled(metrics, "dead_lettered") == 3
 
 
+async def test_a_batch_failure_is_logged_with_how_many_of_how_many_failed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def odd(events: list[Event]) -> None:
+        if len(events) == 4:
+            raise BatchFailed([e for e in events if e.data["n"] % 2], "odd")
+        raise ConnectError("the database cannot be reached")
+
+    with caplog.at_level(logging.WARNING, logger="worker"):
+        await four_in_one_batch(odd)
+    lines = [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records
+             if r.name == "worker.pipeline"]  # fmt: skip
+    failed = "BatchFailed: 2 messages of the batch failed: odd"
+    assert lines == [
+        ("WARNING", f"store: {failed} on 2 of a batch of 4 (run 1); retrying", None),
+        # a WorkerError says what happened: one line, no traceback
+        ("ERROR", "store failed on a batch of 2 (run 2): ConnectError: the database cannot "
+                  "be reached", None),
+    ]  # fmt: skip
+
+
 def test_batch_failed_says_when_its_messages_failed_for_other_reasons_too() -> None:
     first, second, third = (Event("sensor", f"d{n}", "reading", "json", b"{}") for n in range(3))
     one = BatchFailed(errors=[(first, ValueError("x")), (second, ValueError("x"))])
     assert str(one) == "2 messages of the batch failed: ValueError: x"
     two = BatchFailed(errors=[(first, ValueError("x")), (second, KeyError("k")), (third, "y")])
     assert str(two) == (
-        "3 messages of the batch failed: y (and 2 other errors: see the dead letters)"
+        "3 messages of the batch failed: ValueError: x (and 2 other reasons: see the dead letters)"
     )
 
 

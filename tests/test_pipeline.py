@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.pipeline import Acks, event, new_metrics, running, value, wait
 from tests.support.waiting import QUICK, until
-from worker import App, DeviceStatus, Event
+from worker import App, ConnectError, DeviceStatus, Event
 from worker.config import Settings
 from worker.pipeline import Pipeline
 from worker.transports.base import Inbound
@@ -194,6 +194,27 @@ async def test_failure_after_retries_is_logged_once_with_traceback_and_dead_lett
     assert handled(metrics, "broken", "dead_lettered") == 1
     assert handled(metrics, "broken", "error") == 0
     assert value(metrics, "worker_dead_letters_total", route="broken") == 1
+
+
+async def test_a_worker_error_is_logged_on_one_line_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App()
+
+    @app.event(retries=0)
+    async def store(e: Event) -> None:
+        raise ConnectError("the database at db:5432 cannot be reached: ConnectionRefusedError")
+
+    metrics, acks = new_metrics(), Acks()
+    with caplog.at_level(logging.WARNING, logger="worker"):
+        async with running(app, metrics) as pipeline:
+            await pipeline.put([event()], acks)
+            await acks.wait_for(1)
+    failed = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [(r.getMessage(), r.exc_info) for r in failed] == [(
+        f"store failed on {event().topic} (run 1): ConnectError: the database at db:5432 "
+        "cannot be reached: ConnectionRefusedError", None
+    )]  # fmt: skip
 
 
 async def test_drop_oldest_drops_and_counts_the_oldest_queued_qos0_work() -> None:

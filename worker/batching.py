@@ -34,7 +34,7 @@ from worker import messages
 from worker.config import Settings
 from worker.deadletter import DeadLetters
 from worker.errors import CodecError
-from worker.handling import Handled, Observer, RouteRunnerBase, describe, typed
+from worker.handling import Handled, Observer, RouteRunnerBase, describe, on_purpose, typed
 from worker.messages import Command, Event, Message
 from worker.metrics import Outcome, RouteMetrics
 from worker.routes import BACKOFF_CAP, Entry, InboundLike, Route
@@ -65,10 +65,10 @@ class BatchFailed(Exception):
         self.error = error
         others = ""
         if error is None and self.errors:
-            error = self.errors[-1][1]
+            error = self.errors[0][1]
             texts = {describe(e) for _, e in self.errors}
             if len(texts) > 1:
-                others = f" (and {_count(len(texts) - 1, 'other error')}: see the dead letters)"
+                others = f" (and {_count(len(texts) - 1, 'other reason')}: see the dead letters)"
         why = f": {describe(error)}{others}" if error is not None else ""
         super().__init__(f"{_count(len(self.failed), 'message')} of the batch failed{why}")
 
@@ -189,7 +189,7 @@ class BatchRunner(RouteRunnerBase):
                 if run <= route.retries and route.retryable(result.error):
                     again.append(result)
             final = not again
-            _log_batch_failure(route, len(failed), outcome, error, run, final)
+            _log_batch_failure(route, (len(failed), len(pending)), outcome, error, run, final)
             pending = again
             if final:
                 return
@@ -263,18 +263,24 @@ def _positions(where: dict[int, int], failed: Sequence[Message], route: str) -> 
 
 def _log_batch_failure(
     route: Route,
-    count: int,
+    counts: tuple[int, int],
     outcome: Outcome,
     error: BaseException | None,
     run: int,
     final: bool,
 ) -> None:
+    """One line (or one traceback) for a run of a batch that failed, ``counts`` being
+    (messages that failed, messages in the run)."""
     what = describe(error, route.timeout) or outcome.value
-    if not count:
+    failed, total = counts
+    if not failed:
         return
+    which = f"a batch of {total}" if failed == total else f"{failed} of a batch of {total}"
     if not final:
-        log.warning("%s: %s on a batch of %d (run %d); retrying", route.name, what, count, run)
+        log.warning("%s: %s on %s (run %d); retrying", route.name, what, which, run)
+    elif outcome is Outcome.ERROR and not isinstance(error, BatchFailed) and not on_purpose(error):
+        log.error("%s failed on %s (run %d)", route.name, which, run, exc_info=error)
     elif outcome is Outcome.ERROR and not isinstance(error, BatchFailed):
-        log.error("%s failed on a batch of %d (run %d)", route.name, count, run, exc_info=error)
+        log.error("%s failed on %s (run %d): %s", route.name, which, run, what)
     else:
-        log.warning("%s: %s on a batch of %d (run %d, giving up)", route.name, what, count, run)
+        log.warning("%s: %s on %s (run %d, giving up)", route.name, what, which, run)

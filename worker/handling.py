@@ -28,7 +28,7 @@ from prometheus_client import Counter
 from worker.config import Settings
 from worker.context import Context
 from worker.deadletter import DeadLetter, DeadLetters, DeadLetterSink
-from worker.errors import CodecError, one_line
+from worker.errors import CodecError, WorkerError, one_line
 from worker.messages import AppStatus, Command, Event, Message
 from worker.metrics import Outcome, RouteMetrics
 from worker.payloads import PayloadModel
@@ -254,7 +254,17 @@ def _log_failure(
     what = describe(error, route.timeout) or outcome.value
     if not final:
         log.warning("%s: %s on %s (run %d); retrying", route.name, what, topic, run)
-    elif outcome is Outcome.ERROR:
+    elif outcome is Outcome.ERROR and not on_purpose(error):
         log.error("%s failed on %s (run %d)", route.name, topic, run, exc_info=error)
+    elif outcome is Outcome.ERROR:
+        log.error("%s failed on %s (run %d): %s", route.name, topic, run, what)
     else:
         log.warning("%s: %s on %s (run %d, giving up)", route.name, what, topic, run)
+
+
+def on_purpose(error: BaseException | None) -> bool:
+    """Whether ``error`` was raised on purpose (a WorkerError, such as a handler's
+    ConnectError for a database it cannot reach): its message says what happened, so its
+    final failure is logged on one line; any other error is logged with its traceback, once,
+    since it is a bug to find."""
+    return isinstance(error, WorkerError)
