@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -36,7 +37,8 @@ from tests.support.processes import (
     run_cli,
 )
 from tests.support.waiting import NETWORK, until
-from worker.messages import message_key
+from worker.errors import ConfigError
+from worker.messages import Event, message_key
 from worker.platform import Platform, PlatformConfig
 from worker.platform.session import Session
 from worker.transports.aiomqtt_transport import AiomqttTransport
@@ -412,6 +414,12 @@ async def test_database_stopped_mid_stream_retries_then_dead_letters(
         records = [orjson.loads(line) for line in letters.read_bytes().splitlines()]
         assert {r["route"] for r in records} == {"store"}
         assert all(r["attempts"] == 3 for r in records), {r["attempts"] for r in records}
+        # said as the database that went away, whatever asyncpg raised (a socket's
+        # FileNotFoundError, a connection closed mid-COPY, the server shutting down)
+        why = "ConnectError: the database of STORAGE_DSN ("
+        assert all(r["error"].startswith(why) for r in records), {r["error"] for r in records}
+        assert all("cannot be reached: " in r["error"] for r in records)
+        assert "cannot be reached" in body, body
         live, _, _ = await fetch(worker.port, "/livez")
         assert live == 200
 
@@ -521,20 +529,88 @@ async def payload_type_of(dsn: str) -> str:
     return found
 
 
-async def test_a_payload_column_of_another_type_is_refused_at_startup(
-    dsn: str, monkeypatch: pytest.MonkeyPatch
+EXAMPLE_COLUMNS = [
+    "device_type text NOT NULL", "device_id text NOT NULL", "event text NOT NULL",
+    "payload json NOT NULL", "received_at timestamptz NOT NULL", "key text NOT NULL",
+]  # fmt: skip
+
+
+def table_of(changed: dict[str, str | None], added: tuple[str, ...] = ()) -> str:
+    """The example's columns, some changed (None: left out), then ``added`` ones."""
+    columns = [changed.get(c.split()[0], c) for c in EXAMPLE_COLUMNS]
+    return ", ".join([c for c in columns if c is not None] + list(added))
+
+
+#: tables made beforehand, and what the startup hook says of each (None: it takes them)
+TABLES = {
+    "payload text": (table_of({"payload": "payload text NOT NULL"}),
+                     "device_events.payload is text: accepted is a column of type json or jsonb"),
+    "key uuid": (table_of({"key": "key uuid NOT NULL"}),
+                 "device_events.key is uuid: accepted is a column of type text or character "
+                 "varying"),
+    "no key": (table_of({"key": None}),
+               "device_events.key is missing: accepted is a column of type text or character "
+               "varying"),
+    "site NOT NULL": (table_of({}, ("site text NOT NULL",)),
+                      "device_events.site is NOT NULL without a default, and the rows written "
+                      "here have no value for it: accepted are only device_type, device_id, "
+                      "event, payload, received_at, key, and other columns that are nullable or "
+                      "have a default"),
+    "columns it does not write": (table_of({}, (
+        "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "site text NOT NULL DEFAULT 'x'",
+        "note text", "doubled bigint GENERATED ALWAYS AS (2) STORED")), None),
+    "varchar device_id": (table_of({"device_id": "device_id varchar(64) NOT NULL"}), None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("table", TABLES)
+async def test_the_table_is_checked_at_startup(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, table: str
 ) -> None:
-    from worker.errors import ConfigError
     from worker.examples import storage
 
-    await make_table(dsn, "text")
+    columns, message = TABLES[table]
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"CREATE TABLE device_events ({columns})")
+    finally:
+        await conn.close()
     monkeypatch.setenv("STORAGE_DSN", dsn)
+    if message is None:
+        await storage.open_pool()
+        try:
+            await storage.store([Event("sensor", "d1", "reading", "json", b'{"n": 1}')])
+        finally:
+            await storage.close_pool()
+        assert await stored(dsn) == Counter({1: 1})
+        return
     with pytest.raises(ConfigError) as caught:
         await storage.open_pool()
-    assert str(caught.value) == (
-        "device_events.payload is text: accepted is a payload column of type json or jsonb"
-    )
+    assert str(caught.value) == message
     assert storage._storage.pool is None
+
+
+async def test_a_payload_column_altered_while_running_is_followed(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker.examples import storage
+
+    monkeypatch.setenv("STORAGE_DSN", dsn)
+    conn = await asyncpg.connect(dsn)
+    await storage.open_pool()
+    try:
+        await storage.store([Event("sensor", "d1", "reading", "json", b'{"n": 1}')])
+        for n, kind in ((2, "jsonb"), (3, "json")):
+            await conn.execute(
+                f"ALTER TABLE device_events ALTER payload TYPE {kind} USING payload::{kind}"
+            )
+            with caplog.at_level(logging.WARNING, logger="worker.examples.storage"):
+                await storage.store([Event("sensor", "d1", "reading", "json", b'{"n": %d}' % n)])
+            assert f"device_events.payload is {kind} now: writing {kind}" in caplog.text
+    finally:
+        await storage.close_pool()
+        await conn.close()
+    assert await stored(dsn) == Counter({1: 1, 2: 1, 3: 1})
 
 
 async def _ready(worker: WorkerProcess) -> bool:
@@ -601,3 +677,44 @@ async def test_store_writes_each_value_as_it_came(
 def _canonical(text: str | bytes) -> bytes:
     """JSON with its keys sorted: the same for jsonb's text and the device's."""
     return orjson.dumps(orjson.loads(text), option=orjson.OPT_SORT_KEYS)
+
+
+# --- the guide's recipe for storing each event once -------------------------------------------
+
+GUIDE = Path(__file__).parents[2] / "docs" / "guide" / "storage.md"
+
+
+def guide_block(language: str, after: str) -> str:
+    """The first ``language`` code block of the storage guide after the text ``after``."""
+    text = GUIDE.read_text()
+    start = text.index(f"```{language}\n", text.index(after)) + len(language) + 4
+    return text[start : text.index("```", start)]
+
+
+async def test_the_guides_store_once_recipe_skips_duplicates(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.examples import storage
+
+    def event(n: int, device: str = "d1") -> Event:
+        return Event("sensor", device, "reading", "json", b'{"n": %d}' % n)
+
+    monkeypatch.setenv("STORAGE_DSN", dsn)
+    await storage.open_pool()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await storage.store([event(1), event(2), event(2)])  # the plain COPY: 2 stored twice
+        # the switch-over: duplicates removed, the index made, the recipe's _copy in place
+        await conn.execute(guide_block("sql", "Remove the\nduplicates already stored"))
+        recipe: dict[str, Any] = dict(vars(storage))
+        exec(guide_block("python", "replace `_copy` in `__init__.py`"), recipe)
+        monkeypatch.setattr(storage, "_copy", recipe["_copy"])
+        await storage.store([event(2), event(3), event(3), event(4, "d2")])
+        await conn.execute(
+            "ALTER TABLE device_events ALTER payload TYPE jsonb USING payload::jsonb"
+        )
+        await storage.store([event(4, "d2"), event(5)])
+    finally:
+        await storage.close_pool()
+        await conn.close()
+    assert await stored(dsn) == Counter({1: 1, 2: 1, 3: 1, 4: 1, 5: 1})

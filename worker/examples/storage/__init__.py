@@ -21,10 +21,12 @@ seconds, default 0.5, doubling), then each of its messages goes to the dead-lett
 is neither stored nor dead-lettered. Payloads reach the handler undecoded
 (``Batch(decode=False)``): PostgreSQL checks the JSON itself, so the worker does not parse it
 first. The ``payload`` column is ``json``, the device's text exactly as sent; a table made
-beforehand with a ``jsonb`` payload is written as ``jsonb`` (the type is read at startup).
-A payload the database refuses (not JSON, not UTF-8, or ``\\u0000`` in a ``jsonb`` column)
-fails alone: the batch is then stored event by event, and only the refused events are
-dead-lettered, at once (the same bytes would be refused again, so they are not retried).
+beforehand with a ``jsonb`` payload is written as ``jsonb`` (the columns' types are checked
+at startup, and a payload column changed while the worker runs is followed). A payload the
+database refuses (not JSON, not UTF-8, nested too deep) fails alone: the batch is then
+stored event by event, and only the refused events are dead-lettered, at once (the same
+bytes would be refused again, so they are not retried); so is a payload json would store
+but no query could read back (``\\u0000`` or half a surrogate pair in a string).
 Delivery is at least once: a message whose COPY committed but whose acknowledgement never
 reached the broker (the worker was killed in between) is stored again if the broker delivers
 it again, with the same ``key`` (a digest of the topic and the payload);
@@ -36,18 +38,30 @@ it again, with the same ``key`` (a digest of the topic and the payload);
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import math
 import os
-import re
-import struct
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from worker import App, Batch, BatchFailed, ConfigError, ConnectError, Event, PermanentError
+from worker.examples.storage.rows import copy_binary, unreadable
+from worker.examples.storage.table import (
+    COLUMN_TYPES,
+    COLUMNS,
+    SCHEMA,
+    TABLE,
+    TABLE_COLUMNS,
+    check_table,
+)
 from worker.routes import MAX_BATCH_SIZE, MAX_BATCH_WAIT
+
+#: what this module is for a user who imports it (the table and the rows are in their own)
+__all__ = [
+    "COLUMNS", "COLUMN_TYPES", "SCHEMA", "TABLE", "TABLE_COLUMNS", "RefusedRow", "app",
+    "check_table", "close_pool", "copy_binary", "open_pool", "store", "unreadable",
+]  # fmt: skip
 
 try:
     import asyncpg
@@ -59,35 +73,12 @@ except ImportError:  # the startup hook says what to install; importing stays po
 #: again, and the other rows of the batch are not at fault.
 ROW_REFUSED: Final = (asyncpg.DataError, asyncpg.ProgramLimitExceededError) if asyncpg else ()
 
-TABLE: Final = "device_events"
-COLUMNS: Final = ("device_type", "device_id", "event", "payload", "received_at", "key")
-#: An append-only log. No surrogate key: nothing refers to a row, and ``key`` identifies an
-#: event (a bigint identity primary key would cost PostgreSQL about 1.2 us more per row). A
-#: BRIN index serves time ranges: rows arrive in ``received_at`` order, so it stays a few
-#: pages for millions of rows and costs next to nothing to keep up to date. The payload is
-#: ``json``: the device's text as sent (key order, duplicate keys and all), which PostgreSQL
-#: only checks; ``jsonb`` would cost it twice the work per row (PAYLOAD_TYPES).
-SCHEMA: Final = f"""
-CREATE TABLE IF NOT EXISTS {TABLE} (
-    device_type text        NOT NULL,
-    device_id   text        NOT NULL,
-    event       text        NOT NULL,
-    payload     json        NOT NULL,
-    received_at timestamptz NOT NULL,
-    key         text        NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {TABLE}_received_at ON {TABLE} USING brin (received_at)"""
 #: connections at most; a batch holds one for its COPY
 POOL_SIZE: Final = 4
 #: seconds one COPY (with waiting for a connection) may take before the batch counts as failed
 TIMEOUT: Final = 30.0
 #: seconds to close the pool at shutdown before its connections are cut
 CLOSE_DEADLINE: Final = 10.0
-#: the payload column's types this module writes; the table's own is read at startup
-PAYLOAD_TYPES: Final = ("json", "jsonb")
-PAYLOAD_TYPE: Final = f"""
-SELECT format_type(atttypid, atttypmod) FROM pg_attribute
- WHERE attrelid = '{TABLE}'::regclass AND attname = 'payload' AND NOT attisdropped"""
 
 
 def _setting(
@@ -112,6 +103,7 @@ RETRIES: Final[int] = _setting("STORAGE_RETRIES", "3", int, 0)
 RETRY_BACKOFF: Final[float] = _setting("STORAGE_RETRY_BACKOFF", "0.5", float, 0)
 
 app = App()
+log = logging.getLogger(__name__)
 
 
 class _Storage:
@@ -120,6 +112,8 @@ class _Storage:
     pool: Any = None
     #: whether the table's payload column is jsonb (else json)
     jsonb: bool = False
+    #: the database's host and port (or socket folder), for messages: never the whole DSN
+    where: str = ""
 
 
 _storage = _Storage()
@@ -144,7 +138,7 @@ async def open_pool() -> None:
         # traceback each time it fails to restore the floor; the batches' retries say it.
         pool = await asyncpg.create_pool(dsn, min_size=0, max_size=POOL_SIZE, reset=_keep_session)
         await pool.execute(SCHEMA)
-        payload_type = await pool.fetchval(PAYLOAD_TYPE)
+        columns = await pool.fetch(TABLE_COLUMNS)
     except ValueError as exc:
         raise ConfigError(
             f"STORAGE_DSN is not a PostgreSQL URL that asyncpg can read ({exc}): accepted is "
@@ -155,13 +149,17 @@ async def open_pool() -> None:
         raise ConnectError(
             f"cannot use the database of STORAGE_DSN ({_where(dsn)}): {exc}"
         ) from exc
-    if payload_type not in PAYLOAD_TYPES:
+    try:
+        jsonb = check_table(columns)
+    except ConfigError:
         await pool.close()
-        raise ConfigError(
-            f"{TABLE}.payload is {payload_type or 'missing'}: accepted is a payload column "
-            f"of type {' or '.join(PAYLOAD_TYPES)}"
-        )
-    _storage.pool, _storage.jsonb = pool, payload_type == "jsonb"
+        raise
+    _storage.pool, _storage.jsonb, _storage.where = pool, jsonb, _where(dsn)
+    log.info("storing into %s at %s (payload %s)", TABLE, _storage.where, _payload_type())
+
+
+def _payload_type() -> str:
+    return "jsonb" if _storage.jsonb else "json"
 
 
 def _where(dsn: str) -> str:
@@ -171,9 +169,9 @@ def _where(dsn: str) -> str:
         host, port = parts.hostname, parts.port
     except ValueError:
         return "its host"
-    socket = parse_qs(parts.query).get("host")
-    where = socket[0] if socket else host or "localhost"
-    return f"{where}:{port or 5432}"
+    query = parse_qs(parts.query)
+    where = query.get("host", [host or "localhost"])[0]
+    return f"{where}:{query.get('port', [port or 5432])[0]}"
 
 
 async def _keep_session(connection: Any) -> None:
@@ -220,7 +218,7 @@ async def store(events: list[Event]) -> None:
             rows = copy_binary(events, jsonb=_storage.jsonb)
     try:
         if events:
-            await _copy(rows)
+            await _copy_rows(events, rows)
     except ROW_REFUSED:
         # One payload the database refuses (not JSON, not even UTF-8, nested too deep) must
         # not fail the others: store them one by one and report only the refused ones (they
@@ -230,13 +228,56 @@ async def store(events: list[Event]) -> None:
         raise BatchFailed(errors=refused)
 
 
+async def _copy_rows(events: Sequence[Event], rows: bytes) -> None:
+    """COPY ``rows``, the rows of ``events``; made again if the payload column changed type.
+
+    A payload column altered (json to jsonb, say) while the worker runs refuses rows made for
+    the type it had. The type is read again when a COPY fails, and if it changed, the rows
+    are made for the new one and copied at once: nothing is refused for it.
+    """
+    try:
+        await _copy(rows)
+    except asyncpg.PostgresError:
+        if not await _payload_type_changed():
+            raise
+        await _copy(copy_binary(events, jsonb=_storage.jsonb))
+
+
+async def _payload_type_changed() -> bool:
+    """Whether the payload column's type changed since it was last read (and follow it)."""
+    try:
+        jsonb = check_table(await _storage.pool.fetch(TABLE_COLUMNS))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False  # the COPY's own error says what is wrong
+    if jsonb == _storage.jsonb:
+        return False
+    _storage.jsonb = jsonb
+    log.warning("%s.payload is %s now: writing %s", TABLE, *(_payload_type(),) * 2)
+    return True
+
+
+#: what a COPY raises when the database cannot be reached or went away mid-COPY
+UNREACHABLE: Final = (
+    (OSError, asyncpg.ConnectionDoesNotExistError, asyncpg.OperatorInterventionError)
+    if asyncpg
+    else ()
+)
+
+
 async def _copy(rows: bytes) -> None:
     """One COPY of ``rows`` (``copy_binary``'s), committed when this returns."""
     pool = _storage.pool
     if pool is None:
         raise ConnectError("the pool is closed (the worker is shutting down)")
-    # a memoryview, because asyncpg takes bytes for a file's path
-    await pool.copy_to_table(TABLE, source=memoryview(rows), columns=COLUMNS, format="binary")
+    try:
+        # a memoryview, because asyncpg takes bytes for a file's path
+        await pool.copy_to_table(TABLE, source=memoryview(rows), columns=COLUMNS, format="binary")
+    except UNREACHABLE as exc:
+        # said as the database it is (an error such as FileNotFoundError names no socket)
+        raise ConnectError(
+            f"the database of STORAGE_DSN ({_storage.where}) cannot be reached: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 class RefusedRow(PermanentError):
@@ -265,106 +306,3 @@ def _unreadable_events(events: Sequence[Event]) -> list[tuple[Event, BaseExcepti
         for e in events
         if b"\\u" in e.payload and (why := unreadable(e.payload))
     ]
-
-
-#: what a JSON string may hold that PostgreSQL cannot turn into text: NUL, half a surrogate pair
-_UNREADABLE: Final = re.compile("[\x00\ud800-\udfff]")
-
-
-def unreadable(payload: bytes) -> str | None:
-    """Why PostgreSQL would store ``payload`` as ``json`` but fail to read it back, or None.
-
-    ``json`` keeps the text as sent and checks only its syntax, so a string escaping NUL
-    (``\\u0000``) or half a surrogate pair (``\\ud800``) is stored, and then every ``->>``
-    on that row fails (``cannot be converted to text``), which breaks each query that reads
-    it. ``jsonb`` refuses such text when it is stored. So the row is refused for either
-    column type, before the COPY: the event is dead-lettered with its bytes instead. Only a
-    payload with an escape can hold one; a payload that is not JSON is left for PostgreSQL
-    to refuse, with its own message.
-    """
-    try:
-        value = json.loads(payload)
-    except (ValueError, RecursionError):
-        return None
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, dict):
-            pending += item.keys()
-            pending += item.values()
-        elif isinstance(item, list):
-            pending += item
-        elif isinstance(item, str) and (found := _UNREADABLE.search(item)):
-            what = "\\u0000" if found.group() == "\x00" else "half a surrogate pair"
-            return f"the payload has {what} in a string, which PostgreSQL cannot read as text"
-    return None
-
-
-#: COPY's binary format: a signature, flags and a header extension length (both 0) ...
-_HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-#: ... then per row its number of fields, per field its length and bytes; -1 fields ends it
-_TRAILER: Final = b"\xff\xff"
-_ROW: Final = len(COLUMNS).to_bytes(2, "big")
-_pack_length = struct.Struct(">i").pack
-#: json's binary form is the JSON text; jsonb's is a version number (1), then the text
-_JSONB: Final = b"\x01"
-#: a timestamptz is microseconds since PostgreSQL's epoch, as a 64-bit integer
-_PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
-_TIMESTAMP: Final = _pack_length(8)
-#: the first three fields of a row, per topic (or per device type, device ID and event, for
-#: an Event made without a topic); cleared when full
-_starts: dict[object, bytes] = {}
-STARTS_KEPT: Final = 10_000
-
-
-def copy_binary(events: Sequence[Event], jsonb: bool = False) -> bytes:
-    """The rows of ``events`` in COPY's binary format, COLUMNS order, for a ``json`` payload
-    column (or ``jsonb`` when ``jsonb``).
-
-    The payload goes as the device's bytes, which PostgreSQL checks (a payload that is not
-    UTF-8 JSON is refused, a DataError); no value needs escaping, whatever it holds.
-    ``received_at`` is converted once per distinct value (a batch's events mostly arrived in
-    the same read from the socket, so they share it), and the first three fields once per
-    topic. ``key`` is ``Event.key``, a digest of the topic and the payload bytes: a
-    redelivered message has the same key as its first copy.
-
-    Why binary: PostgreSQL reads it with less work than COPY's text format (no delimiters to
-    find, no timestamp to parse): 5.8 to 7.1 us of its CPU a row against 7.0 to 8.6 for text
-    lines, in five alternating runs of the same 200,000 rows into the same table (then with
-    a jsonb payload) on the 2-core machine of BENCHMARKS.md. Made this way it costs the
-    worker about what the text lines did (1.0 to 1.2 us an event, the key included). asyncpg's
-    ``copy_records_to_table`` writes the binary format too, but encodes each value of each
-    record on its own: 4.8 us an event.
-    """
-    out = [_HEADER]
-    extend = out.extend
-    version = _JSONB if jsonb else b""
-    starts = _starts
-    last_at, stamp = -1.0, b""
-    for e in events:
-        where = e.topic or (e.device_type, e.device_id, e.event)
-        start = starts.get(where)
-        if start is None:
-            start = _start(e, where)
-        if e.received_at != last_at:
-            last_at = e.received_at
-            at = datetime.fromtimestamp(last_at, UTC) - _PG_EPOCH
-            stamp = _TIMESTAMP + (at // _MICROSECOND).to_bytes(8, "big", signed=True)
-        payload, key = e.payload, e.key.encode()
-        length = _pack_length(len(payload) + len(version))
-        extend((start, length, version, payload, stamp, _pack_length(len(key)), key))
-    out.append(_TRAILER)
-    return b"".join(out)
-
-
-def _start(e: Event, where: object) -> bytes:
-    """A row's field count and its first three fields, kept for the next rows alike."""
-    fields = [_ROW]
-    for value in (e.device_type, e.device_id, e.event):
-        data = value.encode()
-        fields += (_pack_length(len(data)), data)
-    if len(_starts) >= STARTS_KEPT:
-        _starts.clear()
-    start = _starts[where] = b"".join(fields)
-    return start
