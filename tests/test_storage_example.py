@@ -1,15 +1,16 @@
-"""``worker.examples.storage.unreadable``: what json would store but PostgreSQL cannot read back.
+"""The storage example's parts that need no database (the rest: ``tests/e2e/test_storage.py``).
 
-What PostgreSQL itself does with each of these payloads (json stores them, jsonb refuses
-them, ``->>`` on a json row fails) is checked against a real database in
-``tests/e2e/test_storage.py``; here, the cases a device can send around them.
+``unreadable``: what json would store but PostgreSQL cannot read back. What PostgreSQL itself
+does with such payloads (json stores them, jsonb refuses them, ``->>`` on a json row fails)
+is checked against a real database in the e2e tests; here, the cases a device can send
+around them. ``_where``: how the database is named in messages, never with its password.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from worker.examples.storage import unreadable
+from worker.examples.storage import _where, unreadable
 
 NUL = "the payload has \\u0000 in a string, which PostgreSQL cannot read as text"
 HALF = "the payload has half a surrogate pair in a string, which PostgreSQL cannot read as text"
@@ -36,3 +37,18 @@ HALF = "the payload has half a surrogate pair in a string, which PostgreSQL cann
 )
 def test_unreadable(payload: bytes, why: str | None) -> None:
     assert unreadable(payload) == why
+
+
+@pytest.mark.parametrize(
+    ("dsn", "where"),
+    [
+        ("postgresql://u:s3cret@db.example.com/telemetry", "db.example.com:5432"),
+        ("postgresql://u:s3cret@db.example.com:6543/telemetry", "db.example.com:6543"),
+        ("postgresql://nobody@/postgres?host=/run/pg&port=54329", "/run/pg:54329"),
+        ("postgresql:///postgres?host=/run/pg", "/run/pg:5432"),
+        ("postgresql://u@[::1]:5433/db", "::1:5433"),
+        ("postgresql://u@host:notaport/db", "its host"),
+    ],
+)
+def test_the_database_is_named_by_host_and_port_only(dsn: str, where: str) -> None:
+    assert _where(dsn) == where
