@@ -138,6 +138,30 @@ def test_data_on_the_json_format_must_be_json() -> None:
     assert payload_of("text", None, "temp=50") == b"temp=50"
 
 
+#: a command line's bytes that are not UTF-8 (0xff), as Python hands them over (surrogateescape)
+NOT_UTF8 = '{"s": "\udcff"}'
+
+
+def test_bytes_that_are_not_utf8_are_sent_as_given_or_refused_as_json() -> None:
+    assert payload_of("text", None, NOT_UTF8) == b'{"s": "\xff"}'
+    with pytest.raises(PublishError) as caught:
+        payload_of("json", None, NOT_UTF8)
+    assert str(caught.value) == (
+        """--data '{"s": "\\xff"}' is not UTF-8 (byte 8), but the format is json, which is """
+        "UTF-8 text: give JSON, or another format for other bytes (--format bin)"
+    )
+    with pytest.raises(PublishError, match=r"^--json is not UTF-8 \(byte 8\): JSON is UTF-8 text$"):
+        payload_of("json", NOT_UTF8, None)
+
+
+@pytest.mark.parametrize("flag", ["--data", "--json"])
+async def test_the_cli_says_a_payload_is_not_utf8_without_a_traceback(flag: str) -> None:
+    args = ("publish", "event", "sensor", "s1", "reading", flag, NOT_UTF8)
+    code, _, err = await run_cli(*args, env=clean_env(WORKER_ORG="abc123"))
+    assert code == 2, err
+    assert "is not UTF-8 (byte 8)" in err and "Traceback" not in err, err
+
+
 async def test_the_cli_refuses_non_json_data_on_fmt_json() -> None:
     args = ("publish", "event", "sensor", "s1", "reading", "--data", "temp=50")
     code, _, err = await run_cli(*args, env=clean_env(WORKER_ORG="abc123"))

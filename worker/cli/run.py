@@ -47,8 +47,8 @@ def run(target: str, startup_timeout: float | None, **flags: Any) -> None:
     Prints one line when subscribed: client ID, host:port, filters, metrics URL. SIGTERM or
     Ctrl-C unsubscribes, drains and exits 0; a second Ctrl-C gives up the drain (exit 130).
     SIGUSR1 pauses (unsubscribes, stays connected), SIGUSR2 resumes. Exit 2: bad settings;
-    3: the module does not import, has no App or its App no handler; 4: cannot connect or
-    not authorised.
+    3: the module does not import (its own settings included), has no App or its App no
+    handler, or a startup hook failed; 4: cannot connect or not authorised.
     With --workers N, N processes under one supervisor that forwards these signals.
     """
     # Imported here so that the other commands do not load the runtime at start-up.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -45,15 +46,26 @@ class PublishError(WorkerError):
     """A message that cannot be sent as given: bad topic, bad payload, too large, bad file."""
 
 
-def _check_json_data(data: str) -> None:
+def _check_json_data(data: bytes) -> None:
     """Refuse ``--data`` that is not JSON on the ``json`` format, saying what is accepted."""
     try:
         json.loads(data)
+    except UnicodeDecodeError as exc:
+        raise PublishError(
+            f"--data {_shown(data)} is not UTF-8 (byte {exc.start + 1}), but the format is "
+            "json, which is UTF-8 text: give JSON, or another format for other bytes "
+            "(--format bin)"
+        ) from None
     except json.JSONDecodeError as exc:
         raise PublishError(
-            f"--data {data!r} is not JSON ({exc.msg}), but the format is json: give JSON, "
+            f"--data {_shown(data)} is not JSON ({exc.msg}), but the format is json: give JSON, "
             """e.g. --json '{"temp": 50}', or another format for other text (--format text)"""
         ) from None
+
+
+def _shown(data: bytes) -> str:
+    """``data`` quoted for a message, bytes that are not UTF-8 as escapes."""
+    return f"'{data.decode(errors='backslashreplace')}'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +98,17 @@ def payload_of(fmt: str, json_text: str | None, data: str | None) -> bytes:
     if json_text is not None and data is not None:
         raise PublishError("give --json or --data, not both")
     if json_text is None:
+        # the bytes given: the shell passes bytes, which Python decoded with surrogateescape
+        raw = os.fsencode(data or "")
         if fmt == "json" and data is not None:
-            _check_json_data(data)
-        return (data or "").encode()
+            _check_json_data(raw)
+        return raw
     try:
-        parsed = json.loads(json_text)
+        parsed = json.loads(os.fsencode(json_text))
+    except UnicodeDecodeError as exc:
+        raise PublishError(
+            f"--json is not UTF-8 (byte {exc.start + 1}): JSON is UTF-8 text"
+        ) from None
     except json.JSONDecodeError as exc:
         raise PublishError(f"--json is not valid JSON: {exc}") from exc
     if fmt != "json":
