@@ -240,7 +240,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
         flag="--qos",
         parse=integer(0, 1),
         default="1",
-        help="subscription QoS: 1 at-least-once (acked after the handler), 0 at-most-once",
+        help="QoS: 1 at least once, 0 at most once (worker run: of the subscription, a message "
+        "acknowledged after its handlers; a tool: of what it sends or subscribes to)",
     ),
     Option(
         field="concurrency",

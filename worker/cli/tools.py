@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, Final
@@ -32,20 +31,9 @@ _TOOL_FIELDS: Final = frozenset(
 )  # fmt: skip
 
 
-#: --qos as a tool uses it: for what it sends, or subscribes to (not a handler's acknowledgement)
-_TOOL_QOS_HELP: Final = (
-    "QoS of the messages sent (or subscribed to): 1 at least once, 0 at most once"
-)
-
-
 def tool_options(func: F) -> F:
     """The connection flags of ``settings_options`` (same names, same variables), no others."""
-    chosen = (
-        dataclasses.replace(o, help=_TOOL_QOS_HELP) if o.field == "qos" else o
-        for o in OPTIONS
-        if o.field in _TOOL_FIELDS
-    )
-    return setting_flags(func, chosen, accepted=False)
+    return setting_flags(func, (o for o in OPTIONS if o.field in _TOOL_FIELDS), accepted=False)
 
 
 def tool_settings(flags: dict[str, Any]) -> Settings:
