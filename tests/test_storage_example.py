@@ -16,25 +16,36 @@ NUL = "the payload has \\u0000 in a string, which PostgreSQL cannot read as text
 HALF = "the payload has half a surrogate pair in a string, which PostgreSQL cannot read as text"
 
 
-@pytest.mark.parametrize(
-    ("payload", "why"),
-    [
-        (rb'{"n": 1}', None),
-        (rb'{"note": "\u0000"}', NUL),
-        (rb'{"\u0000": 1}', NUL),  # in a key as well
-        (rb'{"deep": [1, {"x": ["a", "b\u0000c"]}]}', NUL),
-        (rb'{"note": "\\u0000"}', None),  # an escaped backslash, then the text u0000
-        (rb'{"note": "\\\u0000"}', NUL),  # an escaped backslash, then an escaped NUL
-        (rb'{"s": "\ud800"}', HALF),  # high half alone
-        (rb'{"s": "\udc00x"}', HALF),  # low half alone
-        (rb'{"s": "\ud83d"} ', HALF),
-        (rb'{"s": "\ud83d\ude00"}', None),  # a whole pair: one character
-        (rb'{"s": "\u00e9t\u00e9"}', None),
-        (rb'{"s": "\u0000", oops}', None),  # not JSON: PostgreSQL refuses it and says why
-        (b"\xff\\u0000", None),  # not UTF-8: the same
-        (b"[" * 100_000 + b'"\\u0000"' + b"]" * 100_000, None),  # deeper than parsed: the same
-    ],
-)
+#: payloads and what ``unreadable`` says of each; the e2e tests hold PostgreSQL to the same
+UNREADABLE_CASES: list[tuple[bytes, str | None]] = [
+    (rb'{"n": 1}', None),
+    (rb'{"note": "\u0000"}', NUL),
+    (rb'{"\u0000": 1}', NUL),  # in a key as well
+    (rb'{"deep": [1, {"x": ["a", "b\u0000c"]}]}', NUL),
+    (rb'{"note": "\\u0000"}', None),  # an escaped backslash, then the text u0000
+    (rb'{"note": "\\\u0000"}', NUL),  # an escaped backslash, then an escaped NUL
+    (rb'{"s": "\ud800"}', HALF),  # high half alone
+    (rb'{"s": "\udc00x"}', HALF),  # low half alone
+    (rb'{"s": "\ud83d"} ', HALF),
+    (rb'{"s": "\ud83d\ude00"}', None),  # a whole pair: one character
+    (rb'{"s": "\u00e9t\u00e9"}', None),
+    (rb'{"s": "\u0000", oops}', NUL),  # not JSON either: refused all the same
+    (b"\xff\\u0000", NUL),  # nor UTF-8
+    # what a JSON parser would miss, but PostgreSQL stores as json:
+    (rb'{"k": "\u0000", "k": 1}', NUL),  # a key given twice: a parser keeps the last
+    (rb'{"k": "\ud800", "k": 1}', HALF),
+    (b"[" * 10_000 + b'"\\u0000"' + b"]" * 10_000, NUL),  # deeper than Python parses
+    (b'{"n": ' + b"9" * 5_000 + b', "s": "\\u0000"}', NUL),  # an integer Python refuses
+    # the halves of a pair: the low one right after the high one, as the next escape
+    (rb'{"s": "\ud800\u0041"}', HALF),
+    (rb'{"s": "\ud800\udbff"}', HALF),  # two high halves
+    (rb'{"s": "\ud800x\udc00"}', HALF),  # a character between them
+    (rb'{"s": "\ud800\\udc00"}', HALF),  # an escaped backslash between them
+    (rb'{"s": "\uD83D\uDE00", "t": "\u00e9\n\"\\\/"}', None),  # upper case, other escapes
+]
+
+
+@pytest.mark.parametrize(("payload", "why"), UNREADABLE_CASES)
 def test_unreadable(payload: bytes, why: str | None) -> None:
     assert unreadable(payload) == why
 

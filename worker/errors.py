@@ -26,6 +26,8 @@ Foreign errors (OSError, paho's, aiomqtt's, orjson's) are translated at the boun
     ├── PermanentError         raised by a handler: this message can never succeed, do not
     │   │                      retry it (dead-lettered per the route)
     │   └── examples.storage.RefusedRow   a row PostgreSQL refuses (the storage example)
+    ├── examples.storage.StorageError   PostgreSQL refused a COPY for a reason of its own
+    │                                   (the table is gone, a right is missing)
     ├── tools.publish.PublishError   `worker publish`: a bad message or replay file
     ├── tools.shares.SharesError     `worker shares`: bad URLs, or Prometheus cannot be queried
     ├── tools.sim_payload.PayloadOptionError   `worker simulate`: a bad payload option

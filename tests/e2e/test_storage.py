@@ -37,6 +37,7 @@ from tests.support.processes import (
     run_cli,
 )
 from tests.support.waiting import NETWORK, until
+from worker.batching import BatchFailed
 from worker.errors import ConfigError
 from worker.messages import Event, message_key
 from worker.platform import Platform, PlatformConfig
@@ -496,6 +497,31 @@ async def test_a_payload_the_database_refuses_fails_alone(
     assert await payload_type_of(dsn) == payload_type
 
 
+async def test_postgresql_reads_back_exactly_the_json_unreadable_lets_through(dsn: str) -> None:
+    from tests.test_storage_example import UNREADABLE_CASES
+
+    conn = await asyncpg.connect(dsn)
+    checked = 0
+    try:
+        for payload, why in UNREADABLE_CASES:
+            try:
+                text = payload.decode()
+                await conn.fetchval("SELECT $1::json IS NOT NULL", text)
+            except (UnicodeDecodeError, asyncpg.DataError):
+                continue  # not JSON: PostgreSQL refuses it itself, nothing to agree on
+            # jsonb takes every string apart, as ->> does on a json row
+            try:
+                await conn.fetchval("SELECT $1::json::jsonb IS NOT NULL", text)
+                readable = True
+            except (asyncpg.DataError, asyncpg.ProgramLimitExceededError):
+                readable = False
+            assert readable == (why is None), (payload[:60], why)
+            checked += 1
+    finally:
+        await conn.close()
+    assert checked >= 20
+
+
 def _as_recorded(payload: bytes) -> str:
     """A payload as the dead-letter record holds it: text, or base64 when not UTF-8."""
     try:
@@ -718,3 +744,109 @@ async def test_the_guides_store_once_recipe_skips_duplicates(
         await storage.close_pool()
         await conn.close()
     assert await stored(dsn) == Counter({1: 1, 2: 1, 3: 1, 4: 1, 5: 1})
+
+
+# --- the database the example is given, and what it does with it ------------------------------
+
+
+async def test_a_database_not_in_utf8_is_refused_at_startup(
+    cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.examples import storage
+
+    cluster.psql("CREATE DATABASE latin TEMPLATE template0 ENCODING 'LATIN1' LOCALE 'C'")
+    monkeypatch.setenv("STORAGE_DSN", cluster.dsn("latin"))
+    with pytest.raises(ConfigError) as caught:
+        await storage.open_pool()
+    assert str(caught.value) == (
+        f"the database of STORAGE_DSN ({cluster.folder}:5432) is encoded in LATIN1: accepted is "
+        "UTF8, the encoding of JSON (CREATE DATABASE ... ENCODING 'UTF8')"
+    )
+    assert storage._storage.pool is None
+
+
+async def test_a_table_made_beforehand_needs_only_the_right_to_insert(
+    dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An administrator's table in a schema of its own, on a search path of two schemas:
+    the worker's role may only INSERT into it, and creates nothing."""
+    from worker.examples import storage
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE SCHEMA a; CREATE SCHEMA b; "
+            f"CREATE TABLE b.device_events ({table_of({})}); "
+            "CREATE ROLE writer LOGIN; ALTER ROLE writer SET search_path = a, b; "
+            "GRANT USAGE ON SCHEMA a, b TO writer; GRANT INSERT ON b.device_events TO writer"
+        )
+        monkeypatch.setenv("STORAGE_DSN", dsn.replace("postgres@", "writer@", 1))
+        with caplog.at_level(logging.INFO, logger="worker.examples.storage"):
+            await storage.open_pool()
+        try:
+            await storage.store([Event("sensor", "d1", "reading", "json", b'{"n": 1}')])
+        finally:
+            await storage.close_pool()
+        assert "storing into b.device_events at " in caplog.text
+        assert await conn.fetchval("SELECT count(*) FROM b.device_events") == 1
+        assert await conn.fetchval("SELECT to_regclass('a.device_events')") is None
+    finally:
+        await conn.close()
+
+
+async def test_one_refused_row_is_found_by_halving_the_batch(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row a CHECK constraint refuses, in a batch of 250: it alone is refused, in 16
+    COPYs after the batch's own (one per event would be 250)."""
+    from worker.examples import storage
+
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(
+        f"CREATE TABLE device_events ({table_of({}, ('CHECK (device_id <> $$bad$$)',))})"
+    )
+    await conn.close()
+    events = [Event("sensor", f"d{n}", "reading", "json", b'{"n": %d}' % n) for n in range(250)]
+    events[137] = Event("sensor", "bad", "reading", "json", b'{"n": 137}')
+    copies: list[bytes] = []
+    copy = storage._copy
+
+    async def counted(rows: bytes) -> None:
+        copies.append(rows)
+        await copy(rows)
+
+    monkeypatch.setattr(storage, "_copy", counted)
+    monkeypatch.setenv("STORAGE_DSN", dsn)
+    await storage.open_pool()
+    try:
+        with pytest.raises(BatchFailed) as caught:
+            await storage.store(events)
+    finally:
+        await storage.close_pool()
+    assert [(e, type(why).__name__) for e, why in caught.value.errors] == [
+        (events[137], "RefusedRow")
+    ]
+    assert "CheckViolationError" in str(caught.value.errors[0][1])
+    assert len(copies) == 1 + 16
+    assert sum((await stored(dsn)).values()) == 249
+
+
+async def test_a_table_dropped_while_running_is_a_storage_error_on_one_line(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.examples import storage
+
+    monkeypatch.setenv("STORAGE_DSN", dsn)
+    await storage.open_pool()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP TABLE device_events")
+        with pytest.raises(storage.StorageError) as caught:
+            await storage.store([Event("sensor", "d1", "reading", "json", b'{"n": 1}')])
+    finally:
+        await storage.close_pool()
+        await conn.close()
+    assert str(caught.value) == (
+        "PostgreSQL refused the COPY into device_events: UndefinedTableError: relation "
+        '"device_events" does not exist'
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import struct
 from collections.abc import Sequence
@@ -12,37 +11,47 @@ from typing import Final
 from worker import Event
 from worker.examples.storage.table import COLUMNS
 
-#: what a JSON string may hold that PostgreSQL cannot turn into text: NUL, half a surrogate pair
-_UNREADABLE: Final = re.compile("[\x00\ud800-\udfff]")
+#: a JSON escape: a backslash and what it escapes, the four hex digits of a \u one apart. Read
+#: from the left, an escaped backslash is one escape, so the "\u" after it is plain text.
+_ESCAPE: Final = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+_NUL: Final = "\\u0000"
+_HALF: Final = "half a surrogate pair"
 
 
 def unreadable(payload: bytes) -> str | None:
     """Why PostgreSQL would store ``payload`` as ``json`` but fail to read it back, or None.
 
     ``json`` keeps the text as sent and checks only its syntax, so a string escaping NUL
-    (``\\u0000``) or half a surrogate pair (``\\ud800``) is stored, and then every ``->>``
-    on that row fails (``cannot be converted to text``), which breaks each query that reads
-    it. ``jsonb`` refuses such text when it is stored. So the row is refused for either
-    column type, before the COPY: the event is dead-lettered with its bytes instead. Only a
-    payload with an escape can hold one; a payload that is not JSON is left for PostgreSQL
-    to refuse, with its own message.
+    (``\\u0000``) or half a surrogate pair (``\\ud800`` alone) is stored, and then every
+    ``->>`` on that row fails (``cannot be converted to text``), which breaks each query that
+    reads it; ``jsonb`` refuses such text when it is stored. So the row is refused for either
+    column type, before the COPY: the event is dead-lettered with its bytes instead.
+
+    The escapes are read as PostgreSQL reads them, one after the other: not by parsing the
+    JSON, which would miss one in a key given twice (a parser keeps the last value) or in a
+    document Python cannot parse but PostgreSQL stores (nested 10,000 deep, an integer of
+    5,000 digits). A payload that is not JSON is left for PostgreSQL to refuse.
     """
-    try:
-        value = json.loads(payload)
-    except (ValueError, RecursionError):
-        return None
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, dict):
-            pending += item.keys()
-            pending += item.values()
-        elif isinstance(item, list):
-            pending += item
-        elif isinstance(item, str) and (found := _UNREADABLE.search(item)):
-            what = "\\u0000" if found.group() == "\x00" else "half a surrogate pair"
-            return f"the payload has {what} in a string, which PostgreSQL cannot read as text"
-    return None
+    high_ends = -1  # where a high surrogate's escape ended, while it waits for its low half
+    for escape in _ESCAPE.finditer(payload):
+        digits = escape.group(1)
+        code = int(digits, 16) if digits is not None else -1
+        if high_ends >= 0:
+            # the low half must come right after the high one, as the next escape
+            if escape.start() != high_ends or not 0xDC00 <= code <= 0xDFFF:
+                return _refusal(_HALF)
+            high_ends = -1
+        elif code == 0:
+            return _refusal(_NUL)
+        elif 0xD800 <= code <= 0xDBFF:
+            high_ends = escape.end()
+        elif 0xDC00 <= code <= 0xDFFF:
+            return _refusal(_HALF)
+    return _refusal(_HALF) if high_ends >= 0 else None
+
+
+def _refusal(what: str) -> str:
+    return f"the payload has {what} in a string, which PostgreSQL cannot read as text"
 
 
 #: COPY's binary format: a signature, flags and a header extension length (both 0) ...
@@ -86,7 +95,8 @@ def copy_binary(events: Sequence[Event], jsonb: bool = False) -> bytes:
     extend = out.extend
     version = _JSONB if jsonb else b""
     starts = _starts
-    last_at, stamp = -1.0, b""
+    last_at: float | None = None  # no value a received_at can have
+    stamp = b""
     for e in events:
         where = e.topic or (e.device_type, e.device_id, e.event)
         start = starts.get(where)

@@ -35,6 +35,13 @@ COLUMN_TYPES: Final = {
     "received_at": ("timestamp with time zone",),
     "key": ("text", "character varying"),
 }
+#: the database's encoding, and the table's schema-qualified name as the search path finds it
+#: (null when there is none: the worker creates it)
+TABLE_FOUND: Final = f"""
+SELECT current_setting('server_encoding') AS encoding,
+       (SELECT n.nspname || '.' || c.relname
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = to_regclass('{TABLE}')) AS name"""
 #: the table's columns: name, type, and whether a row must give it a value (NOT NULL, with
 #: no default, identity or generated value)
 TABLE_COLUMNS: Final = f"""
