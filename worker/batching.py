@@ -278,9 +278,9 @@ def _log_batch_failure(
     which = f"a batch of {total}" if failed == total else f"{failed} of a batch of {total}"
     if not final:
         log.warning("%s: %s on %s (run %d); retrying", route.name, what, which, run)
-    elif outcome is Outcome.ERROR and not isinstance(error, BatchFailed) and not on_purpose(error):
-        log.error("%s failed on %s (run %d)", route.name, which, run, exc_info=error)
-    elif outcome is Outcome.ERROR and not isinstance(error, BatchFailed):
+    elif outcome is not Outcome.ERROR or isinstance(error, BatchFailed):
+        log.warning("%s: %s on %s (run %d, giving up)", route.name, what, which, run)
+    elif on_purpose(error):
         log.error("%s failed on %s (run %d): %s", route.name, which, run, what)
     else:
-        log.warning("%s: %s on %s (run %d, giving up)", route.name, what, which, run)
+        log.error("%s failed on %s (run %d)", route.name, which, run, exc_info=error)

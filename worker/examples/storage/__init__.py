@@ -152,6 +152,7 @@ async def open_pool() -> None:
             "STORAGE_DSN is not set: accepted is a PostgreSQL URL such as "
             "postgresql://user:password@host:5432/database"
         )
+    pool = None
     try:
         # No connection floor (min_size=0): while the database is down, asyncpg would log a
         # traceback each time it fails to restore the floor; the batches' retries say it.
@@ -168,6 +169,8 @@ async def open_pool() -> None:
             "postgresql://user:password@host:5432/database"
         ) from exc
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if pool is not None:  # connected, then refused (no right to create the table, ...)
+            pool.terminate()
         # the message names the host, never the whole DSN: a DSN may carry a password
         raise ConnectError(
             f"cannot use the database of STORAGE_DSN ({_where(dsn)}): {exc}"
