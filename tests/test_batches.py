@@ -289,6 +289,36 @@ async def test_a_batch_failure_is_logged_with_how_many_of_how_many_failed(
     ]  # fmt: skip
 
 
+async def test_a_batch_that_gets_through_on_a_retry_is_ok() -> None:
+    runs: list[list[int]] = []
+
+    async def flaky(events: list[Event]) -> None:
+        runs.append([e.data["n"] for e in events])
+        if len(runs) == 1:
+            raise ConnectError("the database cannot be reached")
+
+    sink, metrics = await four_in_one_batch(flaky)
+    assert runs == [[0, 1, 2, 3], [0, 1, 2, 3]]
+    assert sink.letters == []
+    assert handled(metrics, "ok") == 4
+    assert handled(metrics, "dead_lettered") == 0
+
+
+async def test_after_a_failed_run_only_what_the_last_run_refused_is_dead_lettered() -> None:
+    runs: list[list[int]] = []
+
+    async def then_one(events: list[Event]) -> None:
+        runs.append([e.data["n"] for e in events])
+        if len(runs) == 1:
+            raise ConnectError("the database cannot be reached")
+        raise BatchFailed(errors=[(events[1], PermanentError("n=1 can never be stored"))])
+
+    sink, metrics = await four_in_one_batch(then_one)
+    assert runs == [[0, 1, 2, 3], [0, 1, 2, 3]]
+    assert [(d.payload, d.attempts) for d in sink.letters] == [(b'{"n": 1}', 2)]
+    assert handled(metrics, "ok") == 3
+
+
 def test_batch_failed_says_when_its_messages_failed_for_other_reasons_too() -> None:
     first, second, third = (Event("sensor", f"d{n}", "reading", "json", b"{}") for n in range(3))
     one = BatchFailed(errors=[(first, ValueError("x")), (second, ValueError("x"))])

@@ -178,7 +178,9 @@ class BatchRunner(RouteRunnerBase):
         while pending:
             run += 1
             for result in pending:
-                result.runs = run
+                # what a run says of a message replaces what the run before said: a message
+                # that fails once and then gets through is ok, not dead-lettered
+                result.runs, result.outcome, result.error = run, Outcome.OK, None
             outcome, error, failed, own = await self._once([r.message for r in pending], run)
             if outcome is Outcome.OK:
                 return
