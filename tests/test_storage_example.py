@@ -8,8 +8,14 @@ around them. ``_where``: how the database is named in messages, never with its p
 
 from __future__ import annotations
 
+import importlib
+import shutil
+import sys
+from pathlib import Path
+
 import pytest
 
+from worker.examples import storage
 from worker.examples.storage import _where, unreadable
 
 NUL = "the payload has \\u0000 in a string, which PostgreSQL cannot read as text"
@@ -63,3 +69,22 @@ def test_unreadable(payload: bytes, why: str | None) -> None:
 )
 def test_the_database_is_named_by_host_and_port_only(dsn: str, where: str) -> None:
     assert _where(dsn) == where
+
+
+def test_a_copy_of_the_folder_uses_its_own_modules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guide's advice: copy the folder under a name of your own and change the table."""
+    shutil.copytree(Path(storage.__file__).parent, tmp_path / "mystore")
+    table = tmp_path / "mystore" / "table.py"
+    table.write_text(table.read_text().replace('TABLE: Final = "device_events"',
+                                               'TABLE: Final = "readings"'))  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        mine = importlib.import_module("mystore")
+        assert (mine.TABLE, mine.copy_binary.__module__) == ("readings", "mystore.rows")
+        assert "CREATE TABLE IF NOT EXISTS readings" in mine.SCHEMA
+        assert storage.TABLE == "device_events"
+    finally:
+        for name in [n for n in sys.modules if n == "mystore" or n.startswith("mystore.")]:
+            del sys.modules[name]

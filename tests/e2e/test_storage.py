@@ -621,22 +621,30 @@ async def test_a_payload_column_altered_while_running_is_followed(
 ) -> None:
     from worker.examples import storage
 
+    def batch(n: int) -> list[Event]:
+        return [Event("sensor", "d1", "reading", "json", b'{"n": %d}' % n)]
+
     monkeypatch.setenv("STORAGE_DSN", dsn)
     conn = await asyncpg.connect(dsn)
     await storage.open_pool()
     try:
-        await storage.store([Event("sensor", "d1", "reading", "json", b'{"n": 1}')])
-        for n, kind in ((2, "jsonb"), (3, "json")):
+        await storage.store(batch(1))
+        for first, kind in ((10, "jsonb"), (20, "json")):
             await conn.execute(
                 f"ALTER TABLE device_events ALTER payload TYPE {kind} USING payload::{kind}"
             )
+            caplog.clear()
             with caplog.at_level(logging.WARNING, logger="worker.examples.storage"):
-                await storage.store([Event("sensor", "d1", "reading", "json", b'{"n": %d}' % n)])
-            assert f"device_events.payload is {kind} now: writing {kind}" in caplog.text
+                # four batches in flight at once, as the pool allows: all made for the old
+                # type; the first to be refused notices, and every one is made again
+                await asyncio.gather(*(storage.store(batch(first + i)) for i in range(4)))
+            assert [r.getMessage() for r in caplog.records] == [
+                f"public.device_events.payload is {kind} now: writing {kind}"
+            ]
     finally:
         await storage.close_pool()
         await conn.close()
-    assert await stored(dsn) == Counter({1: 1, 2: 1, 3: 1})
+    assert await stored(dsn) == Counter([1, 10, 11, 12, 13, 20, 21, 22, 23])
 
 
 async def _ready(worker: WorkerProcess) -> bool:
@@ -731,19 +739,20 @@ async def test_the_guides_store_once_recipe_skips_duplicates(
     try:
         await storage.store([event(1), event(2), event(2)])  # the plain COPY: 2 stored twice
         # the switch-over: duplicates removed, the index made, the recipe's _copy in place
-        await conn.execute(guide_block("sql", "Remove the\nduplicates already stored"))
+        await conn.execute(guide_block("sql", "keeping each event's first copy"))
         recipe: dict[str, Any] = dict(vars(storage))
-        exec(guide_block("python", "replace `_copy` in `__init__.py`"), recipe)
-        monkeypatch.setattr(storage, "_copy", recipe["_copy"])
+        exec(guide_block("python", "replace `write_rows` in `__init__.py`"), recipe)
+        monkeypatch.setattr(storage, "write_rows", recipe["write_rows"])
         await storage.store([event(2), event(3), event(3), event(4, "d2")])
-        await conn.execute(
-            "ALTER TABLE device_events ALTER payload TYPE jsonb USING payload::jsonb"
-        )
-        await storage.store([event(4, "d2"), event(5)])
+        for n, kind in ((5, "jsonb"), (6, "json")):  # followed, staging and all
+            await conn.execute(
+                f"ALTER TABLE device_events ALTER payload TYPE {kind} USING payload::{kind}"
+            )
+            await storage.store([event(4, "d2"), event(n), event(n)])
     finally:
         await storage.close_pool()
         await conn.close()
-    assert await stored(dsn) == Counter({1: 1, 2: 1, 3: 1, 4: 1, 5: 1})
+    assert await stored(dsn) == Counter({1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1})
 
 
 # --- the database the example is given, and what it does with it ------------------------------
@@ -763,6 +772,11 @@ async def test_a_database_not_in_utf8_is_refused_at_startup(
         "UTF8, the encoding of JSON (CREATE DATABASE ... ENCODING 'UTF8')"
     )
     assert storage._storage.pool is None
+    conn = await asyncpg.connect(cluster.dsn("latin"))
+    try:  # refused before anything was made in it
+        assert await conn.fetchval("SELECT to_regclass('device_events')") is None
+    finally:
+        await conn.close()
 
 
 async def test_a_table_made_beforehand_needs_only_the_right_to_insert(
@@ -794,6 +808,28 @@ async def test_a_table_made_beforehand_needs_only_the_right_to_insert(
         await conn.close()
 
 
+async def test_a_role_that_may_not_insert_is_refused_at_startup(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.examples import storage
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            f"CREATE TABLE device_events ({table_of({})}); CREATE ROLE reader LOGIN; "
+            "GRANT SELECT ON device_events TO reader"
+        )
+    finally:
+        await conn.close()
+    monkeypatch.setenv("STORAGE_DSN", dsn.replace("postgres@", "reader@", 1))
+    with pytest.raises(ConfigError) as caught:
+        await storage.open_pool()
+    assert str(caught.value) == (
+        "the role of STORAGE_DSN may not INSERT into public.device_events: accepted is a role "
+        "that may (GRANT INSERT ON public.device_events TO ...)"
+    )
+
+
 async def test_one_refused_row_is_found_by_halving_the_batch(
     dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -811,9 +847,9 @@ async def test_one_refused_row_is_found_by_halving_the_batch(
     copies: list[bytes] = []
     copy = storage._copy
 
-    async def counted(rows: bytes) -> None:
+    async def counted(rows: bytes, jsonb: bool) -> None:
         copies.append(rows)
-        await copy(rows)
+        await copy(rows, jsonb)
 
     monkeypatch.setattr(storage, "_copy", counted)
     monkeypatch.setenv("STORAGE_DSN", dsn)
@@ -847,6 +883,6 @@ async def test_a_table_dropped_while_running_is_a_storage_error_on_one_line(
         await storage.close_pool()
         await conn.close()
     assert str(caught.value) == (
-        "PostgreSQL refused the COPY into device_events: UndefinedTableError: relation "
+        "PostgreSQL refused the COPY into public.device_events: UndefinedTableError: relation "
         '"device_events" does not exist'
     )

@@ -56,8 +56,11 @@ from worker import (
     PermanentError,
     WorkerError,
 )
-from worker.examples.storage.rows import copy_binary, unreadable
-from worker.examples.storage.table import (
+from worker.routes import MAX_BATCH_SIZE, MAX_BATCH_WAIT
+
+# relative: a copy of this folder, under a name of its own, uses its own modules
+from .rows import copy_binary, unreadable
+from .table import (
     COLUMN_TYPES,
     COLUMNS,
     SCHEMA,
@@ -66,12 +69,12 @@ from worker.examples.storage.table import (
     TABLE_FOUND,
     check_table,
 )
-from worker.routes import MAX_BATCH_SIZE, MAX_BATCH_WAIT
 
 #: what this module is for a user who imports it (the table and the rows are in their own)
 __all__ = [
     "COLUMNS", "COLUMN_TYPES", "SCHEMA", "TABLE", "TABLE_COLUMNS", "RefusedRow", "StorageError",
     "app", "check_table", "close_pool", "copy_binary", "open_pool", "store", "unreadable",
+    "write_rows",
 ]  # fmt: skip
 
 try:
@@ -133,6 +136,8 @@ class _Storage:
     jsonb: bool = False
     #: the database's host and port (or socket folder), for messages: never the whole DSN
     where: str = ""
+    #: the table as the search path found it, schema and all, for messages
+    table: str = TABLE
 
 
 _storage = _Storage()
@@ -140,7 +145,7 @@ _storage = _Storage()
 
 @app.on_startup
 async def open_pool() -> None:
-    """Connect to ``STORAGE_DSN`` and create the table if it is not there."""
+    """Connect to ``STORAGE_DSN``, create the table if there is none, and check it."""
     if asyncpg is None:
         raise ConfigError(
             "worker.examples.storage needs asyncpg (the postgres extra): "
@@ -152,47 +157,51 @@ async def open_pool() -> None:
             "STORAGE_DSN is not set: accepted is a PostgreSQL URL such as "
             "postgresql://user:password@host:5432/database"
         )
-    pool = None
+    where, pool = _where(dsn), None
     try:
         # No connection floor (min_size=0): while the database is down, asyncpg would log a
         # traceback each time it fails to restore the floor; the batches' retries say it.
         pool = await asyncpg.create_pool(dsn, min_size=0, max_size=POOL_SIZE, reset=_keep_session)
-        found = await pool.fetchrow(TABLE_FOUND)
-        if found["name"] is None:
-            # only when missing: a table made beforehand needs no right to create or own it
-            await pool.execute(SCHEMA)
-            found = await pool.fetchrow(TABLE_FOUND)
-        columns = await pool.fetch(TABLE_COLUMNS)
-    except ValueError as exc:
-        raise ConfigError(
-            f"STORAGE_DSN is not a PostgreSQL URL that asyncpg can read ({exc}): accepted is "
-            "postgresql://user:password@host:5432/database"
-        ) from exc
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        if pool is not None:  # connected, then refused (no right to create the table, ...)
+        table, jsonb = await _prepare(pool, where)
+    except BaseException as exc:
+        if pool is not None:
             pool.terminate()
-        # the message names the host, never the whole DSN: a DSN may carry a password
-        raise ConnectError(
-            f"cannot use the database of STORAGE_DSN ({_where(dsn)}): {exc}"
-        ) from exc
-    try:
-        _check_encoding(found["encoding"], dsn)
-        jsonb = check_table(columns)
-    except ConfigError:
-        await pool.close()
+        if isinstance(exc, ValueError):
+            raise ConfigError(
+                f"STORAGE_DSN is not a PostgreSQL URL that asyncpg can read ({exc}): accepted "
+                "is postgresql://user:password@host:5432/database"
+            ) from exc
+        if isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+            # the message names the host, never the whole DSN: a DSN may carry a password
+            raise ConnectError(f"cannot use the database of STORAGE_DSN ({where}): {exc}") from exc
         raise
-    _storage.pool, _storage.jsonb, _storage.where = pool, jsonb, _where(dsn)
-    log.info("storing into %s at %s (payload %s)", found["name"], _storage.where, _payload_type())
+    _storage.pool, _storage.jsonb, _storage.where, _storage.table = pool, jsonb, where, table
+    log.info("storing into %s at %s (payload %s)", table, where, _payload_type())
 
 
-def _check_encoding(encoding: str, dsn: str) -> None:
-    """ConfigError unless the database is UTF8: in another encoding, PostgreSQL stores JSON
-    text whose escapes it then cannot read (``\\u20ac`` in LATIN1), or refuses whole batches."""
-    if encoding != "UTF8":
+async def _prepare(pool: Any, where: str) -> tuple[str, bool]:
+    """The table's schema-qualified name and whether its payload is jsonb, after creating it
+    if the search path finds none; ConfigError when the database or the table cannot take
+    the rows."""
+    found = await pool.fetchrow(TABLE_FOUND)
+    if found["encoding"] != "UTF8":
+        # in another encoding PostgreSQL stores JSON text whose escapes it then cannot read
+        # (\u20ac in LATIN1), or refuses whole batches
         raise ConfigError(
-            f"the database of STORAGE_DSN ({_where(dsn)}) is encoded in {encoding}: accepted "
-            "is UTF8, the encoding of JSON (CREATE DATABASE ... ENCODING 'UTF8')"
+            f"the database of STORAGE_DSN ({where}) is encoded in {found['encoding']}: "
+            "accepted is UTF8, the encoding of JSON (CREATE DATABASE ... ENCODING 'UTF8')"
         )
+    if found["name"] is None:
+        # only when missing: a table made beforehand needs no right to create or own it
+        await pool.execute(SCHEMA)
+        found = await pool.fetchrow(TABLE_FOUND)
+    name: str = found["name"]
+    if not found["may_insert"]:
+        raise ConfigError(
+            f"the role of STORAGE_DSN may not INSERT into {name}: accepted is a role that may "
+            f"(GRANT INSERT ON {name} TO ...)"
+        )
+    return name, check_table(await pool.fetch(TABLE_COLUMNS))
 
 
 def _payload_type() -> str:
@@ -244,7 +253,8 @@ async def close_pool() -> None:
 async def store(events: list[Event]) -> None:
     """Store the batch with one COPY; its messages are acknowledged when this returns."""
     refused: list[tuple[Event, BaseException]] = []
-    rows = copy_binary(events, jsonb=_storage.jsonb)
+    jsonb = _storage.jsonb
+    rows = copy_binary(events, jsonb=jsonb)
     # What json would store but no query could read is behind a \u escape, and escapes are
     # rare: one search of the batch's rows says whether any payload needs a closer look.
     if b"\\u" in rows:
@@ -252,10 +262,10 @@ async def store(events: list[Event]) -> None:
         if refused:
             out = {id(e) for e, _ in refused}
             events = [e for e in events if id(e) not in out]
-            rows = copy_binary(events, jsonb=_storage.jsonb)
+            rows = copy_binary(events, jsonb=jsonb)
     try:
         if events:
-            await _copy_rows(events, rows)
+            await _copy_rows(events, rows, jsonb)
     except ROW_REFUSED:
         # One row the database refuses (not JSON, not even UTF-8, nested too deep) must not
         # fail the others: store the rest and report only the refused ones (they alone are
@@ -265,32 +275,33 @@ async def store(events: list[Event]) -> None:
         raise BatchFailed(errors=refused)
 
 
-async def _copy_rows(events: Sequence[Event], rows: bytes) -> None:
-    """COPY ``rows``, the rows of ``events``; made again if the payload column changed type.
+async def _copy_rows(events: Sequence[Event], rows: bytes, jsonb: bool) -> None:
+    """COPY ``rows``, the rows of ``events`` made for a jsonb payload or not (``jsonb``); made
+    again if the payload column is of the other type now.
 
     A payload column altered (json to jsonb, say) while the worker runs refuses rows made for
-    the type it had. The type is read again when a COPY fails, and if it changed, the rows
-    are made for the new one and copied at once: nothing is refused for it.
+    the type it had. The type is read again when a COPY fails; every batch whose rows were
+    made for the old type, the one that noticed and those in flight beside it, is made again
+    for the new one and copied at once: nothing is refused or retried for the change.
     """
     try:
-        await _copy(rows)
+        await _copy(rows, jsonb)
     except (StorageError, *ROW_REFUSED):
-        if not await _payload_type_changed():
+        await _follow_payload_type()
+        if _storage.jsonb == jsonb:
             raise
-        await _copy(copy_binary(events, jsonb=_storage.jsonb))
+        await _copy(copy_binary(events, jsonb=_storage.jsonb), _storage.jsonb)
 
 
-async def _payload_type_changed() -> bool:
-    """Whether the payload column's type changed since it was last read (and follow it)."""
+async def _follow_payload_type() -> None:
+    """Read the payload column's type again, and follow it if it changed."""
     try:
         jsonb = check_table(await _storage.pool.fetch(TABLE_COLUMNS))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        return False  # the COPY's own error says what is wrong
-    if jsonb == _storage.jsonb:
-        return False
-    _storage.jsonb = jsonb
-    log.warning("%s.payload is %s now: writing %s", TABLE, *(_payload_type(),) * 2)
-    return True
+        return  # the COPY's own error says what is wrong
+    if jsonb != _storage.jsonb:
+        _storage.jsonb = jsonb
+        log.warning("%s.payload is %s now: writing %s", _storage.table, *(_payload_type(),) * 2)
 
 
 #: what a COPY raises when the database cannot be reached or went away mid-COPY
@@ -307,8 +318,9 @@ class StorageError(WorkerError):
     errors, it is logged on one line."""
 
 
-async def _copy(rows: bytes) -> None:
-    """One COPY of ``rows`` (``copy_binary``'s), committed when this returns.
+async def _copy(rows: bytes, jsonb: bool) -> None:
+    """``rows`` (``copy_binary``'s, made for a jsonb payload or not) written by
+    ``write_rows``, committed when this returns.
 
     Raises ConnectError when the database cannot be reached, ROW_REFUSED's errors as they
     are, and StorageError for any other refusal.
@@ -317,8 +329,7 @@ async def _copy(rows: bytes) -> None:
     if pool is None:
         raise ConnectError("the pool is closed (the worker is shutting down)")
     try:
-        # a memoryview, because asyncpg takes bytes for a file's path
-        await pool.copy_to_table(TABLE, source=memoryview(rows), columns=COLUMNS, format="binary")
+        await write_rows(pool, rows, jsonb)
     except UNREACHABLE as exc:
         # said as the database it is (an error such as FileNotFoundError names no socket)
         raise ConnectError(
@@ -329,8 +340,18 @@ async def _copy(rows: bytes) -> None:
         raise
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StorageError(
-            f"PostgreSQL refused the COPY into {TABLE}: {type(exc).__name__}: {exc}"
+            f"PostgreSQL refused the COPY into {_storage.table}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+async def write_rows(pool: Any, rows: bytes, jsonb: bool) -> None:
+    """One COPY of ``rows`` into the table, in one transaction.
+
+    The place to change how rows are written (the storage guide's recipe for storing each
+    event once replaces it); ``jsonb`` says which payload type the rows were made for.
+    """
+    # a memoryview, because asyncpg takes bytes for a file's path
+    await pool.copy_to_table(TABLE, source=memoryview(rows), columns=COLUMNS, format="binary")
 
 
 class RefusedRow(PermanentError):
@@ -353,7 +374,7 @@ async def _copy_apart(events: Sequence[Event]) -> list[tuple[Event, BaseExceptio
         if not part:
             continue
         try:
-            await _copy(copy_binary(part, jsonb=_storage.jsonb))
+            await _copy(copy_binary(part, jsonb=_storage.jsonb), _storage.jsonb)
         except ROW_REFUSED as exc:
             if len(part) > 1:
                 refused += await _copy_apart(part)

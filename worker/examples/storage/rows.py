@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from worker import Event
-from worker.examples.storage.table import COLUMNS
+
+from .table import COLUMNS
 
 #: a JSON escape: a backslash and what it escapes, the four hex digits of a \u one apart. Read
 #: from the left, an escaped backslash is one escape, so the "\u" after it is plain text.

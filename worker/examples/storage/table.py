@@ -35,13 +35,15 @@ COLUMN_TYPES: Final = {
     "received_at": ("timestamp with time zone",),
     "key": ("text", "character varying"),
 }
-#: the database's encoding, and the table's schema-qualified name as the search path finds it
-#: (null when there is none: the worker creates it)
+#: the database's encoding; the table's schema-qualified name as the search path finds it
+#: (null when there is none: the worker creates it), and whether the role may INSERT into it
 TABLE_FOUND: Final = f"""
 SELECT current_setting('server_encoding') AS encoding,
-       (SELECT n.nspname || '.' || c.relname
-          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.oid = to_regclass('{TABLE}')) AS name"""
+       n.nspname || '.' || c.relname AS name,
+       has_table_privilege(c.oid, 'INSERT') AS may_insert
+  FROM (SELECT to_regclass('{TABLE}') AS oid) AS found
+  LEFT JOIN pg_class c ON c.oid = found.oid
+  LEFT JOIN pg_namespace n ON n.oid = c.relnamespace"""
 #: the table's columns: name, type, and whether a row must give it a value (NOT NULL, with
 #: no default, identity or generated value)
 TABLE_COLUMNS: Final = f"""
