@@ -319,6 +319,35 @@ async def test_after_a_failed_run_only_what_the_last_run_refused_is_dead_lettere
     assert handled(metrics, "ok") == 3
 
 
+async def test_batch_failed_names_messages_whatever_the_handler_did_to_its_list() -> None:
+    """Sorted in place, then grown: the messages it names are still the ones that fail."""
+
+    async def reorder(events: list[Event]) -> None:
+        events.sort(key=lambda e: -e.data["n"])  # n=3 first
+        events.append(events[-1])  # n=0, twice
+        refused = [e for e in events if e.data["n"] == 3]
+        raise BatchFailed(errors=[(refused[0], PermanentError("n=3 can never be stored"))])
+
+    sink, metrics = await four_in_one_batch(reorder)
+    assert [(d.payload, d.attempts) for d in sink.letters] == [(b'{"n": 3}', 1)]
+    assert handled(metrics, "ok") == 3
+
+
+async def test_a_timeout_error_of_the_handlers_own_keeps_its_message() -> None:
+    async def own(events: list[Event]) -> None:
+        raise TimeoutError("statement_timeout hit")
+
+    sink, metrics, acks = Sink(), new_metrics(), Acks()
+    app = batch_app(own, Batch(max_size=2, max_wait=LONG), timeout=LONG, dead_letter=sink)
+    async with running(app, metrics) as pipeline:
+        await pipeline.put([event("d1", n) for n in range(2)], acks)
+        await acks.wait_for(2)
+    # not "timed out after ...": the route's timeout did not end the run
+    assert {(d.reason, d.error) for d in sink.letters} == {
+        ("error", "TimeoutError: statement_timeout hit")
+    }
+
+
 def test_batch_failed_says_when_its_messages_failed_for_other_reasons_too() -> None:
     first, second, third = (Event("sensor", f"d{n}", "reading", "json", b"{}") for n in range(3))
     one = BatchFailed(errors=[(first, ValueError("x")), (second, ValueError("x"))])

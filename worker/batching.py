@@ -34,7 +34,15 @@ from worker import messages
 from worker.config import Settings
 from worker.deadletter import DeadLetters
 from worker.errors import CodecError
-from worker.handling import Handled, Observer, RouteRunnerBase, describe, on_purpose, typed
+from worker.handling import (
+    Handled,
+    Observer,
+    RouteRunnerBase,
+    describe,
+    on_purpose,
+    timeout_of,
+    typed,
+)
 from worker.messages import Command, Event, Message
 from worker.metrics import Outcome, RouteMetrics
 from worker.routes import BACKOFF_CAP, Entry, InboundLike, Route
@@ -209,6 +217,8 @@ class BatchRunner(RouteRunnerBase):
         self.batch_size.observe(len(batch))
         started = time.perf_counter()
         everything = list(range(len(batch)))
+        # what was handed over, as it was: the handler may sort or filter its list in place
+        given = tuple(batch)
         timer: asyncio.Timeout | None = None
         try:
             if route.timeout is None:
@@ -219,7 +229,7 @@ class BatchRunner(RouteRunnerBase):
             result: tuple[Outcome, BaseException | None, list[int], dict[int, BaseException]]
             result = (Outcome.OK, None, [], {})
         except BatchFailed as exc:
-            where = {id(m): i for i, m in enumerate(batch)}
+            where = {id(m): i for i, m in enumerate(given)}
             failed = _positions(where, exc.failed, route.name)
             result = Outcome.ERROR, _cause(exc), failed, _own_errors(where, exc.errors)
         except TimeoutError as exc:
@@ -273,7 +283,7 @@ def _log_batch_failure(
 ) -> None:
     """One line (or one traceback) for a run of a batch that failed, ``counts`` being
     (messages that failed, messages in the run)."""
-    what = describe(error, route.timeout) or outcome.value
+    what = describe(error, timeout_of(route, outcome)) or outcome.value
     failed, total = counts
     if not failed:
         return

@@ -97,7 +97,7 @@ class RouteRunnerBase:
             self.failures = 0
         elif reason is not Outcome.DECODE_ERROR:
             self.failures += 1
-            self.last_error = describe(error, self.route.timeout) or reason.value
+            self.last_error = describe(error, timeout_of(self.route, reason)) or reason.value
 
     def context(self, message: Message | None, run: int, count: int = 0) -> Context:
         """The Context of one run: of ``message``, or of a batch of ``count`` when None."""
@@ -118,7 +118,7 @@ class RouteRunnerBase:
         route = self.route
         letter = DeadLetter(
             route.name, outcome.value, inbound.topic, inbound.payload, inbound.qos,
-            describe(error, route.timeout), runs, time.time(),
+            describe(error, timeout_of(route, outcome)), runs, time.time(),
         )  # fmt: skip
         if await self.dead_letters.send(sink, letter):
             self.metrics.dead_letters.inc()
@@ -232,6 +232,12 @@ def subject_of(message: Message) -> str:
     return f"{message.device_type}/{message.device_id}"
 
 
+def timeout_of(route: Route, outcome: Outcome) -> float | None:
+    """The route's timeout when it is what ended the run, for ``describe``; else None, so a
+    TimeoutError the handler raised itself keeps its own message."""
+    return route.timeout if outcome is Outcome.TIMEOUT else None
+
+
 def describe(error: BaseException | str | None, timeout: float | None = None) -> str | None:
     """The ``error`` text of a dead letter and of a log line, on one line."""
     if error is None:
@@ -251,7 +257,7 @@ def _log_failure(
     run: int,
     final: bool,
 ) -> None:
-    what = describe(error, route.timeout) or outcome.value
+    what = describe(error, timeout_of(route, outcome)) or outcome.value
     if not final:
         log.warning("%s: %s on %s (run %d); retrying", route.name, what, topic, run)
     elif outcome is Outcome.ERROR and not on_purpose(error):
