@@ -348,6 +348,30 @@ async def test_a_timeout_error_of_the_handlers_own_keeps_its_message() -> None:
     }
 
 
+async def test_a_payload_that_fails_to_decode_in_the_handler_is_its_decode_error_alone() -> None:
+    """decode=False: the handler reads ``data``, one payload is not JSON. That message is a
+    decode_error, not retried; the others' run failed with it and they are run again."""
+    runs: list[list[bytes]] = []
+
+    async def reads(events: list[Event]) -> None:
+        runs.append([e.payload for e in events])
+        for e in events:
+            e.data  # noqa: B018 - the read that fails on the bad payload
+
+    sink, metrics, acks = Sink(), new_metrics(), Acks()
+    app = batch_app(reads, Batch(max_size=3, max_wait=LONG, decode=False), retries=1,
+                    retry_backoff=0, dead_letter=sink)  # fmt: skip
+    async with running(app, metrics) as pipeline:
+        batch = [event("d1", 0), event("d1", 1, payload=b"{not json"), event("d1", 2)]
+        await pipeline.put(batch, acks)
+        await acks.wait_for(3)
+    assert runs == [[b'{"n": 0}', b"{not json", b'{"n": 2}'], [b'{"n": 0}', b'{"n": 2}']]
+    assert [(d.reason, d.payload, d.attempts) for d in sink.letters] == [
+        ("decode_error", b"{not json", 1)
+    ]
+    assert handled(metrics, "ok") == 2
+
+
 def test_batch_failed_says_when_its_messages_failed_for_other_reasons_too() -> None:
     first, second, third = (Event("sensor", f"d{n}", "reading", "json", b"{}") for n in range(3))
     one = BatchFailed(errors=[(first, ValueError("x")), (second, ValueError("x"))])

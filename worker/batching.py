@@ -196,7 +196,9 @@ class BatchRunner(RouteRunnerBase):
             for i in failed:
                 result = pending[i]
                 result.outcome, result.error = outcome, own.get(i, error)
-                if run <= route.retries and route.retryable(result.error):
+                if _own_decode_error(result):
+                    result.outcome = Outcome.DECODE_ERROR  # as on a single route: not retried
+                elif run <= route.retries and route.retryable(result.error):
                     again.append(result)
             final = not again
             _log_batch_failure(route, (len(failed), len(pending)), outcome, error, run, final)
@@ -239,6 +241,12 @@ class BatchRunner(RouteRunnerBase):
             result = Outcome.ERROR, exc, everything, {}
         self.metrics.seconds.observe(time.perf_counter() - started)
         return result
+
+
+def _own_decode_error(result: _Result) -> bool:
+    """Whether the run failed on this message's own payload, which does not decode (the
+    handler read ``data``): its decode_error, where the batch's other messages are retried."""
+    return isinstance(result.error, CodecError) and getattr(result.message, "decode_failed", False)
 
 
 def _cause(exc: BatchFailed) -> BaseException:
