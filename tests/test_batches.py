@@ -372,6 +372,25 @@ async def test_a_payload_that_fails_to_decode_in_the_handler_is_its_decode_error
     assert handled(metrics, "ok") == 2
 
 
+async def test_messages_given_up_while_others_are_retried_get_their_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def mixed(events: list[Event]) -> None:
+        if len(events) == 4:
+            raise BatchFailed(errors=[(events[0], PermanentError("n=0 can never be stored")),
+                                      (events[1], ValueError("n=1 not yet"))])  # fmt: skip
+
+    with caplog.at_level(logging.WARNING, logger="worker"):
+        sink, _ = await four_in_one_batch(mixed)
+    lines = [r.getMessage() for r in caplog.records if r.name == "worker.pipeline"]
+    assert lines == [
+        "store: BatchFailed: 2 messages of the batch failed: PermanentError: n=0 can never be "
+        "stored (and 1 other reason: see the dead letters) on 2 of a batch of 4 (run 1); retrying",
+        "store: giving up on 1 of them (run 1): PermanentError: n=0 can never be stored",
+    ]
+    assert [d.payload for d in sink.letters] == [b'{"n": 0}']
+
+
 def test_batch_failed_says_when_its_messages_failed_for_other_reasons_too() -> None:
     first, second, third = (Event("sensor", f"d{n}", "reading", "json", b"{}") for n in range(3))
     one = BatchFailed(errors=[(first, ValueError("x")), (second, ValueError("x"))])

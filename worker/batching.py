@@ -193,15 +193,18 @@ class BatchRunner(RouteRunnerBase):
             if outcome is Outcome.OK:
                 return
             again: list[_Result] = []
+            done: list[_Result] = []
             for i in failed:
                 result = pending[i]
                 result.outcome, result.error = outcome, own.get(i, error)
                 if _own_decode_error(result):
                     result.outcome = Outcome.DECODE_ERROR  # as on a single route: not retried
-                elif run <= route.retries and route.retryable(result.error):
-                    again.append(result)
+                retry = result.outcome is not Outcome.DECODE_ERROR and run <= route.retries
+                (again if retry and route.retryable(result.error) else done).append(result)
             final = not again
             _log_batch_failure(route, (len(failed), len(pending)), outcome, error, run, final)
+            if again and done:
+                _log_given_up(route, done, run)
             pending = again
             if final:
                 return
@@ -241,6 +244,14 @@ class BatchRunner(RouteRunnerBase):
             result = Outcome.ERROR, exc, everything, {}
         self.metrics.seconds.observe(time.perf_counter() - started)
         return result
+
+
+def _log_given_up(route: Route, done: list[_Result], run: int) -> None:
+    """One line for the messages of a run that are not retried (PermanentError, outside
+    ``retry_on``, a decode_error) while the others of the batch are: their run is final."""
+    first = done[0]
+    what = describe(first.error, timeout_of(route, first.outcome)) or first.outcome.value
+    log.warning("%s: giving up on %d of them (run %d): %s", route.name, len(done), run, what)
 
 
 def _own_decode_error(result: _Result) -> bool:
