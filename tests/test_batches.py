@@ -391,6 +391,22 @@ async def test_messages_given_up_while_others_are_retried_get_their_line(
     assert [d.payload for d in sink.letters] == [b'{"n": 0}']
 
 
+async def test_batch_failed_naming_a_copy_fails_the_whole_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def copies(events: list[Event]) -> None:
+        e = events[0]
+        raise BatchFailed([Event(e.device_type, e.device_id, e.event, e.format, e.payload)], "x")
+
+    with caplog.at_level(logging.WARNING, logger="worker"):
+        sink, metrics = await four_in_one_batch(copies)
+    assert len(sink.letters) == 4  # none acknowledged as handled on a guess
+    assert handled(metrics, "ok") == 0
+    assert "named 1 messages that are not in the batch it was given, so the whole batch" in (
+        caplog.text
+    )
+
+
 def test_batch_failed_says_when_its_messages_failed_for_other_reasons_too() -> None:
     first, second, third = (Event("sensor", f"d{n}", "reading", "json", b"{}") for n in range(3))
     one = BatchFailed(errors=[(first, ValueError("x")), (second, ValueError("x"))])

@@ -236,7 +236,9 @@ class BatchRunner(RouteRunnerBase):
         except BatchFailed as exc:
             where = {id(m): i for i, m in enumerate(given)}
             failed = _positions(where, exc.failed, route.name)
-            result = Outcome.ERROR, _cause(exc), failed, _own_errors(where, exc.errors)
+            own = _own_errors(where, exc.errors)
+            # failing closed: a message it may have meant is not acknowledged as handled
+            result = Outcome.ERROR, _cause(exc), everything if failed is None else failed, own
         except TimeoutError as exc:
             expired = timer is not None and timer.expired()
             result = (Outcome.TIMEOUT if expired else Outcome.ERROR), exc, everything, {}
@@ -279,17 +281,19 @@ def _own_errors(
     }
 
 
-def _positions(where: dict[int, int], failed: Sequence[Message], route: str) -> list[int]:
-    """Where (``where``: the batch's positions by identity) the reported messages are;
-    strangers are logged."""
+def _positions(where: dict[int, int], failed: Sequence[Message], route: str) -> list[int] | None:
+    """Where (``where``: the batch's positions by identity) the reported messages are; None
+    when some are strangers (logged): which of the batch those meant cannot be known."""
     found = sorted({where[id(m)] for m in failed if id(m) in where})
     strangers = len(failed) - sum(1 for m in failed if id(m) in where)
-    if strangers:
-        log.warning(
-            "%s: BatchFailed named %d messages that are not in the batch it was given; "
-            "ignored (name the message objects the handler received)", route, strangers,
-        )  # fmt: skip
-    return found
+    if not strangers:
+        return found
+    log.warning(
+        "%s: BatchFailed named %d messages that are not in the batch it was given, so the "
+        "whole batch counts as failed (name the message objects the handler received)",
+        route, strangers,
+    )  # fmt: skip
+    return None
 
 
 def _log_batch_failure(
