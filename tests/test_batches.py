@@ -411,6 +411,8 @@ def test_batch_failed_says_when_its_messages_failed_for_other_reasons_too() -> N
     first, second, third = (Event("sensor", f"d{n}", "reading", "json", b"{}") for n in range(3))
     one = BatchFailed(errors=[(first, ValueError("x")), (second, ValueError("x"))])
     assert str(one) == "2 messages of the batch failed: ValueError: x"
+    twice = BatchFailed([first, first], "x")
+    assert str(twice) == "1 message of the batch failed: x"
     two = BatchFailed(errors=[(first, ValueError("x")), (second, KeyError("k")), (third, "y")])
     assert str(two) == (
         "3 messages of the batch failed: ValueError: x (and 2 other reasons: see the dead letters)"

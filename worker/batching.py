@@ -78,7 +78,8 @@ class BatchFailed(Exception):
             if len(texts) > 1:
                 others = f" (and {_count(len(texts) - 1, 'other reason')}: see the dead letters)"
         why = f": {describe(error)}{others}" if error is not None else ""
-        super().__init__(f"{_count(len(self.failed), 'message')} of the batch failed{why}")
+        count = len({id(m) for m in self.failed})  # a message named twice is one
+        super().__init__(f"{_count(count, 'message')} of the batch failed{why}")
 
 
 def _count(n: int, noun: str) -> str:
