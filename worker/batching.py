@@ -40,6 +40,7 @@ from worker.handling import (
     RouteRunnerBase,
     describe,
     on_purpose,
+    own_decode_error,
     timeout_of,
     typed,
 )
@@ -198,7 +199,7 @@ class BatchRunner(RouteRunnerBase):
             for i in failed:
                 result = pending[i]
                 result.outcome, result.error = outcome, own.get(i, error)
-                if _own_decode_error(result):
+                if own_decode_error(result.error, result.message):
                     result.outcome = Outcome.DECODE_ERROR  # as on a single route: not retried
                 retry = result.outcome is not Outcome.DECODE_ERROR and run <= route.retries
                 (again if retry and route.retryable(result.error) else done).append(result)
@@ -255,12 +256,6 @@ def _log_given_up(route: Route, done: list[_Result], run: int) -> None:
     first = done[0]
     what = describe(first.error, timeout_of(route, first.outcome)) or first.outcome.value
     log.warning("%s: giving up on %d of them (run %d): %s", route.name, len(done), run, what)
-
-
-def _own_decode_error(result: _Result) -> bool:
-    """Whether the run failed on this message's own payload, which does not decode (the
-    handler read ``data``): its decode_error, where the batch's other messages are retried."""
-    return isinstance(result.error, CodecError) and getattr(result.message, "decode_failed", False)
 
 
 def _cause(exc: BatchFailed) -> BaseException:

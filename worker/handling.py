@@ -205,10 +205,8 @@ class RouteRunner(RouteRunnerBase):
                 async with asyncio.timeout(route.timeout) as timer:
                     await (call or route.handler(message))
         except CodecError as exc:
-            # only the message's own payload failing to decode is a decode_error; a CodecError
-            # from elsewhere (say, encoding a publish) is the handler's error
-            failed = getattr(message, "decode_failed", False)
-            outcome, error = (Outcome.DECODE_ERROR if failed else Outcome.ERROR), exc
+            own = own_decode_error(exc, message)
+            outcome, error = (Outcome.DECODE_ERROR if own else Outcome.ERROR), exc
         except TimeoutError as exc:
             expired = timer is not None and timer.expired()
             outcome, error = (Outcome.TIMEOUT if expired else Outcome.ERROR), exc
@@ -230,6 +228,13 @@ def subject_of(message: Message) -> str:
     if isinstance(message, AppStatus):
         return message.app_id
     return f"{message.device_type}/{message.device_id}"
+
+
+def own_decode_error(error: BaseException | None, message: Message | None) -> bool:
+    """Whether ``error`` is ``message``'s own payload failing to decode (the handler read its
+    ``data``): its decode_error. A CodecError from elsewhere (say, encoding a publish) is the
+    handler's error."""
+    return isinstance(error, CodecError) and getattr(message, "decode_failed", False)
 
 
 def timeout_of(route: Route, outcome: Outcome) -> float | None:
